@@ -1,0 +1,262 @@
+"""Run configuration: frozen dataclasses loaded from a search-space YAML.
+
+A config is pure data (no torch). ``Config.from_dict`` rejects unknown keys, so a
+typo in a YAML file or in ``--set`` fails loudly instead of being ignored.
+``--set section.key=value`` parses ``value`` as YAML (``0.5`` -> float,
+``[8, 16]`` -> list, ``null`` -> None).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SEARCH_SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
+
+
+class ConfigError(ValueError):
+    """A config file or ``--set`` override is invalid; the message names the key and the fix."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """How events become frames and how the training set is split.
+
+    frames: T, number of frames per sample.
+    split_by: 'number' (equal event count per frame) or 'time' (equal duration).
+    downsample: spatial sum-pooling factor (1 = sensor resolution).
+    val_fraction: fraction in (0, 1) of the training set held out, stratified, for fitness.
+    cache_dir: where converted frames are cached; None = $XDG_CACHE_HOME/evo_snn.
+    synthetic_*: size of the embedded synthetic data set (ignored for real data).
+    """
+
+    frames: int = 8
+    split_by: str = "number"
+    downsample: int = 1
+    val_fraction: float = 0.1
+    cache_dir: str | None = None
+    synthetic_classes: int = 4
+    synthetic_train_per_class: int = 48
+    synthetic_test_per_class: int = 16
+    synthetic_size: int = 16
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Spiking net built from the model registry (``evo_snn.models``).
+
+    name: registry name; channels: conv channels per block; hidden: width of the
+    hidden FC layer (0 = none); neuron: 'if' | 'lif' | 'plif'; surrogate: 'atan' |
+    'sigmoid'; tau: membrane time constant for LIF/PLIF in time steps.
+    """
+
+    name: str = "tiny_conv"
+    channels: tuple[int, ...] = (8, 16)
+    hidden: int = 0
+    neuron: str = "if"
+    surrogate: str = "atan"
+    tau: float = 2.0
+    v_threshold: float = 1.0
+    detach_reset: bool = True
+    dropout: float = 0.0
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """Budget for training the dense teacher once per run (Adam, cosine schedule)."""
+
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+
+
+@dataclass(frozen=True)
+class GenomeConfig:
+    """The search space over sparse structure.
+
+    prunable: 'all' (every conv and linear weight) or a list of module names.
+    ratio_min / ratio_max: bounds of every per-layer prune ratio, in [0, 1).
+    init_swap_fraction: initial masks are magnitude masks with this fraction of
+      each layer's pruned connections swapped at random.
+    ratio_mutation_prob / ratio_mutation_sigma: per-layer probability and Gaussian
+      step of a prune-ratio mutation.
+    mask_mutation_prob / mask_swap_fraction: per-layer probability of a
+      prune-and-regrow swap, and the fraction of the layer's connections swapped.
+    crossover_prob: probability that a pair of parents is recombined.
+    """
+
+    prunable: Any = "all"
+    ratio_min: float = 0.0
+    ratio_max: float = 0.95
+    init_swap_fraction: float = 0.02
+    ratio_mutation_prob: float = 0.3
+    ratio_mutation_sigma: float = 0.1
+    mask_mutation_prob: float = 0.3
+    mask_swap_fraction: float = 0.01
+    crossover_prob: float = 0.9
+
+
+@dataclass(frozen=True)
+class KDConfig:
+    """Per-genome fitness: KD-train a student from the genome's sparse teacher.
+
+    Loss (Eq. 4-5 of the sparse-KD paper):
+      L = alpha * temperature**2 * KL(softmax(z_t/temperature) || softmax(z_s/temperature))
+          + (1 - alpha) * CE(z_s, y)
+    epochs: training budget per genome in epochs over the training split (may be < 1).
+    student_init: 'teacher' (start from the sparse teacher's weights) | 'scratch'.
+    student_mask: 'genome' (keep the genome's masks; pruned weights stay 0) | 'dense'.
+    """
+
+    alpha: float = 0.9
+    temperature: float = 4.0
+    epochs: float = 1.0
+    batch_size: int = 32
+    lr: float = 5e-4
+    student_init: str = "teacher"
+    student_mask: str = "genome"
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """NSGA-II settings. population must be a multiple of 4 (DEAP's selTournamentDCD)."""
+
+    population: int = 8
+    generations: int = 3
+    workers: int = 1
+    seed: int = 0
+    tag: str = "search"
+
+
+@dataclass(frozen=True)
+class Config:
+    dataset: str = "synthetic"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    genome: GenomeConfig = field(default_factory=GenomeConfig)
+    kd: KDConfig = field(default_factory=KDConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+
+    # ------------------------------------------------------------------ I/O
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Config":
+        """Build from nested dicts; raises ConfigError on unknown keys or bad types."""
+        return _from_dict(cls, d, prefix="")
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_jsonable(dataclasses.asdict(self))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    def override(self, assignments: list[str]) -> "Config":
+        """Apply ``section.key=value`` strings; raises ConfigError naming the bad one."""
+        d = self.to_dict()
+        for item in assignments:
+            if "=" not in item:
+                raise ConfigError(f"--set {item!r}: expected key=value, e.g. kd.alpha=0.5")
+            key, raw = item.split("=", 1)
+            parts = key.strip().split(".")
+            node = d
+            for p in parts[:-1]:
+                if not isinstance(node.get(p), dict):
+                    raise ConfigError(f"--set {item!r}: unknown section {p!r}; known: {sorted(k for k, v in node.items() if isinstance(v, dict))}")
+                node = node[p]
+            if parts[-1] not in node or isinstance(node[parts[-1]], dict):
+                raise ConfigError(f"--set {item!r}: unknown key {key!r}; known: {sorted(node)}")
+            node[parts[-1]] = yaml.safe_load(raw)
+        return Config.from_dict(d)
+
+    def validate(self) -> "Config":
+        """Check value ranges; returns self or raises ConfigError."""
+        checks = [
+            (self.data.frames >= 1, "data.frames must be >= 1"),
+            (self.data.split_by in ("number", "time"), "data.split_by must be 'number' or 'time'"),
+            (self.data.downsample >= 1, "data.downsample must be >= 1"),
+            (0.0 < self.data.val_fraction < 1.0, "data.val_fraction must be in (0, 1)"),
+            (0.0 <= self.genome.ratio_min <= self.genome.ratio_max < 1.0, "need 0 <= genome.ratio_min <= genome.ratio_max < 1"),
+            (0.0 <= self.kd.alpha <= 1.0, "kd.alpha must be in [0, 1]"),
+            (self.kd.temperature > 0, "kd.temperature must be > 0"),
+            (self.kd.epochs > 0, "kd.epochs must be > 0"),
+            (self.kd.student_init in ("teacher", "scratch"), "kd.student_init must be 'teacher' or 'scratch'"),
+            (self.kd.student_mask in ("genome", "dense"), "kd.student_mask must be 'genome' or 'dense'"),
+            (self.search.population >= 4 and self.search.population % 4 == 0, "search.population must be a multiple of 4 (>= 4)"),
+            (self.search.generations >= 0, "search.generations must be >= 0"),
+            (self.search.workers >= 1, "search.workers must be >= 1"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ConfigError(msg)
+        return self
+
+
+def load_config(dataset: str, config_file: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults from ``search_spaces/<dataset>.yaml`` (or ``config_file``), then ``overrides``.
+
+    raises ConfigError (unknown key, bad value, missing file).
+    """
+    path = Path(config_file) if config_file else SEARCH_SPACES_DIR / f"{dataset}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found; pass --config FILE or add search_spaces/{dataset}.yaml")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections")
+    raw = dict(raw)
+    raw["dataset"] = dataset
+    try:
+        cfg = Config.from_dict(raw)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from e
+    return cfg.override(overrides or []).validate()
+
+
+def _from_dict(cls, d: Any, prefix: str):
+    if not isinstance(d, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {type(d).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(d) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown key(s) {[prefix + k for k in unknown]}; known: {sorted(known)}")
+    kwargs = {}
+    for name, value in d.items():
+        f = known[name]
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if dataclasses.is_dataclass(default):
+            kwargs[name] = _from_dict(type(default), value, prefix + name + ".")
+        elif isinstance(default, tuple):
+            if not isinstance(value, (list, tuple)):
+                raise ConfigError(f"{prefix}{name}: expected a list, got {value!r}")
+            kwargs[name] = tuple(value)
+        elif isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{prefix}{name}: expected true/false, got {value!r}")
+            kwargs[name] = value
+        elif isinstance(default, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
+            kwargs[name] = float(value)
+        elif isinstance(default, int) and not isinstance(default, bool):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"{prefix}{name}: expected an integer, got {value!r}")
+            kwargs[name] = value
+        elif isinstance(default, str) and not isinstance(value, str):
+            raise ConfigError(f"{prefix}{name}: expected a string, got {value!r}")
+        else:
+            kwargs[name] = tuple(value) if isinstance(value, list) else value
+    return cls(**kwargs)
+
+
+def _to_jsonable(x):
+    if isinstance(x, dict):
+        return {k: _to_jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_to_jsonable(v) for v in x]
+    return x

@@ -1,0 +1,76 @@
+"""Choosing Pareto members to export, and exporting them with their test accuracy.
+
+The test split is used here only, once, at the end of a run, for exported members.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch.nn as nn
+
+from .data import FrameSet
+from .genome import Genome
+from .models import build_model
+from .pruning import sparse_copy, weight_sparsity
+from .rundir import RunDir, save_state_dict
+from .train import accuracy
+
+
+def knee_index(points: np.ndarray) -> int:
+    """Index of the knee of a 2-objective front (both maximised).
+
+    points: [M, 2]. Objectives are min-max normalised over the front; the knee is the
+    member farthest from the line through the two extreme members (with fewer than
+    three distinct members: the largest normalised sum). No library here offers a
+    knee for a plain point set (pymoo is not a dependency), hence this small function.
+    """
+    pts = np.asarray(points, dtype=float)
+    if len(pts) == 0:
+        raise ValueError("empty front")
+    span = pts.max(0) - pts.min(0)
+    norm = (pts - pts.min(0)) / np.where(span > 0, span, 1.0)
+    a, b = norm[np.argmax(norm[:, 0])], norm[np.argmax(norm[:, 1])]
+    d = b - a
+    if len(np.unique(norm, axis=0)) < 3 or not np.any(d):
+        return int(np.argmax(norm.sum(1)))
+    dist = np.abs(d[0] * (norm[:, 1] - a[1]) - d[1] * (norm[:, 0] - a[0])) / np.hypot(*d)
+    return int(np.argmax(dist))
+
+
+def choose_exports(front: list) -> dict[str, list[str]]:
+    """{uid: roles} for the highest-accuracy member and the knee of ``front``
+    (individuals with ``fitness.values = (accuracy, sparsity)`` and ``uid``)."""
+    pts = np.array([ind.fitness.values for ind in front])
+    best = max(range(len(front)), key=lambda i: (pts[i, 0], pts[i, 1]))
+    roles: dict[str, list[str]] = {}
+    roles.setdefault(front[best].uid, []).append("best_accuracy")
+    roles.setdefault(front[knee_index(pts)].uid, []).append("knee")
+    return roles
+
+
+def export_member(run: RunDir, uid: str, roles: list[str], genome: Genome, metrics: dict, student_state: dict,
+                  dense_teacher: nn.Module, model_args: tuple, test: FrameSet, layers) -> dict:
+    """Write exported/<uid>/{teacher.pt, student.pt, genome.json, masks.npz, metrics.json}.
+
+    teacher.pt is the sparse teacher (dense teacher with the genome's masks), student.pt
+    the KD-trained student; both plain state_dicts. Returns the metrics written,
+    with ``test_accuracy`` and ``teacher_test_accuracy`` (fractions in [0, 1]).
+    """
+    out = run.exported / uid
+    out.mkdir(parents=True, exist_ok=True)
+    sparse_teacher = sparse_copy(dense_teacher, genome.mask_dict())
+    device = next(dense_teacher.parameters()).device
+    student = build_model(*model_args).to(device)
+    student.load_state_dict(student_state)
+    student.eval()
+    test_metrics = {
+        "test_accuracy": accuracy(student, test),
+        "teacher_test_accuracy": accuracy(sparse_teacher, test),
+        "test_sparsity": weight_sparsity(student, layers)[0],
+    }
+    save_state_dict(out / "teacher.pt", sparse_teacher.state_dict())
+    save_state_dict(out / "student.pt", student.state_dict())
+    genome.save(out)
+    record = {"uid": uid, "roles": roles, "genome_key": genome.key, **metrics, **test_metrics}
+    run.write_json(f"exported/{uid}/metrics.json", record)
+    return record

@@ -1,0 +1,111 @@
+"""Fitness of one genome: sparse teacher -> KD-trained student -> validation metrics.
+
+The test split never enters this module: a ``FitnessContext`` carries only the
+training and validation splits, so fitness cannot be read off the test set.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import socket
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+from spikingjelly.activation_based import functional
+
+from .config import Config
+from .data import FrameSet
+from .genome import Genome
+from .kd import KDLoss
+from .models import build_model
+from .pruning import apply_masks, make_permanent, sparse_copy, weight_sparsity
+from .train import accuracy, train_steps
+
+
+@dataclass
+class FitnessContext:
+    """Everything a worker needs, shipped once per worker.
+
+    train, val: frame sets (``frames [N, T, C, H, W]``); teacher_state: the dense
+    teacher's state_dict (CPU tensors); layers: the prunable layer names.
+    """
+
+    cfg: Config
+    train: FrameSet
+    val: FrameSet
+    frame_shape: tuple[int, int, int, int]
+    num_classes: int
+    teacher_state: dict[str, torch.Tensor]
+    layers: tuple[str, ...]
+
+
+@dataclass
+class FitnessResult:
+    """metrics: JSON-able dict (accuracy and sparsity are the objectives, fractions in
+    [0, 1]); student_state: the trained student's state_dict with masks folded in."""
+
+    metrics: dict
+    student_state: dict[str, torch.Tensor]
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class GenomeFitness:
+    """Callable evaluating genomes against one dense teacher (built once per worker)."""
+
+    def __init__(self, ctx: FitnessContext, device: torch.device | None = None):
+        self.ctx = ctx
+        self.device = device or default_device()
+        self.teacher = self.build()
+        self.teacher.load_state_dict(ctx.teacher_state)
+        self.teacher.requires_grad_(False).eval()
+
+    def build(self) -> nn.Module:
+        c = self.ctx
+        return build_model(c.cfg.model, c.frame_shape, c.num_classes).to(self.device)
+
+    def __call__(self, genome: Genome, seed: int) -> FitnessResult:
+        t0 = time.perf_counter()
+        kd = self.ctx.cfg.kd
+        torch.manual_seed(seed)
+        masks = genome.mask_dict()
+        teacher = sparse_copy(self.teacher, masks)  # frozen, eval mode
+        teacher_acc = accuracy(teacher, self.ctx.val)
+
+        if kd.student_init == "teacher":
+            student = copy.deepcopy(teacher).requires_grad_(True)
+        else:
+            student = self.build()  # seeded above
+        if kd.student_mask == "genome":
+            apply_masks(student, masks)
+
+        loss = KDLoss(kd.alpha, kd.temperature)
+
+        def kd_loss(z_s, y, x_seq):
+            with torch.no_grad():
+                z_t = teacher(x_seq)
+                functional.reset_net(teacher)
+            return loss(z_s, z_t, y)
+
+        train_loss = train_steps(student, self.ctx.train, epochs=kd.epochs, batch_size=kd.batch_size, lr=kd.lr, loss_fn=kd_loss, seed=seed)
+        make_permanent(student)
+        student_acc = accuracy(student, self.ctx.val)
+        sparsity, per_layer = weight_sparsity(student, self.ctx.layers)
+        metrics = {
+            "accuracy": student_acc,
+            "sparsity": sparsity,
+            "teacher_accuracy": teacher_acc,
+            "genome_sparsity": genome.sparsity,
+            "layer_sparsity": per_layer,
+            "train_loss": train_loss,
+            "wall_s": time.perf_counter() - t0,
+            "worker": f"{socket.gethostname()}:{os.getpid()}",
+            "device": str(self.device),
+        }
+        state = {k: v.detach().cpu() for k, v in student.state_dict().items()}
+        return FitnessResult(metrics, state)

@@ -1,0 +1,208 @@
+"""Genomes over sparse structure, and the variation operators of the search.
+
+A ``Genome`` holds, for every prunable layer l, a prune ratio r_l and a binary mask
+M_l (True = connection kept) with exactly round(r_l * n_l) zeros, n_l being the
+layer's number of weights. It is pure data: numpy only, no torch. Masks are stored
+packed (``numpy.packbits``) in ``masks.npz`` next to a small ``genome.json``.
+
+Operators (``GenomeOps``), all of which keep the zero count equal to round(r_l*n_l):
+- initial genome: magnitude pruning of the teacher at sampled ratios (Eq. 3 of the
+  sparse-KD paper: W_pruned = W ⊙ M, the smallest |W| pruned), plus a small random
+  swap of pruned and kept connections;
+- ratio mutation: r_l += N(0, sigma), clipped to bounds; then prune the smallest
+  surviving |W| or regrow the largest pruned |W| until the count matches;
+- mask mutation: prune k random survivors and regrow k random pruned connections
+  (pruning plus synaptic regeneration, as in SD-SNN);
+- crossover: per layer, each child takes (r_l, M_l) whole from one parent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .config import GenomeConfig
+
+
+def zeros_for(ratio: float, n: int) -> int:
+    """Number of pruned weights for prune ratio ``ratio`` in [0, 1] over ``n`` weights."""
+    # Python's round() is round-half-even, the same rule torch.nn.utils.prune uses.
+    return int(round(ratio * n))
+
+
+@dataclass(frozen=True, eq=False)
+class Genome:
+    """layers: prunable module names; ratios: prune ratios in [0, 1);
+    masks: bool arrays shaped like each layer's weight, True = kept."""
+
+    layers: tuple[str, ...]
+    ratios: tuple[float, ...]
+    masks: tuple[np.ndarray, ...]
+
+    def __post_init__(self):
+        if not (len(self.layers) == len(self.ratios) == len(self.masks)):
+            raise ValueError("layers, ratios and masks must have the same length")
+        for name, r, m in zip(self.layers, self.ratios, self.masks):
+            if m.dtype != np.bool_:
+                raise ValueError(f"mask of {name} must be bool, got {m.dtype}")
+            if int((~m).sum()) != zeros_for(r, m.size):
+                raise ValueError(f"mask of {name} has {int((~m).sum())} zeros, ratio {r} needs {zeros_for(r, m.size)}")
+
+    @property
+    def key(self) -> str:
+        """Stable 16-hex-digit hash of the structure (layer names, shapes and masks)."""
+        h = hashlib.sha1()
+        for name, m in zip(self.layers, self.masks):
+            h.update(name.encode())
+            h.update(str(m.shape).encode())
+            h.update(np.packbits(m.ravel()).tobytes())
+        return h.hexdigest()[:16]
+
+    @property
+    def sparsity(self) -> float:
+        """Fraction of pruned weights over all prunable layers, in [0, 1]."""
+        total = sum(m.size for m in self.masks)
+        return sum(int((~m).sum()) for m in self.masks) / max(total, 1)
+
+    def layer_sparsity(self) -> dict[str, float]:
+        return {n: float((~m).mean()) for n, m in zip(self.layers, self.masks)}
+
+    def mask_dict(self) -> dict[str, np.ndarray]:
+        return dict(zip(self.layers, self.masks))
+
+    # --------------------------------------------------------------- storage
+    def to_json_dict(self) -> dict:
+        return {
+            "key": self.key,
+            "layers": list(self.layers),
+            "ratios": [float(r) for r in self.ratios],
+            "shapes": [list(m.shape) for m in self.masks],
+            "sparsity": self.sparsity,
+            "masks_file": "masks.npz",
+        }
+
+    def save(self, directory: str | Path) -> None:
+        """Write ``genome.json`` and ``masks.npz`` (packbits) atomically into ``directory``."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        packed = {f"layer{i}": np.packbits(m.ravel()) for i, m in enumerate(self.masks)}
+        tmp = d / f"masks.npz.tmp-{os.getpid()}"
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **packed)
+        os.replace(tmp, d / "masks.npz")
+        write_text_atomic(d / "genome.json", json.dumps(self.to_json_dict(), indent=2))
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "Genome":
+        """Inverse of ``save``; raises ValueError if the files disagree."""
+        d = Path(directory)
+        meta = json.loads((d / "genome.json").read_text())
+        with np.load(d / meta.get("masks_file", "masks.npz")) as z:
+            masks = []
+            for i, shape in enumerate(meta["shapes"]):
+                n = int(np.prod(shape))
+                masks.append(np.unpackbits(z[f"layer{i}"], count=n).astype(bool).reshape(shape))
+        g = cls(tuple(meta["layers"]), tuple(meta["ratios"]), tuple(masks))
+        if g.key != meta["key"]:
+            raise ValueError(f"{d}: masks.npz does not match the key in genome.json")
+        return g
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def magnitude_mask(weight_abs: np.ndarray, ratio: float) -> np.ndarray:
+    """Mask pruning the round(ratio*n) smallest |W| (Eq. 3 of the sparse-KD paper).
+
+    weight_abs: |W| of one layer, any shape; returns bool, same shape, True = kept.
+    Numpy (not torch.nn.utils.prune.l1_unstructured) because a genome is torch-free;
+    tests check parity with torch's L1Unstructured.
+    """
+    n = weight_abs.size
+    k = zeros_for(ratio, n)
+    mask = np.ones(n, dtype=bool)
+    if k:
+        order = np.argsort(weight_abs.ravel(), kind="stable")
+        mask[order[:k]] = False
+    return mask.reshape(weight_abs.shape)
+
+
+class GenomeOps:
+    """Variation operators bound to the teacher's weight magnitudes and a search space.
+
+    teacher_abs: {layer name: |W| numpy array} in the order of the genome's layers.
+    All methods take a numpy ``Generator`` and return new genomes (inputs untouched).
+    """
+
+    def __init__(self, teacher_abs: dict[str, np.ndarray], cfg: GenomeConfig):
+        self.layers = tuple(teacher_abs)
+        self.abs = teacher_abs
+        self.cfg = cfg
+
+    def _clip(self, r: float) -> float:
+        return float(min(max(r, self.cfg.ratio_min), self.cfg.ratio_max))
+
+    def magnitude(self, ratios: dict[str, float] | list[float]) -> Genome:
+        rs = [self._clip(r) for r in (ratios.values() if isinstance(ratios, dict) else ratios)]
+        masks = tuple(magnitude_mask(self.abs[n], r) for n, r in zip(self.layers, rs))
+        return Genome(self.layers, tuple(rs), masks)
+
+    def random(self, rng: np.random.Generator) -> Genome:
+        """Initial genome: uniform ratios within bounds, magnitude masks, small random swap."""
+        ratios = rng.uniform(self.cfg.ratio_min, self.cfg.ratio_max, size=len(self.layers))
+        g = self.magnitude(list(ratios))
+        masks = tuple(_swap(m, round(self.cfg.init_swap_fraction * int((~m).sum())), rng) for m in g.masks)
+        return Genome(g.layers, g.ratios, masks)
+
+    def mutate(self, g: Genome, rng: np.random.Generator) -> Genome:
+        """Per layer: ratio mutation with prob ratio_mutation_prob, then mask swap with prob mask_mutation_prob."""
+        ratios, masks = list(g.ratios), list(g.masks)
+        for i, name in enumerate(g.layers):
+            if rng.random() < self.cfg.ratio_mutation_prob:
+                ratios[i] = self._clip(ratios[i] + rng.normal(0.0, self.cfg.ratio_mutation_sigma))
+                masks[i] = _match_count(masks[i], zeros_for(ratios[i], masks[i].size), self.abs[name])
+            if rng.random() < self.cfg.mask_mutation_prob:
+                masks[i] = _swap(masks[i], max(1, round(self.cfg.mask_swap_fraction * masks[i].size)), rng)
+        return Genome(g.layers, tuple(ratios), tuple(masks))
+
+    def crossover(self, a: Genome, b: Genome, rng: np.random.Generator) -> tuple[Genome, Genome]:
+        """Layer-wise uniform crossover: each layer's (r_l, M_l) goes whole to one child."""
+        ra, rb, ma, mb = list(a.ratios), list(b.ratios), list(a.masks), list(b.masks)
+        for i in range(len(a.layers)):
+            if rng.random() < 0.5:
+                ra[i], rb[i] = rb[i], ra[i]
+                ma[i], mb[i] = mb[i], ma[i]
+        return Genome(a.layers, tuple(ra), tuple(ma)), Genome(b.layers, tuple(rb), tuple(mb))
+
+
+def _match_count(mask: np.ndarray, zeros: int, weight_abs: np.ndarray) -> np.ndarray:
+    """Prune the smallest surviving |W| or regrow the largest pruned |W| until ``zeros`` match."""
+    flat, w = mask.ravel().copy(), weight_abs.ravel()
+    diff = zeros - int((~flat).sum())
+    if diff > 0:
+        kept = np.flatnonzero(flat)
+        flat[kept[np.argsort(w[kept], kind="stable")[:diff]]] = False
+    elif diff < 0:
+        pruned = np.flatnonzero(~flat)
+        flat[pruned[np.argsort(-w[pruned], kind="stable")[:-diff]]] = True
+    return flat.reshape(mask.shape)
+
+
+def _swap(mask: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Prune k random survivors and regrow k random pruned connections (count unchanged)."""
+    flat = mask.ravel().copy()
+    kept, pruned = np.flatnonzero(flat), np.flatnonzero(~flat)
+    k = int(min(k, kept.size, pruned.size))
+    if k <= 0:
+        return mask
+    flat[rng.choice(kept, k, replace=False)] = False
+    flat[rng.choice(pruned, k, replace=False)] = True
+    return flat.reshape(mask.shape)

@@ -1,0 +1,57 @@
+"""Run plots (matplotlib, Agg backend): Pareto front, hypervolume, per-layer sparsity."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from .rundir import atomic_write_bytes  # noqa: E402
+
+
+def _save(fig, path: Path) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def plot_run(plots_dir: Path, evaluations: pd.DataFrame, pareto: pd.DataFrame, generations: pd.DataFrame,
+             dense_teacher_accuracy: float, exported: list[dict]) -> None:
+    """Write pareto.png, hypervolume.png and (if any member was exported) layer_sparsity.png.
+
+    evaluations: columns gen, accuracy, sparsity (status 'ok' rows); pareto: uid,
+    accuracy, sparsity; generations: gen, hypervolume; accuracies/sparsities are fractions.
+    """
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    sc = ax.scatter(evaluations["sparsity"], evaluations["accuracy"], c=evaluations["gen"], cmap="viridis", s=18, alpha=0.7, label="evaluated")
+    fig.colorbar(sc, ax=ax, label="generation")
+    front = pareto.sort_values("sparsity")
+    ax.plot(front["sparsity"], front["accuracy"], "o-", color="crimson", label="Pareto front")
+    ax.axhline(dense_teacher_accuracy, ls="--", color="gray", label="dense teacher")
+    ax.set_xlabel("student sparsity (fraction of zero weights)")
+    ax.set_ylabel("student validation accuracy")
+    ax.legend(loc="lower left")
+    _save(fig, plots_dir / "pareto.png")
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(generations["gen"], generations["hypervolume"], "o-")
+    ax.set_xlabel("generation")
+    ax.set_ylabel("hypervolume (ref. point (0, 0))")
+    _save(fig, plots_dir / "hypervolume.png")
+
+    if exported:
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        for rec in exported:
+            layers = list(rec["layer_sparsity"])
+            ax.plot(range(len(layers)), [rec["layer_sparsity"][n] for n in layers], "o-", label=f"{rec['uid']} ({', '.join(rec['roles'])})")
+        ax.set_xticks(range(len(layers)), layers, rotation=45, ha="right")
+        ax.set_ylabel("sparsity")
+        ax.set_ylim(0, 1)
+        ax.legend()
+        _save(fig, plots_dir / "layer_sparsity.png")

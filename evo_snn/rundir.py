@@ -1,0 +1,139 @@
+"""The run directory: every file a run leaves, written atomically (tmp + ``os.replace``).
+
+Layout::
+
+  config.json  manifest.json  evaluations.jsonl  generations.csv  pareto.csv
+  teacher/  exported/<uid>/  plots/
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import os
+import platform
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+PACKAGES = ("evo_snn", "torch", "spikingjelly", "deap", "ray", "numpy", "pandas")
+
+
+class RunDirError(RuntimeError):
+    """The output directory cannot be used (exists and is not empty, or not writable)."""
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save_state_dict(path: Path, state: dict[str, torch.Tensor]) -> None:
+    """torch.save of plain tensors only (loads with ``weights_only=True``), atomically."""
+    buf = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in state.items()}, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def git_revision() -> dict:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=10)
+        if sha.returncode == 0:
+            return {"sha": sha.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"sha": None, "dirty": None}
+
+
+def package_versions() -> dict:
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+class RunDir:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.teacher = self.path / "teacher"
+        self.exported = self.path / "exported"
+        self.plots = self.path / "plots"
+        self.manifest: dict = {}
+
+    @classmethod
+    def create(cls, out: str | Path | None, dataset: str, tag: str, root: str | Path = "runs") -> "RunDir":
+        """``out`` or ``<root>/<YYYYmmdd-HHMMSS>-<dataset>-<tag>``; raises RunDirError if it holds files."""
+        if out is None:
+            stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+            out = Path(root) / f"{stamp}-{dataset}-{tag}"
+        path = Path(out)
+        if path.exists() and any(path.iterdir()):
+            raise RunDirError(f"output directory {path} is not empty; choose another --out or remove it")
+        try:
+            for d in ("", "teacher", "exported", "plots"):
+                (path / d).mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise RunDirError(f"cannot create output directory {path}: {e}; pass a writable --out") from e
+        return cls(path)
+
+    # ------------------------------------------------------------------ writers
+    def write_json(self, rel: str | Path, obj) -> None:
+        atomic_write_bytes(self.path / rel, (json.dumps(obj, indent=2, default=_json_default) + "\n").encode())
+
+    def append_jsonl(self, rel: str, obj) -> None:
+        with open(self.path / rel, "a") as f:
+            f.write(json.dumps(obj, default=_json_default) + "\n")
+
+    def write_csv(self, rel: str, df: pd.DataFrame) -> None:
+        atomic_write_bytes(self.path / rel, df.to_csv(index=False).encode())
+
+    # ------------------------------------------------------------------ manifest
+    def start(self, argv: list[str], seed: int, device: str) -> None:
+        self.manifest = {
+            "argv": list(argv),
+            "seed": seed,
+            "device": device,
+            "git": git_revision(),
+            "versions": package_versions(),
+            "host": platform.node(),
+            "start": now_iso(),
+            "end": None,
+            "status": "running",
+            "executable": sys.executable,
+        }
+        self.write_json("manifest.json", self.manifest)
+
+    def finish(self, status: str, error: str | None = None, **extra) -> None:
+        self.manifest.update(end=now_iso(), status=status, **extra)
+        if error:
+            self.manifest["error"] = error
+        self.write_json("manifest.json", self.manifest)
+
+
+def _json_default(x):
+    if hasattr(x, "item"):
+        return x.item()
+    if isinstance(x, (set, tuple)):
+        return list(x)
+    if isinstance(x, Path):
+        return str(x)
+    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
