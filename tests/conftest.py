@@ -1,0 +1,43 @@
+"""Shared fixtures: tiny configs and data, one Ray session for the whole test run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from evo_snn.config import Config, load_config
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def tiny_config(**overrides: str) -> Config:
+    """The synthetic search space shrunk so that a whole search takes seconds."""
+    sets = [
+        "data.synthetic_classes=3", "data.synthetic_train_per_class=16", "data.synthetic_test_per_class=6",
+        "data.synthetic_size=8", "data.frames=4", "data.val_fraction=0.25",
+        "model.channels=[4]", "teacher.epochs=2", "kd.epochs=0.5",
+        "search.population=4", "search.generations=1",
+    ] + [f"{k}={v}" for k, v in overrides.items()]
+    return load_config("synthetic", overrides=sets)
+
+
+@pytest.fixture(scope="session")
+def tiny_cfg() -> Config:
+    return tiny_config()
+
+
+@pytest.fixture(scope="session")
+def tiny_splits(tiny_cfg):
+    from evo_snn.data import load_splits
+
+    return load_splits("synthetic", None, tiny_cfg.data, seed=0)
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray (2 CPUs, loopback) for all tests that need it (~4 s to start)."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
+    yield ray
+    ray.shutdown()

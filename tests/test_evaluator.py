@@ -1,0 +1,78 @@
+"""The serial and the Ray evaluator are interchangeable behind ``map``."""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from evo_snn.evaluator import RayEvaluator, SerialEvaluator
+from evo_snn.fitness import FitnessContext, GenomeFitness
+from evo_snn.genome import Genome, GenomeOps
+from evo_snn.models import build_model
+from evo_snn.pruning import prunable_layers, weight_magnitudes
+from evo_snn.teacher import train_teacher
+
+
+@pytest.fixture(scope="module")
+def ctx(tiny_cfg, tiny_splits):
+    teacher, _ = train_teacher(tiny_cfg, tiny_splits, seed=0, device=torch.device("cpu"), progress=False)
+    layers = tuple(prunable_layers(teacher))
+    return FitnessContext(tiny_cfg, tiny_splits.train, tiny_splits.val, tiny_splits.frame_shape, tiny_splits.num_classes,
+                          teacher.state_dict(), layers)
+
+
+def _genomes(ctx, n):
+    teacher = build_model(ctx.cfg.model, ctx.frame_shape, ctx.num_classes)
+    teacher.load_state_dict(ctx.teacher_state)
+    ops = GenomeOps(weight_magnitudes(teacher, ctx.layers), ctx.cfg.genome)
+    rng = np.random.default_rng(0)
+    return [ops.random(rng) for _ in range(n)]
+
+
+def test_fitness_metrics_and_student_masks(ctx):
+    g = _genomes(ctx, 1)[0]
+    res = GenomeFitness(ctx)(g, seed=1)
+    m = res.metrics
+    assert m["sparsity"] == pytest.approx(g.sparsity)
+    assert set(m["layer_sparsity"]) == set(ctx.layers)
+    assert 0 <= m["accuracy"] <= 1 and 0 <= m["teacher_accuracy"] <= 1 and m["wall_s"] > 0
+    for name, mask in g.mask_dict().items():
+        assert (res.student_state[name + ".weight"].numpy()[~mask] == 0).all()
+
+
+def test_student_options_scratch_and_dense(ctx):
+    from dataclasses import replace
+
+    g = _genomes(ctx, 1)[0]
+    dense_ctx = replace(ctx, cfg=replace(ctx.cfg, kd=replace(ctx.cfg.kd, student_mask="dense", student_init="scratch")))
+    res = GenomeFitness(dense_ctx)(g, seed=1)
+    assert res.metrics["sparsity"] < 0.01 < g.sparsity  # a dense student trains every weight
+
+
+def test_failed_evaluation_is_reported_not_raised(ctx):
+    bad = Genome(("nope",), (0.0,), (np.ones(3, dtype=bool),))
+    results = dict(SerialEvaluator(ctx).map([(bad, 0)]))
+    assert isinstance(results[0], Exception)
+
+
+def test_ray_evaluator_matches_serial(ctx, ray_session):
+    genomes = _genomes(ctx, 3)
+    jobs = [(g, 10 + i) for i, g in enumerate(genomes)]
+    serial = dict(SerialEvaluator(ctx).map(jobs))
+    ev = RayEvaluator(ctx, workers=2)
+    try:
+        parallel = dict(ev.map(jobs))
+    finally:
+        ev.close()
+    assert sorted(parallel) == [0, 1, 2]
+    workers = {parallel[i].metrics["worker"] for i in parallel}
+    assert not any(w.endswith(f":{os.getpid()}") for w in workers)  # ran in Ray actors, not here
+    for i in range(3):
+        s, p = serial[i].metrics, parallel[i].metrics
+        assert p["sparsity"] == s["sparsity"]
+        assert p["teacher_accuracy"] == pytest.approx(s["teacher_accuracy"])
+        assert p["accuracy"] == pytest.approx(s["accuracy"], abs=1 / len(ctx.val) + 1e-9)
+        # same seed -> same student weights, up to float reduction order across thread counts
+        for k, v in s["layer_sparsity"].items():
+            assert p["layer_sparsity"][k] == v

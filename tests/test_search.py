@@ -1,0 +1,129 @@
+"""End to end: a tiny search on synthetic data through the CLI, and its run directory."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from evo_snn.config import ModelConfig
+from evo_snn.genome import Genome
+from evo_snn.models import build_model
+from evo_snn.search import main
+
+TINY = ["--set", "data.synthetic_classes=3", "--set", "data.synthetic_train_per_class=16",
+        "--set", "data.synthetic_test_per_class=6", "--set", "data.synthetic_size=8", "--set", "data.frames=4",
+        "--set", "data.val_fraction=0.25", "--set", "model.channels=[4]", "--set", "teacher.epochs=2",
+        "--set", "kd.epochs=0.5"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "r"
+    rc = main(["--dataset", "synthetic", "--population", "4", "--generations", "2", "--seed", "3",
+               "--out", str(out), "--no-progress", *TINY])
+    assert rc == 0
+    return out
+
+
+def test_run_directory_has_every_file(run_dir):
+    for rel in ["config.json", "manifest.json", "evaluations.jsonl", "generations.csv", "pareto.csv",
+                "teacher/teacher.pt", "teacher/metrics.json", "plots/pareto.png", "plots/hypervolume.png"]:
+        assert (run_dir / rel).is_file(), rel
+    assert not list(run_dir.rglob("*.tmp-*"))
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "completed" and manifest["seed"] == 3 and manifest["end"]
+    assert manifest["versions"]["torch"].startswith(torch.__version__.split("+")[0])
+    cfg = json.loads((run_dir / "config.json").read_text())
+    assert cfg["search"]["population"] == 4 and cfg["model"]["channels"] == [4]
+
+
+def test_evaluations_and_generations_are_consistent(run_dir):
+    rows = [json.loads(line) for line in (run_dir / "evaluations.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 * 3  # initial population + 2 generations of 4 children
+    assert [r["gen"] for r in rows] == [0] * 4 + [1] * 4 + [2] * 4
+    assert len({r["uid"] for r in rows}) == len(rows)
+    assert all(r["parents"] for r in rows if r["gen"] > 0)
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert ok and all(0 <= r["accuracy"] <= 1 and 0 <= r["sparsity"] <= 1 for r in ok)
+    for r in ok:  # student sparsity is the genome's: masks are kept during KD training
+        assert r["sparsity"] == pytest.approx(r["genome_sparsity"])
+    gens = pd.read_csv(run_dir / "generations.csv")
+    assert list(gens["gen"]) == [0, 1, 2]
+    assert (np.diff(gens["hypervolume"]) >= -1e-12).all()  # elitist archive: HV never drops
+
+
+def test_pareto_front_is_non_dominated(run_dir):
+    front = pd.read_csv(run_dir / "pareto.csv")
+    assert {"uid", "accuracy", "sparsity", "teacher_accuracy"} <= set(front.columns)
+    pts = front[["accuracy", "sparsity"]].to_numpy()
+    for i, p in enumerate(pts):
+        dominated = ((pts >= p).all(1) & (pts > p).any(1))
+        assert not dominated.any(), f"member {front.uid[i]} is dominated"
+
+
+def test_exports_load_with_weights_only_and_match_their_genome(run_dir):
+    exported = sorted(p for p in (run_dir / "exported").iterdir())
+    assert 1 <= len(exported) <= 2
+    front = set(pd.read_csv(run_dir / "pareto.csv")["uid"])
+    roles = set()
+    for d in exported:
+        assert d.name in front
+        metrics = json.loads((d / "metrics.json").read_text())
+        roles.update(metrics["roles"])
+        assert 0 <= metrics["test_accuracy"] <= 1
+        genome = Genome.load(d)
+        teacher = torch.load(d / "teacher.pt", weights_only=True)
+        student = torch.load(d / "student.pt", weights_only=True)
+        for name, mask in genome.mask_dict().items():
+            assert (teacher[name + ".weight"].numpy()[~mask] == 0).all()
+            assert (student[name + ".weight"].numpy()[~mask] == 0).all()
+        net = build_model(ModelConfig(name="tiny_conv", channels=(4,)), (4, 2, 8, 8), 3)
+        net.load_state_dict(student)
+    assert roles == {"best_accuracy", "knee"}
+    tm = json.loads((run_dir / "teacher" / "metrics.json").read_text())
+    assert 0 <= tm["val_accuracy"] <= 1 and 0 <= tm["test_accuracy"] <= 1
+
+
+def test_teacher_reuse_and_clear_errors(run_dir, tmp_path, capsys):
+    out = tmp_path / "again"
+    rc = main(["--dataset", "synthetic", "--population", "4", "--generations", "0", "--seed", "3", "--out", str(out), "--no-progress",
+               "--teacher", str(run_dir / "teacher" / "teacher.pt"), *TINY])
+    assert rc == 0
+    t0 = json.loads((run_dir / "teacher" / "metrics.json").read_text())
+    t1 = json.loads((out / "teacher" / "metrics.json").read_text())
+    assert t1["val_accuracy"] == pytest.approx(t0["val_accuracy"])
+
+    # a teacher that does not fit the model: one-line error, exit 2, run marked failed
+    rc = main(["--dataset", "synthetic", "--out", str(tmp_path / "bad"), "--no-progress",
+               "--teacher", str(run_dir / "teacher" / "teacher.pt"), *TINY, "--set", "model.channels=[6]"])
+    assert rc == 2
+    assert "does not fit" in capsys.readouterr().err
+    assert json.loads((tmp_path / "bad" / "manifest.json").read_text())["status"] == "failed"
+
+    # an occupied --out is refused before anything is written to it
+    rc = main(["--dataset", "synthetic", "--out", str(run_dir), "--no-progress", *TINY])
+    assert rc == 2 and "not empty" in capsys.readouterr().err
+
+    # bad config: exit 2 and no run directory
+    rc = main(["--dataset", "synthetic", "--out", str(tmp_path / "never"), "--set", "kd.alhpa=1"])
+    assert rc == 2 and not (tmp_path / "never").exists()
+    assert "kd.alhpa" in capsys.readouterr().err
+
+
+def test_missing_data_root_is_a_clear_error(tmp_path, capsys):
+    rc = main(["--dataset", "nmnist", "--data-root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "nowhere" in err and not (tmp_path / "o").exists()
+
+
+def test_help_lists_every_flag(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    for flag in ["--dataset", "--data-root", "--config", "--set", "--population", "--generations", "--workers",
+                 "--address", "--seed", "--out", "--teacher"]:
+        assert flag in text
