@@ -1,0 +1,85 @@
+"""``python -m evo_snn.data describe --dataset NAME``: print a data set summary as one JSON object."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import torch
+
+from ..config import ConfigError, load_config
+from .errors import DatasetFormatError
+from .splits import DATASETS, FrameSet, load_splits
+
+
+def _split_summary(fs: FrameSet, num_classes: int) -> dict:
+    eps = fs.events_per_sample().to(torch.float64)
+    return {
+        "samples": len(fs),
+        "class_counts": {str(c): n for c, n in fs.class_counts(num_classes).items()},
+        "events_per_sample": {
+            "min": int(eps.min()) if len(fs) else None,
+            "mean": round(float(eps.mean()), 3) if len(fs) else None,
+            "max": int(eps.max()) if len(fs) else None,
+        },
+    }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m evo_snn.data", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    d = sub.add_parser(
+        "describe",
+        help="load a data set and print its splits, class counts and events per sample as JSON",
+        description="Load a data set as the search would (search_spaces/<dataset>.yaml plus --set overrides) "
+        "and print one JSON object: dataset, num_classes, frame_shape [T,C,H,W] and, per split "
+        "(train/val/test), samples, class_counts and events_per_sample {min,mean,max}.",
+    )
+    d.add_argument("--dataset", required=True, choices=DATASETS, help="data set name")
+    d.add_argument(
+        "--data-root",
+        default=None,
+        metavar="PATH",
+        help="folder of the real data: N-MNIST's folder with Train/ and Test/, or the DvsGesture folder "
+        "(or its parent); not used for synthetic",
+    )
+    d.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set data.frames=16 (value parsed as YAML); repeatable",
+    )
+    d.add_argument(
+        "--seed", type=int, default=None, help="seed of the validation split and synthetic data (default: search.seed)"
+    )
+    d.add_argument("--progress", action="store_true", help="show a progress bar on stderr while parsing files")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = load_config(args.dataset, None, args.overrides)
+        seed = cfg.search.seed if args.seed is None else args.seed
+        splits = load_splits(args.dataset, args.data_root, cfg.data, seed, progress=args.progress)
+    except (DatasetFormatError, ConfigError) as e:
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    summary = {
+        "dataset": splits.name,
+        "num_classes": splits.num_classes,
+        "frame_shape": list(splits.frame_shape),
+        "splits": {
+            name: _split_summary(fs, splits.num_classes)
+            for name, fs in (("train", splits.train), ("val", splits.val), ("test", splits.test))
+        },
+    }
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

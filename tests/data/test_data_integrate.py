@@ -1,0 +1,175 @@
+"""integrate_frames / downsample_frames: hand examples, spikingjelly fidelity, sum checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from evo_snn.data import downsample_frames, integrate_frames
+from evo_snn.data.events import segment_bounds
+
+# idx:   0  1  2  3  4  5  6
+X = np.array([0, 2, 0, 1, 2, 2, 0])
+Y = np.array([0, 1, 0, 1, 0, 0, 1])
+P = np.array([1, 0, 1, 1, 0, 0, 1])
+T = np.array([0, 1, 2, 5, 6, 7, 20])
+
+
+def _sj_reference(x, y, p, t, split_by, frames, H, W):
+    """spikingjelly 2.0.0 ``integrate_events_by_fixed_frames_number``, transcribed (loops and masks)."""
+    N = t.size
+    j_l = np.zeros(frames, dtype=int)
+    j_r = np.zeros(frames, dtype=int)
+    if split_by == "number":
+        di = N // frames
+        for i in range(frames):
+            j_l[i] = i * di
+            j_r[i] = j_l[i] + di
+        j_r[-1] = N
+    else:
+        dt = (t[-1] - t[0]) // frames
+        idx = np.arange(N)
+        for i in range(frames):
+            t_l = dt * i + t[0]
+            t_r = t_l + dt
+            idx_masked = idx[np.logical_and(t >= t_l, t < t_r)]
+            j_l[i] = idx_masked[0]  # IndexError on an empty bin, as in spikingjelly
+            j_r[i] = idx_masked[-1] + 1
+        j_r[-1] = N
+    out = np.zeros([frames, 2, H, W])
+    for i in range(frames):
+        xs, ys, ps = x[j_l[i] : j_r[i]].astype(int), y[j_l[i] : j_r[i]].astype(int), p[j_l[i] : j_r[i]] != 0
+        pos = ps.astype(int) * H * W + ys * W + xs
+        out[i] = np.bincount(pos, minlength=2 * H * W).reshape(2, H, W)
+    return out
+
+
+def test_number_mode_hand_example():
+    f = integrate_frames(X, Y, P, T, frames=3, split_by="number", height=2, width=3)
+    expected = np.zeros((3, 2, 2, 3), dtype=np.int64)
+    # di = 7 // 3 = 2: frames hold events {0,1}, {2,3}, {4,5,6}
+    expected[0, 1, 0, 0] = 1
+    expected[0, 0, 1, 2] = 1
+    expected[1, 1, 0, 0] = 1
+    expected[1, 1, 1, 1] = 1
+    expected[2, 0, 0, 2] = 2
+    expected[2, 1, 1, 0] = 1
+    assert f.shape == (3, 2, 2, 3)
+    np.testing.assert_array_equal(f, expected)
+
+
+def test_time_mode_hand_example():
+    f = integrate_frames(X, Y, P, T, frames=3, split_by="time", height=2, width=3)
+    expected = np.zeros((3, 2, 2, 3), dtype=np.int64)
+    # dt = (20 - 0) // 3 = 6: [0, 6) -> {0,1,2,3}; [6, 12) -> {4,5}; last frame from t >= 12 to N -> {6}
+    expected[0, 1, 0, 0] = 2
+    expected[0, 0, 1, 2] = 1
+    expected[0, 1, 1, 1] = 1
+    expected[1, 0, 0, 2] = 2
+    expected[2, 1, 1, 0] = 1
+    np.testing.assert_array_equal(f, expected)
+
+
+def test_time_mode_last_frame_takes_the_tail():
+    # dt = (10 - 0) // 3 = 3: bins [0,3), [3,6), last [6, end] which includes t = 10 == t[-1]
+    t = np.array([0, 1, 3, 9, 10, 10])
+    z = np.zeros(6, dtype=int)
+    f = integrate_frames(z, z, z, t, frames=3, split_by="time", height=1, width=1)
+    assert f[:, 0, 0, 0].tolist() == [2, 1, 3]
+
+
+def test_time_mode_empty_bin_gives_empty_frame():
+    t = np.array([0, 1, 2, 30])  # dt = 10: bin [10, 20) is empty (spikingjelly would raise IndexError)
+    z = np.zeros(4, dtype=int)
+    f = integrate_frames(z, z, np.ones(4, dtype=int), t, frames=3, split_by="time", height=1, width=1)
+    assert f[:, 1, 0, 0].tolist() == [3, 0, 1]
+    with pytest.raises(IndexError):
+        _sj_reference(z, z, np.ones(4, dtype=int), t, "time", 3, 1, 1)
+
+
+def test_fewer_events_than_frames_number_mode():
+    # di = 2 // 4 = 0: all events land in the last frame (as spikingjelly)
+    f = integrate_frames(np.array([0, 1]), np.array([0, 0]), np.array([0, 1]), np.array([5, 6]),
+                         frames=4, split_by="number", height=1, width=2)
+    assert f.sum(axis=(1, 2, 3)).tolist() == [0, 0, 0, 2]
+
+
+def test_no_events_gives_zero_frames():
+    e = np.zeros(0, dtype=int)
+    for mode in ("number", "time"):
+        f = integrate_frames(e, e, e, e, frames=2, split_by=mode, height=3, width=4)
+        assert f.shape == (2, 2, 3, 4) and f.sum() == 0
+
+
+def test_polarity_nonzero_is_on_channel():
+    f = integrate_frames(np.array([0, 0]), np.array([0, 0]), np.array([-1, 5]), np.array([0, 1]),
+                         frames=1, split_by="number", height=1, width=1)
+    assert f[0, :, 0, 0].tolist() == [0, 2]
+
+
+def test_bad_inputs_raise():
+    with pytest.raises(ValueError, match="out of range"):
+        integrate_frames(np.array([3]), np.array([0]), np.array([0]), np.array([0]), frames=1, split_by="number", height=2, width=3)
+    with pytest.raises(ValueError, match="split_by"):
+        integrate_frames(X, Y, P, T, frames=2, split_by="duration", height=2, width=3)
+    with pytest.raises(ValueError, match="sorted"):
+        integrate_frames(X, Y, P, T[::-1].copy(), frames=2, split_by="time", height=2, width=3)
+    with pytest.raises(ValueError, match="equal length"):
+        integrate_frames(X[:3], Y, P, T, frames=2, split_by="number", height=2, width=3)
+
+
+def test_segment_bounds_are_contiguous_and_cover_all():
+    j_l, j_r = segment_bounds(T, 3, "time")
+    assert j_l.tolist() == [0, 4, 6] and j_r.tolist() == [4, 6, 7]
+    j_l, j_r = segment_bounds(T, 3, "number")
+    assert j_l.tolist() == [0, 2, 4] and j_r.tolist() == [2, 4, 7]
+
+
+@st.composite
+def event_streams(draw):
+    n = draw(st.integers(0, 200))
+    h = draw(st.integers(1, 6))
+    w = draw(st.integers(1, 6))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    t = np.sort(rng.integers(0, draw(st.integers(1, 10_000)), n))
+    return rng.integers(0, w, n), rng.integers(0, h, n), rng.integers(0, 2, n), t, h, w
+
+
+@settings(max_examples=150, deadline=None)
+@given(event_streams(), st.integers(1, 12), st.sampled_from(["number", "time"]))
+def test_counts_sum_to_events_and_match_spikingjelly(stream, frames, mode):
+    x, y, p, t, h, w = stream
+    f = integrate_frames(x, y, p, t, frames=frames, split_by=mode, height=h, width=w)
+    assert f.shape == (frames, 2, h, w)
+    assert int(f.sum()) == t.size  # every event of the window lands in exactly one frame
+    if t.size == 0:
+        return
+    try:
+        ref = _sj_reference(x, y, p, t, mode, frames, h, w)
+    except IndexError:  # spikingjelly crashes on an empty time bin; we give an empty frame
+        return
+    np.testing.assert_array_equal(f, ref)
+
+
+def test_real_nmnist_file_matches_spikingjelly(nmnist_root):
+    from evo_snn.data.nmnist import read_bin
+
+    ev = read_bin(nmnist_root / "Train" / "3" / sorted(p.name for p in (nmnist_root / "Train" / "3").glob("*.bin"))[0])
+    for mode in ("number", "time"):
+        f = integrate_frames(ev.x, ev.y, ev.p, ev.t, frames=10, split_by=mode, height=34, width=34)
+        np.testing.assert_array_equal(f, _sj_reference(ev.x, ev.y, ev.p, ev.t, mode, 10, 34, 34))
+        assert f.sum() == len(ev)
+
+
+def test_downsample_sums_blocks():
+    a = np.arange(2 * 4 * 6).reshape(2, 4, 6)
+    d = downsample_frames(a, 2)
+    assert d.shape == (2, 2, 3)
+    assert d[0, 0, 0] == a[0, 0, 0] + a[0, 0, 1] + a[0, 1, 0] + a[0, 1, 1]
+    assert d[1, 1, 2] == a[1, 2:4, 4:6].sum()
+    assert d.sum() == a.sum()
+    assert downsample_frames(a, 1) is a
+    with pytest.raises(ValueError, match="does not divide"):
+        downsample_frames(a, 4)
