@@ -61,14 +61,14 @@ class StructureSearch:
     evaluator: object with ``map([(genome, seed), ...])`` yielding
       ``(index, FitnessResult | Exception)`` (``evo_snn.evaluator``).
     on_evaluation(ind, result): called once per evaluated (or cache-hit) individual.
-    on_generation(gen, population, archive, n_evals): called after each generation.
+    on_generation(gen, population, archive, n_evals, elapsed_s): called after each generation.
     """
 
     def __init__(self, ops: GenomeOps, evaluator, search: SearchConfig, genome_cfg: GenomeConfig,
                  on_evaluation: Callable | None = None, on_generation: Callable | None = None, progress: bool = True):
         self.ops, self.evaluator, self.search, self.genome_cfg = ops, evaluator, search, genome_cfg
-        self.on_evaluation = on_evaluation or (lambda ind, res: None)
-        self.on_generation = on_generation or (lambda gen, pop, archive, n: None)
+        self.on_evaluation = on_evaluation or (lambda *_: None)
+        self.on_generation = on_generation or (lambda *_: None)
         self.progress = progress
         self.rng = np.random.default_rng(search.seed)
         random.seed(search.seed)  # DEAP's selTournamentDCD draws from `random`

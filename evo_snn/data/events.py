@@ -163,8 +163,7 @@ def stack_counts(samples: list[np.ndarray], shape: tuple[int, ...]) -> np.ndarra
     the per-sample shape (used when ``samples`` is empty).
     """
     peak = max((int(s.max()) for s in samples if s.size), default=0)
-    dtype = np.uint8 if peak <= 255 else np.int16 if peak <= 32767 else np.int32
-    out = np.empty((len(samples), *shape), dtype=dtype)
+    out = np.empty((len(samples), *shape), dtype=_count_dtype(peak))
     for i, s in enumerate(samples):
         out[i] = s
     return out
@@ -172,9 +171,12 @@ def stack_counts(samples: list[np.ndarray], shape: tuple[int, ...]) -> np.ndarra
 
 def to_storage(counts: np.ndarray) -> np.ndarray:
     """One sample's counts in the smallest dtype that holds them (keeps memory low while reading)."""
-    peak = int(counts.max()) if counts.size else 0
-    dtype = np.uint8 if peak <= 255 else np.int16 if peak <= 32767 else np.int32
-    return counts.astype(dtype)
+    return counts.astype(_count_dtype(int(counts.max()) if counts.size else 0))
+
+
+def _count_dtype(peak: int) -> type:
+    """Smallest of uint8, int16, int32 that holds non-negative counts up to ``peak``."""
+    return np.uint8 if peak <= 255 else np.int16 if peak <= 32767 else np.int32
 
 
 def sorted_by_time(ev: Events) -> Events:
