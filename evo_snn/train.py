@@ -1,7 +1,8 @@
 """Training and evaluation loops for multi-step SNNs.
 
-Frame sets are stored sample-major (``[N, T, C, H, W]``); batches are transposed to
-the spikingjelly layout ``x_seq: [T, N, C, H, W]`` before the forward pass, and
+Frame sets are stored sample-major (``[N, T, C, H, W]``); ``FrameSet.to_seq`` turns
+each batch into the spikingjelly layout ``x_seq: [T, N, C, H, W]`` (augmenting
+training batches where the data set says so) before the forward pass, and
 ``functional.reset_net`` runs after every batch, in evaluation too.
 """
 
@@ -25,11 +26,6 @@ def loader(fs: FrameSet, batch_size: int, shuffle: bool, seed: int = 0) -> DataL
     return DataLoader(TensorDataset(fs.frames, fs.labels), batch_size=batch_size, shuffle=shuffle, generator=g)
 
 
-def to_seq(x: torch.Tensor) -> torch.Tensor:
-    """[N, T, C, H, W] -> [T, N, C, H, W] float32."""
-    return x.transpose(0, 1).float()
-
-
 @torch.no_grad()
 def predict_logits(model: nn.Module, fs: FrameSet, batch_size: int = 64) -> torch.Tensor:
     """Logits [N, num_classes] of ``model`` in eval mode over the frame set (CPU tensor)."""
@@ -38,7 +34,7 @@ def predict_logits(model: nn.Module, fs: FrameSet, batch_size: int = 64) -> torc
     model.eval()
     out = []
     for x, _ in loader(fs, batch_size, shuffle=False):
-        out.append(model(to_seq(x).to(device)).cpu())
+        out.append(model(fs.to_seq(x, train=False).to(device)).cpu())
         functional.reset_net(model)
     model.train(was_training)
     return torch.cat(out) if out else torch.empty(0)
@@ -71,6 +67,7 @@ def train_steps(
     """
     device = next(model.parameters()).device
     dl = loader(fs, batch_size, shuffle=True, seed=seed)
+    aug_gen = torch.Generator().manual_seed(seed + 1)
     steps = max(1, math.ceil(epochs * len(dl)))
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
@@ -80,7 +77,7 @@ def train_steps(
     while step < steps:
         losses = []
         for x, y in dl:
-            x_seq, y = to_seq(x).to(device), y.to(device)
+            x_seq, y = fs.to_seq(x, train=True, generator=aug_gen).to(device), y.to(device)
             loss = loss_fn(model(x_seq), y, x_seq)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -53,6 +53,15 @@ class FrameSet:
             return torch.zeros(0, dtype=torch.int64)
         return self.frames.sum(dim=(1, 2, 3, 4), dtype=torch.float64).round().to(torch.int64)
 
+    def to_seq(self, x: torch.Tensor, *, train: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
+        """A batch of this set's samples in the spikingjelly layout.
+
+        x: ``[N, T, C, H, W]`` (a batch of ``frames``) -> ``x_seq: [T, N, C, H, W]`` float32.
+        train: True for training batches (where augmentation, if any, applies);
+        generator: the random stream of that augmentation.
+        """
+        return x.transpose(0, 1).float()
+
     def subset(self, index: torch.Tensor | np.ndarray) -> "FrameSet":
         """The samples at ``index`` (an int index array), as a new FrameSet."""
         index = torch.as_tensor(np.asarray(index), dtype=torch.int64)
