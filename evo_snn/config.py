@@ -50,9 +50,19 @@ class DataConfig:
 class ModelConfig:
     """Spiking net built from the model registry (``evo_snn.models``).
 
-    name: registry name; channels: conv channels per block; hidden: width of the
-    hidden FC layer (0 = none); neuron: 'if' | 'lif' | 'plif'; surrogate: 'atan' |
-    'sigmoid'; tau: membrane time constant for LIF/PLIF in time steps.
+    name: registry name (``evo_snn.models.model_names()``).
+    channels: conv channels per block (conv_snn / tiny_conv; dvs_gesture_net: one
+      entry for all 5 blocks, or five); ignored by the ResNet/WRN/VGG models.
+    hidden: width of the hidden FC layer (0 = none; dvs_gesture_net: 0 = 512).
+    neuron: 'if' | 'lif' | 'plif' | 'relu' ('relu' = the ANN twin: nn.ReLU in place
+      of every spiking neuron, same layers and weights, used for ANN-teacher KD).
+    surrogate: 'atan' | 'sigmoid' | 'rect'; tau: membrane time constant for LIF/PLIF
+      in time steps; v_threshold: firing threshold; v_reset: reset potential after a
+      spike (None = soft reset, subtract the threshold).
+    width: channel multiplier for resnet18*, wrn16_4*, vgg16* (every conv width is
+      round(width * c), at least 1); 1.0 = the published widths.
+    dropout: dropout before the readout FC (conv_snn, ResNet/WRN/VGG: 0 = none;
+      dvs_gesture_net: 0 = its default 0.5).
     """
 
     name: str = "tiny_conv"
@@ -62,8 +72,10 @@ class ModelConfig:
     surrogate: str = "atan"
     tau: float = 2.0
     v_threshold: float = 1.0
+    v_reset: float | None = 0.0
     detach_reset: bool = True
     dropout: float = 0.0
+    width: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -102,20 +114,30 @@ class GenomeConfig:
     crossover_prob: float = 0.9
 
 
+KD_MODES = ("sparse", "self", "default", "ann", "none")
+
+
 @dataclass(frozen=True)
 class KDConfig:
     """Per-genome fitness: KD-train a student from the genome's sparse teacher.
 
+    mode: which teacher teaches (see ``evo_snn.kd``): 'sparse' (the genome's masked
+      teacher), 'self' (the dense teacher), 'default' (teacher-default virtual teacher),
+      'ann' (an ANN twin of the teacher), 'none' (cross-entropy only).
+      ``--set kd=MODE`` is shorthand for ``--set kd.mode=MODE``.
     Loss (Eq. 4-5 of the sparse-KD paper):
       L = alpha * temperature**2 * KL(softmax(z_t/temperature) || softmax(z_s/temperature))
           + (1 - alpha) * CE(z_s, y)
+    default_prob: the virtual teacher's probability of the true class (mode 'default').
     epochs: training budget per genome in epochs over the training split (may be < 1).
     student_init: 'teacher' (start from the sparse teacher's weights) | 'scratch'.
     student_mask: 'genome' (keep the genome's masks; pruned weights stay 0) | 'dense'.
     """
 
+    mode: str = "sparse"
     alpha: float = 0.9
     temperature: float = 4.0
+    default_prob: float = 0.95
     epochs: float = 1.0
     batch_size: int = 32
     lr: float = 5e-4
@@ -163,6 +185,8 @@ class Config:
             if "=" not in item:
                 raise ConfigError(f"--set {item!r}: expected key=value, e.g. kd.alpha=0.5")
             key, raw = item.split("=", 1)
+            if key.strip() == "kd":  # --set kd=MODE is shorthand for kd.mode=MODE
+                key = "kd.mode"
             parts = key.strip().split(".")
             node = d
             for p in parts[:-1]:
@@ -184,6 +208,8 @@ class Config:
             (0.0 <= self.genome.ratio_min <= self.genome.ratio_max < 1.0, "need 0 <= genome.ratio_min <= genome.ratio_max < 1"),
             (0.0 <= self.kd.alpha <= 1.0, "kd.alpha must be in [0, 1]"),
             (self.kd.temperature > 0, "kd.temperature must be > 0"),
+            (self.kd.mode in KD_MODES, f"kd.mode must be one of {list(KD_MODES)}"),
+            (0.0 < self.kd.default_prob < 1.0, "kd.default_prob must be in (0, 1)"),
             (self.kd.epochs > 0, "kd.epochs must be > 0"),
             (self.kd.student_init in ("teacher", "scratch"), "kd.student_init must be 'teacher' or 'scratch'"),
             (self.kd.student_mask in ("genome", "dense"), "kd.student_mask must be 'genome' or 'dense'"),

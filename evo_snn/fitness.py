@@ -10,16 +10,14 @@ import copy
 import os
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn as nn
-from spikingjelly.activation_based import functional
-
 from .config import Config
 from .data import FrameSet
 from .genome import Genome
-from .kd import KDLoss
+from .kd import student_loss
 from .models import build_model
 from .pruning import apply_masks, make_permanent, sparse_copy, weight_sparsity
 from .train import accuracy, train_steps
@@ -40,6 +38,7 @@ class FitnessContext:
     num_classes: int
     teacher_state: dict[str, torch.Tensor]
     layers: tuple[str, ...]
+    ann_teacher_state: dict[str, torch.Tensor] | None = None  # kd.mode 'ann' only
 
 
 @dataclass
@@ -64,10 +63,18 @@ class GenomeFitness:
         self.teacher = self.build()
         self.teacher.load_state_dict(ctx.teacher_state)
         self.teacher.requires_grad_(False).eval()
+        self.ann_teacher = None
+        if ctx.cfg.kd.mode == "ann":
+            if ctx.ann_teacher_state is None:
+                raise ValueError("kd.mode 'ann' needs the ANN teacher's state_dict in the FitnessContext")
+            self.ann_teacher = self.build(ann=True)
+            self.ann_teacher.load_state_dict(ctx.ann_teacher_state)
+            self.ann_teacher.requires_grad_(False).eval()
 
-    def build(self) -> nn.Module:
+    def build(self, ann: bool = False) -> nn.Module:
         c = self.ctx
-        return build_model(c.cfg.model, c.frame_shape, c.num_classes).to(self.device)
+        model_cfg = replace(c.cfg.model, neuron="relu") if ann else c.cfg.model
+        return build_model(model_cfg, c.frame_shape, c.num_classes).to(self.device)
 
     def __call__(self, genome: Genome, seed: int) -> FitnessResult:
         t0 = time.perf_counter()
@@ -84,14 +91,8 @@ class GenomeFitness:
         if kd.student_mask == "genome":
             apply_masks(student, masks)
 
-        loss = KDLoss(kd.alpha, kd.temperature)
-
-        def kd_loss(z_s, y, x_seq):
-            with torch.no_grad():
-                z_t = teacher(x_seq)
-                functional.reset_net(teacher)
-            return loss(z_s, z_t, y)
-
+        teaching = {"sparse": teacher, "self": self.teacher, "ann": self.ann_teacher}.get(kd.mode)
+        kd_loss = student_loss(kd, self.ctx.num_classes, teaching)
         train_loss = train_steps(student, self.ctx.train, epochs=kd.epochs, batch_size=kd.batch_size, lr=kd.lr, loss_fn=kd_loss, seed=seed)
         make_permanent(student)
         student_acc = accuracy(student, self.ctx.val)
@@ -102,6 +103,7 @@ class GenomeFitness:
             "teacher_accuracy": teacher_acc,
             "genome_sparsity": genome.sparsity,
             "layer_sparsity": per_layer,
+            "kd_mode": kd.mode,
             "train_loss": train_loss,
             "wall_s": time.perf_counter() - t0,
             "worker": f"{socket.gethostname()}:{os.getpid()}",

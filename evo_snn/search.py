@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 import time
 import traceback
 
@@ -135,9 +136,18 @@ def run_search(args, argv: list[str]) -> int:
         run.write_json("teacher/metrics.json", tmetrics)
         tqdm.write(f"dense teacher: validation accuracy {tmetrics['val_accuracy']:.3f} ({time.perf_counter() - t0:.0f} s)")
 
+        ann_state = None
+        if cfg.kd.mode == "ann":  # ANN-teacher KD: train the ReLU twin of the teacher once
+            ann_cfg = replace(cfg, model=replace(cfg.model, neuron="relu"))
+            ann, ann_metrics = train_teacher(ann_cfg, splits, seed, device, progress)
+            ann_state = {k: v.detach().cpu() for k, v in ann.state_dict().items()}
+            save_state_dict(run.teacher / "ann_teacher.pt", ann_state)
+            run.write_json("teacher/ann_metrics.json", ann_metrics)
+            tqdm.write(f"ANN teacher: validation accuracy {ann_metrics['val_accuracy']:.3f}")
+
         layers = tuple(prunable_layers(teacher, cfg.genome.prunable))
         ctx = FitnessContext(cfg, splits.train, splits.val, splits.frame_shape, splits.num_classes,
-                             {k: v.detach().cpu() for k, v in teacher.state_dict().items()}, layers)
+                             {k: v.detach().cpu() for k, v in teacher.state_dict().items()}, layers, ann_state)
         ops = GenomeOps(weight_magnitudes(teacher, layers), cfg.genome)
         evaluator = make_evaluator(ctx, cfg.search.workers, args.address)
         logger = RunLogger(run)

@@ -20,7 +20,7 @@ def test_set_overrides_parse_yaml_values():
 
 
 @pytest.mark.parametrize("bad", ["kd.alhpa=0.5", "nosection.x=1", "kd=1", "kd.alpha", "search.population=6",
-                                 "kd.alpha=2", "model.channels=3", "kd.student_init=magic"])
+                                 "kd.alpha=2", "kd=magic", "model.channels=3", "kd.student_init=magic"])
 def test_bad_overrides_are_rejected(bad):
     with pytest.raises(ConfigError):
         load_config("synthetic", overrides=[bad])
