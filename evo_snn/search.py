@@ -24,6 +24,7 @@ from .evaluator import make_evaluator
 from .export import choose_exports, export_member
 from .fitness import FitnessContext, default_device
 from .genome import GenomeOps
+from .models import build_model
 from .nsga import StructureSearch, hypervolume
 from .plots import plot_run
 from .pruning import prunable_layers, weight_magnitudes
@@ -108,12 +109,22 @@ def pareto_frame(archive) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=cols).sort_values("sparsity", ignore_index=True)
 
 
+def check_model(cfg, splits) -> None:
+    """Build the configured model once so that a bad model.* or genome.prunable fails
+    before any output is written; raises ConfigError."""
+    try:
+        prunable_layers(build_model(cfg.model, splits.frame_shape, splits.num_classes), cfg.genome.prunable)
+    except ValueError as e:
+        raise ConfigError(f"model {cfg.model.name!r} with input {list(splits.frame_shape)}: {e}") from e
+
+
 def run_search(args, argv: list[str]) -> int:
     try:
         cfg = load_config(args.dataset, args.config, list(args.overrides) + _cli_overrides(args))
         progress = not args.no_progress
         seed = cfg.search.seed
         splits = load_splits(cfg.dataset, args.data_root, cfg.data, seed=seed, progress=progress)
+        check_model(cfg, splits)
         run = RunDir.create(args.out, cfg.dataset, cfg.search.tag)
     except (ConfigError, DatasetFormatError, RunDirError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -178,10 +189,10 @@ def run_search(args, argv: list[str]) -> int:
         run.finish("completed", n_evaluations=len(logger.rows), exported=sorted(roles), wall_s=time.perf_counter() - t0)
         tqdm.write(f"done: {run.path}")
         return 0
-    except (TeacherLoadError, ValueError) as e:
+    except TeacherLoadError as e:
         run.finish("failed", error=f"{type(e).__name__}: {e}")
         print(f"error: {e}", file=sys.stderr)
-        return EXIT_USAGE if isinstance(e, TeacherLoadError) else 1
+        return EXIT_USAGE
     except KeyboardInterrupt:
         run.finish("interrupted")
         print("interrupted", file=sys.stderr)

@@ -127,3 +127,10 @@ def test_help_lists_every_flag(capsys):
     for flag in ["--dataset", "--data-root", "--config", "--set", "--population", "--generations", "--workers",
                  "--address", "--seed", "--out", "--teacher"]:
         assert flag in text
+
+
+@pytest.mark.parametrize("bad", ["model.name=nope", "genome.prunable=[features.99]", "model.channels=[4,4,4,4,4]"])
+def test_bad_model_settings_fail_before_any_output(bad, tmp_path, capsys):
+    rc = main(["--dataset", "synthetic", "--out", str(tmp_path / "o"), "--no-progress", *TINY, "--set", bad])
+    assert rc == 2
+    assert "error:" in capsys.readouterr().err and not (tmp_path / "o").exists()
