@@ -33,6 +33,16 @@ class DataConfig:
     val_fraction: fraction in (0, 1) of the training set held out, stratified, for fitness.
     cache_dir: where converted frames are cached; None = $XDG_CACHE_HOME/evo_snn.
     synthetic_*: size of the embedded synthetic data set (ignored for real data).
+    Static images (cifar10, cifar100, tiny_imagenet): frames = T repeats of the
+    image (direct encoding); split_by is ignored and downsample must be 1.
+    Training-batch augmentation (``FrameSet.to_seq(train=True)``; evo_snn.data.augment):
+    aug_translate_px: random shift of up to this many pixels per axis with zero
+      fill, the same as a random crop after that much zero padding; null = the
+      data set's default: 4 for CIFAR, 8 for Tiny-ImageNet, 0 (off) for event data.
+    aug_hflip: random horizontal flip (p = 0.5); null = on for static images, off
+      for event data (DVS128 Gesture: left- and right-hand gestures are different classes).
+    aug_event_drop: probability in [0, 1) of dropping each event (binomial thinning
+      of the counts); event data only; 0 = off.
     """
 
     frames: int = 8
@@ -44,6 +54,9 @@ class DataConfig:
     synthetic_train_per_class: int = 48
     synthetic_test_per_class: int = 16
     synthetic_size: int = 16
+    aug_translate_px: int | None = None
+    aug_hflip: bool | None = None
+    aug_event_drop: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -205,6 +218,10 @@ class Config:
             (self.data.split_by in ("number", "time"), "data.split_by must be 'number' or 'time'"),
             (self.data.downsample >= 1, "data.downsample must be >= 1"),
             (0.0 < self.data.val_fraction < 1.0, "data.val_fraction must be in (0, 1)"),
+            (self.data.aug_translate_px is None or (type(self.data.aug_translate_px) is int and self.data.aug_translate_px >= 0),
+             "data.aug_translate_px must be an integer >= 0 or null"),
+            (self.data.aug_hflip is None or isinstance(self.data.aug_hflip, bool), "data.aug_hflip must be true, false or null"),
+            (0.0 <= self.data.aug_event_drop < 1.0, "data.aug_event_drop must be in [0, 1)"),
             (0.0 <= self.genome.ratio_min <= self.genome.ratio_max < 1.0, "need 0 <= genome.ratio_min <= genome.ratio_max < 1"),
             (0.0 <= self.kd.alpha <= 1.0, "kd.alpha must be in [0, 1]"),
             (self.kd.temperature > 0, "kd.temperature must be > 0"),

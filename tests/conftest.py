@@ -34,6 +34,17 @@ def tiny_splits(tiny_cfg):
     return load_splits("synthetic", None, tiny_cfg.data, seed=0)
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny nets run fastest on one thread, and 2 OpenMP threads on a shared 2-core box spin-wait."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """One local Ray (2 CPUs, loopback) for all tests that need it (~4 s to start)."""

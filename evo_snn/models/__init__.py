@@ -1,0 +1,46 @@
+"""Spiking nets built by name from a registry (spikingjelly ``activation_based``).
+
+Every net runs in multi-step mode: input ``x_seq: [T, N, C, H, W]`` float32 (event
+counts or images repeated over T), output ``[N, num_classes]`` logits (the output
+averaged over the T time steps). Call
+``spikingjelly.activation_based.functional.reset_net(net)`` after every batch;
+``evo_snn.train`` does so.
+
+Registered models (``model_names()``):
+
+=======================  ==================================================
+``conv_snn``/``tiny_conv``  small conv SNN (N-MNIST, synthetic)          conv.py
+``dvs_gesture_net``      5Conv-1FC of Fang et al. 2021 (DVS128 Gesture)   dvs.py
+``resnet18``             spiking ResNet18, CIFAR style                    resnet.py
+``wrn16_4``              spiking WRN-16-4, CIFAR style (pre-activation)   wrn.py
+``vgg16``                spiking VGG16-BN, CIFAR style, one-FC head       vgg.py
+``*_tiny``               the same topology at 4-32 channels, for tests
+=======================  ==================================================
+
+``ModelConfig.neuron = 'relu'`` builds the ANN twin of any of them.
+``select_backend(net, device)`` picks the spikingjelly neuron backend on a GPU.
+"""
+
+from .neurons import (
+    ANN_ACTIVATIONS,
+    NEURON_CHOICES,
+    NEURONS,
+    SURROGATES,
+    select_backend,
+    spiking_neuron,
+    spiking_nodes,
+)
+from .registry import ModelBuilder, build_model, model_names, register_model, scale_width
+from .conv import SpikingNet, conv_snn  # registers conv_snn, tiny_conv
+from .dvs import dvs_gesture_net, dvs_gesture_net_tiny
+from .resnet import SpikingResNet, resnet18, resnet18_tiny
+from .wrn import SpikingWideResNet, wrn16_4, wrn16_4_tiny
+from .vgg import SpikingVGG, vgg16, vgg16_tiny
+
+__all__ = [
+    "ANN_ACTIVATIONS", "NEURON_CHOICES", "NEURONS", "SURROGATES", "ModelBuilder",
+    "SpikingNet", "SpikingResNet", "SpikingVGG", "SpikingWideResNet",
+    "build_model", "conv_snn", "dvs_gesture_net", "dvs_gesture_net_tiny", "model_names",
+    "register_model", "resnet18", "resnet18_tiny", "scale_width", "select_backend",
+    "spiking_neuron", "spiking_nodes", "vgg16", "vgg16_tiny", "wrn16_4", "wrn16_4_tiny",
+]

@@ -1,0 +1,177 @@
+"""Neuron and surrogate choice, and the spikingjelly backend on a GPU.
+
+Neurons (spikingjelly ``activation_based.neuron``, hard reset to ``v_reset``):
+
+- ``if``: integrate-and-fire, V(t) = V(t-1) + X(t); spike when V(t) >= v_threshold,
+  then V(t) = v_reset. The sparse-KD paper's default.
+- ``lif``: leaky, V(t) = V(t-1) + (X(t) - (V(t-1) - v_reset)) / tau.
+- ``plif``: LIF with a learnable tau per layer (Fang et al. 2021), initialised at tau.
+- ``relu``: not a spiking neuron: ``nn.ReLU``, which turns any registered model into
+  its ANN twin (same layers, names and weight shapes). Used as the ANN teacher of
+  Xu et al. 2023 (arXiv 2304.05627). The twin still takes ``[T, N, C, H, W]`` and
+  averages its output over T; each time step is processed independently.
+
+Surrogate gradients (``activation_based.surrogate``): ``atan`` (ATan, alpha=2),
+``sigmoid`` (Sigmoid, alpha=4), ``rect`` (Rect, alpha=1), at spikingjelly's defaults.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn as nn
+from spikingjelly.activation_based import neuron, surrogate
+
+from ..config import ModelConfig
+
+NEURONS = {"if": neuron.IFNode, "lif": neuron.LIFNode, "plif": neuron.ParametricLIFNode}
+"""Spiking neuron classes by ``ModelConfig.neuron`` name."""
+
+ANN_ACTIVATIONS = {"relu": nn.ReLU}
+"""Non-spiking activations by ``ModelConfig.neuron`` name: they build the ANN twin."""
+
+NEURON_CHOICES = tuple(sorted(NEURONS)) + tuple(sorted(ANN_ACTIVATIONS))
+"""Every valid ``ModelConfig.neuron``."""
+
+SURROGATES = {"atan": surrogate.ATan, "sigmoid": surrogate.Sigmoid, "rect": surrogate.Rect}
+"""Surrogate gradient classes by ``ModelConfig.surrogate`` name."""
+
+_SPIKING_BASES = tuple(c for c in (getattr(neuron, "BaseNode", None), getattr(neuron, "SimpleBaseNode", None)) if c is not None)
+
+
+def check_neuron_config(cfg: ModelConfig) -> None:
+    """raises ValueError for an unknown neuron or surrogate, or a bad v_reset / tau."""
+    if cfg.neuron not in NEURON_CHOICES:
+        raise ValueError(f"unknown neuron {cfg.neuron!r}; known: {list(NEURON_CHOICES)}")
+    if cfg.surrogate not in SURROGATES:
+        raise ValueError(f"unknown surrogate {cfg.surrogate!r}; known: {sorted(SURROGATES)}")
+    if cfg.v_reset is not None and not isinstance(cfg.v_reset, (int, float)):
+        raise ValueError(f"model.v_reset must be a number or null (soft reset), got {cfg.v_reset!r}")
+    if cfg.neuron in ("lif", "plif") and not cfg.tau > 1.0:
+        raise ValueError(f"model.tau must be > 1 for LIF/PLIF, got {cfg.tau}")
+
+
+def spiking_neuron(cfg: ModelConfig) -> nn.Module:
+    """One neuron layer as configured (IF by default, as in the sparse-KD paper).
+
+    Returns a spikingjelly node (``cfg.neuron`` in 'if' | 'lif' | 'plif') with
+    ``v_threshold``, ``v_reset``, ``detach_reset`` and the ``cfg.surrogate``
+    surrogate gradient; or ``nn.ReLU()`` for ``cfg.neuron == 'relu'`` (the ANN twin).
+    Shape-preserving: ``[T, N, ...] -> [T, N, ...]`` in multi-step mode.
+
+    raises ValueError for an unknown neuron or surrogate name.
+    """
+    check_neuron_config(cfg)
+    if cfg.neuron in ANN_ACTIVATIONS:
+        return ANN_ACTIVATIONS[cfg.neuron]()
+    v_reset = None if cfg.v_reset is None else float(cfg.v_reset)
+    kwargs = dict(v_threshold=float(cfg.v_threshold), v_reset=v_reset,
+                  surrogate_function=SURROGATES[cfg.surrogate](), detach_reset=bool(cfg.detach_reset))
+    if cfg.neuron == "lif":
+        kwargs["tau"] = float(cfg.tau)
+    elif cfg.neuron == "plif":
+        kwargs["init_tau"] = float(cfg.tau)
+    return NEURONS[cfg.neuron](**kwargs)
+
+
+def spiking_nodes(net: nn.Module) -> list[nn.Module]:
+    """Every spikingjelly spiking neuron module in ``net``, in module order."""
+    return [m for m in net.modules() if isinstance(m, _SPIKING_BASES)]
+
+
+# ---------------------------------------------------------------------- backends
+# spikingjelly <= 0.0.0.0.14 exposes ``node.backend`` / ``node.supported_backends``
+# ('torch', 'cupy', and 'triton' in later 0.0.0.x). spikingjelly 2.x (pinned here) has
+# no ``backend`` attribute: each neuron op dispatches on the input's device, on CUDA
+# to the first implementation that loads in the order 'cuda' (its native kernels,
+# the successor of the cupy backend), 'triton', 'torch' (reference), overridable per
+# neuron with the environment variable SJ_<NEURON>_CUDA_IMPLEMENTATION (read at
+# import). Surrogates outside its fused set (e.g. Rect) run the torch reference.
+
+_SJ2_KINDS = {"IFNode": "if", "LIFNode": "lif", "ParametricLIFNode": "plif"}
+_LEGACY_ORDER = ("triton", "cupy")
+
+
+def _probe(node: nn.Module, device: torch.device, backend: str | None = None) -> bool:
+    """True when a deep copy of ``node`` runs a tiny multi-step forward + backward on ``device``."""
+    try:
+        probe = copy.deepcopy(node)
+        if hasattr(probe, "reset"):
+            probe.reset()
+        probe.step_mode = "m"
+        if backend is not None:
+            probe.backend = backend
+        probe.to(device)
+        x = torch.rand(2, 1, 8, device=device, requires_grad=True)  # (T, N, features)
+        probe(x * 2.0).sum().backward()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return x.grad is not None and bool(torch.isfinite(x.grad).all())
+    except Exception:  # noqa: BLE001 - any failure means "this backend does not work here"
+        return False
+
+
+def _select_legacy(nodes: list[nn.Module], device: torch.device) -> str:
+    if device.type == "cuda":
+        for name in _LEGACY_ORDER:
+            if all(name in n.supported_backends for n in nodes):
+                kinds = {type(n): n for n in nodes}.values()
+                if all(_probe(n, device, name) for n in kinds):
+                    for n in nodes:
+                        n.backend = name
+                    return name
+    for n in nodes:
+        n.backend = "torch"
+    return "torch"
+
+
+def _sj2_implementation(node: nn.Module, device: torch.device) -> str:
+    from spikingjelly.activation_based import functional
+
+    kind = _SJ2_KINDS.get(type(node).__name__)
+    query = getattr(functional, "neuron_implementation", None)
+    if kind is None or query is None:
+        return "torch"
+    try:
+        from spikingjelly._ops.surrogate import _surrogate_spec  # private: which surrogates are fused
+
+        if _surrogate_spec(getattr(node, "surrogate_function", None)) is None:
+            return "torch"
+    except ImportError:
+        pass
+    name = str(query(kind, device).get("implementation", "torch"))
+    return "torch" if name.startswith("torch") else name
+
+
+def select_backend(net: nn.Module, device: torch.device | str) -> str:
+    """Use the fastest spikingjelly neuron backend that works on ``device``; return its name.
+
+    CPU (or a net without spiking neurons, e.g. the ``relu`` twin): 'torch'.
+    CUDA, spikingjelly 0.0.0.x API (nodes with ``supported_backends``): tries
+    'triton', then 'cupy', each only if every node supports it and a tiny forward +
+    backward of each node type works; sets ``node.backend`` on every node; else 'torch'.
+    CUDA, spikingjelly 2.x (no ``backend`` attribute): the implementation is chosen
+    by spikingjelly per device; this reports it ('cuda' = native kernels, 'triton' or
+    'torch'; several joined by '+', e.g. 'cuda+torch' when a Rect-surrogate layer
+    falls back) after checking that each node type runs on ``device``.
+
+    The returned string is meant for ``manifest.json``.
+    raises RuntimeError if, under spikingjelly 2.x, a neuron type cannot run on the
+    CUDA ``device`` (set SJ_IF_CUDA_IMPLEMENTATION=torch, or _LIF_/_PLIF_, and restart).
+    """
+    device = torch.device(device)
+    nodes = spiking_nodes(net)
+    if not nodes:
+        return "torch"
+    if all(hasattr(n, "supported_backends") for n in nodes):
+        return _select_legacy(nodes, device)
+    if device.type != "cuda":
+        return "torch"
+    used = set()
+    for node in {(type(n), type(getattr(n, "surrogate_function", None))): n for n in nodes}.values():
+        if not _probe(node, device):
+            raise RuntimeError(f"spikingjelly {type(node).__name__} does not run on {device}; "
+                               "force the torch reference with SJ_<NEURON>_CUDA_IMPLEMENTATION=torch")
+        used.add(_sj2_implementation(node, device))
+    return "+".join(sorted(used))

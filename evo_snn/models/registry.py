@@ -1,0 +1,82 @@
+"""The model registry: builders by name, ``build_model`` (timm ``_registry`` style).
+
+A builder has the signature ``builder(cfg: ModelConfig, frame_shape, num_classes)
+-> nn.Module`` with ``frame_shape = (T, C, H, W)``. Every registered net takes
+``x_seq: [T, N, C, H, W]`` float32 and returns ``[N, num_classes]`` logits.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch.nn as nn
+from spikingjelly.activation_based import functional
+
+from ..config import ModelConfig
+from .neurons import check_neuron_config
+
+ModelBuilder = Callable[[ModelConfig, tuple[int, int, int, int], int], nn.Module]
+
+_REGISTRY: dict[str, ModelBuilder] = {}
+
+
+def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
+    """Decorator adding a builder under ``name``; raises ValueError on a duplicate name."""
+
+    def deco(fn: ModelBuilder) -> ModelBuilder:
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} is already registered")
+        _REGISTRY[name] = fn
+        return fn
+
+    return deco
+
+
+def model_names() -> list[str]:
+    """Sorted names of every registered model (the CLI's ``model.name`` choices)."""
+    return sorted(_REGISTRY)
+
+
+def build_model(cfg: ModelConfig, frame_shape: tuple[int, int, int, int], num_classes: int) -> nn.Module:
+    """Build ``cfg.name`` for inputs of ``frame_shape`` = (T, C, H, W); step mode 'm'.
+
+    The net maps ``x_seq: [T, N, C, H, W]`` to ``[N, num_classes]`` logits.
+    ``cfg.neuron == 'relu'`` gives the ANN twin of the same model (see
+    ``evo_snn.models.neurons.spiking_neuron``).
+
+    raises ValueError for an unknown model, neuron or surrogate name, a bad
+    ``frame_shape``, ``num_classes < 1`` or ``cfg.width <= 0``.
+    """
+    if cfg.name not in _REGISTRY:
+        raise ValueError(f"unknown model {cfg.name!r}; known: {model_names()}")
+    check_neuron_config(cfg)
+    if len(frame_shape) != 4 or any(int(s) < 1 for s in frame_shape):
+        raise ValueError(f"frame_shape must be (T, C, H, W) with positive sizes, got {frame_shape}")
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    if not cfg.width > 0:
+        raise ValueError(f"model.width must be > 0, got {cfg.width}")
+    net = _REGISTRY[cfg.name](cfg, tuple(int(s) for s in frame_shape), num_classes)
+    functional.set_step_mode(net, "m")
+    return net
+
+
+def scale_width(channels: int, width: float) -> int:
+    """round(width * channels), at least 1: the conv width under ``ModelConfig.width``."""
+    return max(1, int(round(channels * width)))
+
+
+def kaiming_init(net: nn.Module) -> nn.Module:
+    """torchvision / spikingjelly ``spiking_resnet`` init, in place: conv weights
+    kaiming-normal (fan_out, relu gain), BN weight 1 and bias 0, linear bias 0."""
+    for m in net.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear) and m.bias is not None:
+            nn.init.zeros_(m.bias)
+    return net

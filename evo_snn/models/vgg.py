@@ -1,0 +1,69 @@
+"""Spiking VGG16 with BN, CIFAR style (``vgg16``, ``vgg16_tiny``).
+
+Simonyan & Zisserman 2015, configuration D, as used on CIFAR by the sparse-KD paper
+at T=4: 13 x [conv3x3 (no bias) - BN - neuron] with 5 max-pools, then global
+average pooling and **one FC to num_classes** (the CIFAR head; not the 4096-4096
+ImageNet head nor a 512-512 head). The max-pools use ``ceil_mode=True`` so that any
+H, W >= 1 work (on 32x32 inputs this is the ordinary pooling, down to 1x1).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from spikingjelly.activation_based import layer
+
+from ..config import ModelConfig
+from .neurons import spiking_neuron
+from .registry import kaiming_init, register_model, scale_width
+
+VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
+VGG16_TINY_CFG = tuple(c if c == "M" else c // 16 for c in VGG16_CFG)  # 4, 4, M, 8, 8, M, ..., 32
+
+
+class SpikingVGG(nn.Module):
+    """``features`` (conv3x3 - BN - neuron blocks and max-pools from ``plan``), global
+    average pool, Flatten, [Dropout], FC ``fc`` (non-spiking readout).
+
+    x_seq: [T, N, C, H, W] (any H, W >= 1) -> [N, num_classes] = mean over T of the FC output.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, plan, cfg: ModelConfig):
+        super().__init__()
+        feats: list[nn.Module] = []
+        c_in = in_channels
+        for v in plan:
+            if v == "M":
+                feats.append(layer.MaxPool2d(2, 2, ceil_mode=True))
+            else:
+                feats += [layer.Conv2d(c_in, v, 3, padding=1, bias=False), layer.BatchNorm2d(v), spiking_neuron(cfg)]
+                c_in = v
+        self.features = nn.Sequential(*feats)
+        self.avgpool = layer.AdaptiveAvgPool2d((1, 1))
+        self.flatten = layer.Flatten()
+        self.dropout = layer.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
+        self.fc = layer.Linear(c_in, num_classes)
+        kaiming_init(self)
+
+    def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        x = self.dropout(self.flatten(self.avgpool(self.features(x_seq))))  # (T, N, c_last)
+        return self.fc(x).mean(0)  # (N, num_classes)
+
+
+def _scaled(plan, width: float):
+    return tuple(v if v == "M" else scale_width(v, width) for v in plan)
+
+
+@register_model("vgg16")
+def vgg16(cfg: ModelConfig, frame_shape, num_classes: int) -> nn.Module:
+    """Spiking VGG16-BN, CIFAR style (14.72M parameters at width 1, 3 inputs, 10 classes).
+
+    Conv widths of configuration D times ``cfg.width``; input channels ``frame_shape[1]``.
+    """
+    return SpikingVGG(frame_shape[1], num_classes, _scaled(VGG16_CFG, cfg.width), cfg)
+
+
+@register_model("vgg16_tiny")
+def vgg16_tiny(cfg: ModelConfig, frame_shape, num_classes: int) -> nn.Module:
+    """``vgg16`` with widths / 16 (4 ... 32, times ``cfg.width``): same layers and names, for tests."""
+    return SpikingVGG(frame_shape[1], num_classes, _scaled(VGG16_TINY_CFG, cfg.width), cfg)
