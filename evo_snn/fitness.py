@@ -18,7 +18,7 @@ from .config import Config
 from .data import FrameSet
 from .genome import Genome
 from .kd import student_loss
-from .models import build_model
+from .models import build_model, select_backend
 from .pruning import apply_masks, make_permanent, sparse_copy, weight_sparsity
 from .train import accuracy, train_steps
 
@@ -63,6 +63,7 @@ class GenomeFitness:
         self.teacher = self.build()
         self.teacher.load_state_dict(ctx.teacher_state)
         self.teacher.requires_grad_(False).eval()
+        self.backend = select_backend(self.teacher, self.device)  # students copy the teacher's nodes
         self.ann_teacher = None
         if ctx.cfg.kd.mode == "ann":
             if ctx.ann_teacher_state is None:
@@ -108,6 +109,7 @@ class GenomeFitness:
             "wall_s": time.perf_counter() - t0,
             "worker": f"{socket.gethostname()}:{os.getpid()}",
             "device": str(self.device),
+            "backend": self.backend,
         }
         state = {k: v.detach().cpu() for k, v in student.state_dict().items()}
         return FitnessResult(metrics, state)

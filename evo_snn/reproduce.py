@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", choices=DATASETS, default="synthetic", help="data set (default: synthetic)")
     p.add_argument("--data-root", default=None, help="folder of the real data set")
-    p.add_argument("--model", default=None, help=f"model name (default: the search space's); one of {model_names()}")
+    p.add_argument("--model", default=None, choices=model_names(), help="model name (default: the search space's)")
     p.add_argument("--ratios", type=_floats, default=[0.0, 0.1, 0.3, 0.5, 0.7],
                    help="teacher prune ratios, comma-separated (default: 0,0.1,0.3,0.5,0.7)")
     p.add_argument("--kd", type=_modes, default=["sparse", "default", "none"],
@@ -121,8 +121,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         overrides = list(args.overrides) + ([f"model.name={args.model}"] if args.model else [])
         cfg = load_config(args.dataset, args.config, overrides)
-        if cfg.model.name not in model_names():
-            raise ConfigError(f"unknown model {cfg.model.name!r}; known: {model_names()}")
         if args.seeds < 1:
             raise ConfigError("--seeds must be >= 1")
         splits = load_splits(cfg.dataset, args.data_root, cfg.data, seed=cfg.search.seed, progress=not args.no_progress)

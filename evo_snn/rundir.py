@@ -122,6 +122,11 @@ class RunDir:
         }
         self.write_json("manifest.json", self.manifest)
 
+    def note(self, **fields) -> None:
+        """Add fields to manifest.json (e.g. the neuron backend once it is known)."""
+        self.manifest.update(fields)
+        self.write_json("manifest.json", self.manifest)
+
     def finish(self, status: str, error: str | None = None, **extra) -> None:
         self.manifest.update(end=now_iso(), status=status, **extra)
         if error:

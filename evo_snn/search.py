@@ -24,7 +24,7 @@ from .evaluator import make_evaluator
 from .export import choose_exports, export_member
 from .fitness import FitnessContext, default_device
 from .genome import GenomeOps
-from .models import build_model
+from .models import build_model, select_backend
 from .nsga import StructureSearch, hypervolume
 from .plots import plot_run
 from .pruning import prunable_layers, weight_magnitudes
@@ -143,6 +143,7 @@ def run_search(args, argv: list[str]) -> int:
             teacher, tmetrics = load_teacher(args.teacher, cfg, splits, device)
         else:
             teacher, tmetrics = train_teacher(cfg, splits, seed, device, progress)
+        run.note(backend=select_backend(teacher, device))
         save_state_dict(run.teacher / "teacher.pt", teacher.state_dict())
         run.write_json("teacher/metrics.json", tmetrics)
         tqdm.write(f"dense teacher: validation accuracy {tmetrics['val_accuracy']:.3f} ({time.perf_counter() - t0:.0f} s)")

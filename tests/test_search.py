@@ -34,6 +34,7 @@ def test_run_directory_has_every_file(run_dir):
     assert not list(run_dir.rglob("*.tmp-*"))
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["status"] == "completed" and manifest["seed"] == 3 and manifest["end"]
+    assert manifest["backend"] == "torch"  # CPU
     assert manifest["versions"]["torch"].startswith(torch.__version__.split("+")[0])
     cfg = json.loads((run_dir / "config.json").read_text())
     assert cfg["search"]["population"] == 4 and cfg["model"]["channels"] == [4]
@@ -134,3 +135,19 @@ def test_bad_model_settings_fail_before_any_output(bad, tmp_path, capsys):
     rc = main(["--dataset", "synthetic", "--out", str(tmp_path / "o"), "--no-progress", *TINY, "--set", bad])
     assert rc == 2
     assert "error:" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("mode", ["self", "default", "ann", "none"])
+def test_every_kd_mode_runs_inside_the_search(mode, tmp_path):
+    out = tmp_path / mode
+    rc = main(["--dataset", "synthetic", "--population", "4", "--generations", "0", "--out", str(out),
+               "--no-progress", *TINY, "--set", f"kd={mode}"])
+    assert rc == 0
+    rows = [json.loads(line) for line in (out / "evaluations.jsonl").read_text().splitlines()]
+    assert {r["kd_mode"] for r in rows} == {mode} and all(r["status"] == "ok" for r in rows)
+    assert json.loads((out / "config.json").read_text())["kd"]["mode"] == mode
+    assert (out / "teacher" / "ann_teacher.pt").exists() == (mode == "ann")
+    if mode == "ann":
+        ann = torch.load(out / "teacher" / "ann_teacher.pt", weights_only=True)
+        snn = torch.load(out / "teacher" / "teacher.pt", weights_only=True)
+        assert set(ann) <= set(snn) and any(not torch.equal(ann[k], snn[k]) for k in ann)
