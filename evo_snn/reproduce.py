@@ -20,7 +20,6 @@ import sys
 import time
 from dataclasses import replace
 
-import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm

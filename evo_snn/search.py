@@ -15,7 +15,6 @@ import time
 import traceback
 
 import pandas as pd
-import torch
 from tqdm.auto import tqdm
 
 from .config import ConfigError, load_config

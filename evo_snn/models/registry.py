@@ -80,3 +80,28 @@ def kaiming_init(net: nn.Module) -> nn.Module:
         elif isinstance(m, nn.Linear) and m.bias is not None:
             nn.init.zeros_(m.bias)
     return net
+
+
+class PooledReadoutNet(nn.Module):
+    """Base of the CIFAR-style nets: ``trunk(x_seq)`` -> global average pool -> Flatten ->
+    [Dropout] -> linear readout ``fc`` (non-spiking), averaged over T.
+
+    Subclasses build their trunk, then call ``_init_readout`` (which also applies
+    ``kaiming_init``) and define ``trunk``. x_seq: [T, N, C, H, W] -> [N, num_classes].
+    """
+
+    def _init_readout(self, c_in: int, num_classes: int, dropout: float) -> None:
+        from spikingjelly.activation_based import layer
+
+        self.avgpool = layer.AdaptiveAvgPool2d((1, 1))
+        self.flatten = layer.Flatten()
+        self.dropout = layer.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.fc = layer.Linear(c_in, num_classes)
+        kaiming_init(self)
+
+    def trunk(self, x_seq):
+        raise NotImplementedError
+
+    def forward(self, x_seq):
+        x = self.dropout(self.flatten(self.avgpool(self.trunk(x_seq))))  # (T, N, C_last)
+        return self.fc(x).mean(0)  # (N, num_classes)

@@ -14,7 +14,7 @@ from spikingjelly.activation_based import layer
 
 from ..config import ModelConfig
 from .neurons import spiking_neuron
-from .registry import kaiming_init, register_model, scale_width
+from .registry import PooledReadoutNet, register_model, scale_width
 
 RESNET18_WIDTHS = (64, 128, 256, 512)
 RESNET18_TINY_WIDTHS = (4, 8, 16, 32)
@@ -47,7 +47,7 @@ class BasicBlock(nn.Module):
         return self.sn2(out + identity)
 
 
-class SpikingResNet(nn.Module):
+class SpikingResNet(PooledReadoutNet):
     """CIFAR-style spiking ResNet with BasicBlocks.
 
     conv3x3(C, w0, stride 1) - BN - neuron, then stages ``layer1..layer4`` (stride
@@ -67,18 +67,13 @@ class SpikingResNet(nn.Module):
             self.add_module(f"layer{i + 1}", nn.Sequential(*stage))
             c_in = c_out
         self.num_stages = len(widths)
-        self.avgpool = layer.AdaptiveAvgPool2d((1, 1))
-        self.flatten = layer.Flatten()
-        self.dropout = layer.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
-        self.fc = layer.Linear(c_in, num_classes)
-        kaiming_init(self)
+        self._init_readout(c_in, num_classes, cfg.dropout)
 
-    def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+    def trunk(self, x_seq: torch.Tensor) -> torch.Tensor:
         x = self.sn1(self.bn1(self.conv1(x_seq)))  # (T, N, w0, H, W)
         for i in range(self.num_stages):
             x = getattr(self, f"layer{i + 1}")(x)
-        x = self.dropout(self.flatten(self.avgpool(x)))  # (T, N, w3)
-        return self.fc(x).mean(0)  # (N, num_classes)
+        return x  # (T, N, w3, H', W')
 
 
 @register_model("resnet18")

@@ -15,13 +15,13 @@ from spikingjelly.activation_based import layer
 
 from ..config import ModelConfig
 from .neurons import spiking_neuron
-from .registry import kaiming_init, register_model, scale_width
+from .registry import PooledReadoutNet, register_model, scale_width
 
 VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
 VGG16_TINY_CFG = tuple(c if c == "M" else c // 16 for c in VGG16_CFG)  # 4, 4, M, 8, 8, M, ..., 32
 
 
-class SpikingVGG(nn.Module):
+class SpikingVGG(PooledReadoutNet):
     """``features`` (conv3x3 - BN - neuron blocks and max-pools from ``plan``), global
     average pool, Flatten, [Dropout], FC ``fc`` (non-spiking readout).
 
@@ -39,15 +39,10 @@ class SpikingVGG(nn.Module):
                 feats += [layer.Conv2d(c_in, v, 3, padding=1, bias=False), layer.BatchNorm2d(v), spiking_neuron(cfg)]
                 c_in = v
         self.features = nn.Sequential(*feats)
-        self.avgpool = layer.AdaptiveAvgPool2d((1, 1))
-        self.flatten = layer.Flatten()
-        self.dropout = layer.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
-        self.fc = layer.Linear(c_in, num_classes)
-        kaiming_init(self)
+        self._init_readout(c_in, num_classes, cfg.dropout)
 
-    def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
-        x = self.dropout(self.flatten(self.avgpool(self.features(x_seq))))  # (T, N, c_last)
-        return self.fc(x).mean(0)  # (N, num_classes)
+    def trunk(self, x_seq: torch.Tensor) -> torch.Tensor:
+        return self.features(x_seq)  # (T, N, c_last, H', W')
 
 
 def _scaled(plan, width: float):

@@ -17,7 +17,7 @@ from spikingjelly.activation_based import layer
 
 from ..config import ModelConfig
 from .neurons import spiking_neuron
-from .registry import kaiming_init, register_model, scale_width
+from .registry import PooledReadoutNet, register_model, scale_width
 
 WRN16_4_WIDTHS = (16, 64, 128, 256)  # stem, then 16 * k, 32 * k, 64 * k with k = 4
 WRN16_4_TINY_WIDTHS = (4, 8, 16, 32)
@@ -50,7 +50,7 @@ class WideBlock(nn.Module):
         return out + (x_seq if self.shortcut is None else self.shortcut(s))
 
 
-class SpikingWideResNet(nn.Module):
+class SpikingWideResNet(PooledReadoutNet):
     """CIFAR-style spiking WRN-d-k (pre-activation).
 
     conv3x3(C, w0, stride 1), groups ``block1..block3`` of (d - 4) / 6 WideBlocks
@@ -75,18 +75,13 @@ class SpikingWideResNet(nn.Module):
         self.num_groups = len(widths) - 1
         self.bn = layer.BatchNorm2d(c_in)
         self.sn = spiking_neuron(cfg)
-        self.avgpool = layer.AdaptiveAvgPool2d((1, 1))
-        self.flatten = layer.Flatten()
-        self.dropout = layer.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
-        self.fc = layer.Linear(c_in, num_classes)
-        kaiming_init(self)
+        self._init_readout(c_in, num_classes, cfg.dropout)
 
-    def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+    def trunk(self, x_seq: torch.Tensor) -> torch.Tensor:
         x = self.conv1(x_seq)  # (T, N, w0, H, W)
         for i in range(self.num_groups):
             x = getattr(self, f"block{i + 1}")(x)
-        x = self.dropout(self.flatten(self.avgpool(self.sn(self.bn(x)))))  # (T, N, w3)
-        return self.fc(x).mean(0)  # (N, num_classes)
+        return self.sn(self.bn(x))  # (T, N, w3, H', W')
 
 
 @register_model("wrn16_4")
