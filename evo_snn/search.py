@@ -23,7 +23,7 @@ from .evaluator import make_evaluator
 from .export import choose_exports, export_member
 from .fitness import FitnessContext, default_device
 from .genome import GenomeOps
-from .models import build_model, select_backend
+from .models import build_model, model_names, select_backend
 from .nsga import StructureSearch, hypervolume
 from .plots import plot_run
 from .pruning import prunable_layers, weight_magnitudes
@@ -40,15 +40,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Search sparse structure of a spiking neural network with NSGA-II: each genome's masks "
         "prune a dense teacher (the sparse teacher), which KD-trains a student; objectives are the student's "
         "validation accuracy and sparsity. Leaves a run directory with the Pareto front and exported checkpoints.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--dataset", choices=DATASETS, default="synthetic",
-                   help="data set; 'synthetic' is embedded and needs no files")
+                   help="data set (default: synthetic, embedded, needs no files)")
     p.add_argument("--data-root", default=None, help="folder of the data set (N-MNIST: holds Train/ and Test/; "
                    "DVS128 Gesture: the DvsGesture folder with the .aedat files and trials lists)")
     p.add_argument("--config", default=None, help="search-space YAML (default: search_spaces/<dataset>.yaml)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set kd.alpha=0.5 --set data.frames=16 (repeatable)")
+    p.add_argument("--model", choices=model_names(), default=None,
+                   help="model from the registry (model.name; default: the search space's)")
     p.add_argument("--population", type=int, default=None, help="population size, a multiple of 4 (search.population)")
     p.add_argument("--generations", type=int, default=None, help="generations after the initial one (search.generations)")
     p.add_argument("--workers", type=int, default=None, help="parallel evaluations; 1 = serial in this process, "
@@ -64,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cli_overrides(args) -> list[str]:
-    flags = {"population": "search.population", "generations": "search.generations",
+    flags = {"model": "model.name", "population": "search.population", "generations": "search.generations",
              "workers": "search.workers", "seed": "search.seed"}
     return [f"{key}={getattr(args, name)}" for name, key in flags.items() if getattr(args, name) is not None]
 

@@ -125,7 +125,7 @@ def test_help_lists_every_flag(capsys):
         main(["--help"])
     assert e.value.code == 0
     text = capsys.readouterr().out
-    for flag in ["--dataset", "--data-root", "--config", "--set", "--population", "--generations", "--workers",
+    for flag in ["--dataset", "--model", "--data-root", "--config", "--set", "--population", "--generations", "--workers",
                  "--address", "--seed", "--out", "--teacher"]:
         assert flag in text
 
