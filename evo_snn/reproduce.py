@@ -31,7 +31,7 @@ from .genome import GenomeOps
 from .kd import student_loss
 from .models import build_model, model_names
 from .pruning import prunable_layers, sparse_copy, weight_magnitudes
-from .rundir import RunDir, RunDirError, save_state_dict
+from .rundir import RunDir, RunDirError, save_state_dict, sigterm_as_interrupt
 from .teacher import train_teacher
 from .train import accuracy, train_steps
 
@@ -117,6 +117,11 @@ def plot(summary: pd.DataFrame, path) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    with sigterm_as_interrupt():
+        return run(args, argv)
+
+
+def run(args, argv: list[str]) -> int:
     try:
         overrides = list(args.overrides) + ([f"model.name={args.model}"] if args.model else [])
         cfg = load_config(args.dataset, args.config, overrides)

@@ -8,11 +8,13 @@ Layout::
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import io
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 from importlib import metadata
@@ -132,6 +134,22 @@ class RunDir:
         if error:
             self.manifest["error"] = error
         self.write_json("manifest.json", self.manifest)
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """Within the block, SIGTERM (e.g. a scheduler ending the job) raises KeyboardInterrupt,
+    so that a run records status 'interrupted' in manifest.json instead of staying
+    'running'. The previous handler is restored afterwards (main thread only)."""
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _json_default(x):

@@ -27,7 +27,7 @@ from .models import build_model, model_names, select_backend
 from .nsga import StructureSearch, hypervolume
 from .plots import plot_run
 from .pruning import prunable_layers, weight_magnitudes
-from .rundir import RunDir, RunDirError, save_state_dict
+from .rundir import RunDir, RunDirError, save_state_dict, sigterm_as_interrupt
 from .teacher import TeacherLoadError, load_teacher, train_teacher
 from .train import accuracy
 
@@ -209,7 +209,8 @@ def run_search(args, argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
-    return run_search(args, ["python", "-m", "evo_snn.search", *argv])
+    with sigterm_as_interrupt():
+        return run_search(args, ["python", "-m", "evo_snn.search", *argv])
 
 
 if __name__ == "__main__":

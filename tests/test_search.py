@@ -151,3 +151,21 @@ def test_every_kd_mode_runs_inside_the_search(mode, tmp_path):
         ann = torch.load(out / "teacher" / "ann_teacher.pt", weights_only=True)
         snn = torch.load(out / "teacher" / "teacher.pt", weights_only=True)
         assert set(ann) <= set(snn) and any(not torch.equal(ann[k], snn[k]) for k in ann)
+
+
+def test_sigterm_marks_the_run_interrupted(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "evo_snn.search", "--out", str(out), "--no-progress",
+                             "--population", "4", "--generations", "50", *TINY])
+    manifest = out / "manifest.json"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "evaluations.jsonl").exists():
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 130
+    assert json.loads(manifest.read_text())["status"] == "interrupted"
