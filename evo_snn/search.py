@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", choices=DATASETS, default="synthetic",
                    help="data set (default: synthetic, embedded, needs no files)")
     p.add_argument("--data-root", default=None, help="folder of the data set (N-MNIST: holds Train/ and Test/; "
-                   "DVS128 Gesture: the DvsGesture folder with the .aedat files and trials lists)")
+                   "DVS128 Gesture: the DvsGesture folder with the .aedat files and trials lists; CIFAR: "
+                   "cifar-10-batches-py/ or cifar-100-python/ or their parent; Tiny-ImageNet: tiny-imagenet-200/)")
     p.add_argument("--config", default=None, help="search-space YAML (default: search_spaces/<dataset>.yaml)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set kd.alpha=0.5 --set data.frames=16 (repeatable)")

@@ -15,15 +15,19 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from spikingjelly.activation_based import functional
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
 from tqdm.auto import tqdm
 
 from .data import FrameSet
 
 
 def loader(fs: FrameSet, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
+    """Batches ``(x [B, ...] storage dtype, y [B])`` of ``fs``, fetched a batch at a time
+    (``fs[index_list]``) so that a memory-mapped set is never copied whole. The order
+    equals ``DataLoader(fs, batch_size, shuffle, generator=Generator().manual_seed(seed))``."""
     g = torch.Generator().manual_seed(seed)
-    return DataLoader(TensorDataset(fs.frames, fs.labels), batch_size=batch_size, shuffle=shuffle, generator=g)
+    base = RandomSampler(fs, generator=g) if shuffle else SequentialSampler(fs)
+    return DataLoader(fs, sampler=BatchSampler(base, batch_size, drop_last=False), batch_size=None, generator=g)
 
 
 @torch.no_grad()

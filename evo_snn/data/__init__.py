@@ -1,19 +1,28 @@
-"""Data stage: event files -> frames -> train / val / test splits.
+"""Data stage: event files / images -> frames -> train / val / test splits.
 
 ``load_splits(dataset, data_root, cfg, seed)`` is the entry point; see
 ``python -m evo_snn.data describe --help`` for a summary of a data set.
+Event data: ``synthetic``, ``nmnist``, ``dvs_gesture``; static images (direct
+encoding): ``cifar10``, ``cifar100``, ``tiny_imagenet``. Every reader raises
+:class:`DatasetFormatError` on a missing or malformed file.
 """
 
+from . import cache
+from .augment import SeqTransform
 from .errors import DatasetFormatError
 from .events import Events, downsample_frames, integrate_frames
-from .splits import DATASETS, FrameSet, Splits, load_splits, stratified_split
+from .splits import DATASETS, EVENT_DATASETS, IMAGE_DATASETS, FrameSet, Splits, load_splits, stratified_split
 
 __all__ = [
     "DATASETS",
+    "EVENT_DATASETS",
+    "IMAGE_DATASETS",
     "DatasetFormatError",
     "Events",
     "FrameSet",
+    "SeqTransform",
     "Splits",
+    "cache",
     "downsample_frames",
     "integrate_frames",
     "load_splits",

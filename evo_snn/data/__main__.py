@@ -14,6 +14,7 @@ from .splits import DATASETS, FrameSet, load_splits
 
 
 def _split_summary(fs: FrameSet, num_classes: int) -> dict:
+    # for static images (encoding 'direct') "events" are the sum of the uint8 pixel values
     eps = fs.events_per_sample().to(torch.float64)
     return {
         "samples": len(fs),
@@ -33,15 +34,18 @@ def build_parser() -> argparse.ArgumentParser:
         "describe",
         help="load a data set and print its splits, class counts and events per sample as JSON",
         description="Load a data set as the search would (search_spaces/<dataset>.yaml plus --set overrides) "
-        "and print one JSON object: dataset, num_classes, frame_shape [T,C,H,W] and, per split "
-        "(train/val/test), samples, class_counts and events_per_sample {min,mean,max}.",
+        "and print one JSON object: dataset, encoding ('events', or 'direct' for static images repeated "
+        "over T), num_classes, frame_shape [T,C,H,W] and, per split (train/val/test), samples, "
+        "class_counts and events_per_sample {min,mean,max} (for static images: the sum of the uint8 "
+        "pixel values of a sample). A bad data root or file prints one 'error: ...' line and exits 2.",
     )
     d.add_argument("--dataset", required=True, choices=DATASETS, help="data set name")
     d.add_argument(
         "--data-root",
         default=None,
         metavar="PATH",
-        help="folder of the real data: N-MNIST's folder with Train/ and Test/, or the DvsGesture folder "
+        help="folder of the real data: N-MNIST's folder with Train/ and Test/; the DvsGesture folder "
+        "(or its parent); cifar-10-batches-py / cifar-100-python (or its parent); tiny-imagenet-200 "
         "(or its parent); not used for synthetic",
     )
     d.add_argument(
@@ -70,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     summary = {
         "dataset": splits.name,
+        "encoding": splits.train.encoding,
         "num_classes": splits.num_classes,
         "frame_shape": list(splits.frame_shape),
         "splits": {

@@ -4,7 +4,21 @@
 per line; each trial has ``<trial>.aedat`` (AEDAT 3.1, see :mod:`.aedat`) and
 ``<trial>_labels.csv`` (``class,startTime_usec,endTime_usec``, classes 1-11).
 Every CSV row is one sample: the events with ``start <= t < end``, label
-``class - 1`` (as spikingjelly's ``DVS128Gesture``). Sensor 128 x 128.
+``class - 1``, in file order (as spikingjelly's ``DVS128Gesture``: its
+``split_aedat_files_to_np`` masks the decoded events per row, then integrates
+each sample with :func:`~evo_snn.data.events.integrate_frames`). Sensor 128 x 128.
+
+Quirks of the real data set, handled as spikingjelly does:
+
+- several rows of one class in one trial (e.g. ``user26_fluorescent``): every
+  row is its own sample;
+- overlapping windows (e.g. ``user22_led``, where class 9 ends after class 10
+  starts): an event inside two windows belongs to both samples.
+
+The standard split is the trials lists: 1,176 training and 288 test samples for
+the full data set (122 trials). A window without events, which spikingjelly
+would turn into an empty sample (or a crash with ``split_by='time'``), is a
+DatasetFormatError here.
 """
 
 from __future__ import annotations
@@ -17,7 +31,7 @@ from tqdm import tqdm
 
 from .aedat import read_aedat31
 from .errors import DatasetFormatError
-from .events import downsample_frames, integrate_frames, sorted_by_time, stack_counts, to_storage
+from .events import Events, downsample_frames, integrate_frames, stack_counts, to_storage
 
 NAME = "dvs_gesture"
 HEIGHT = 128
@@ -152,12 +166,20 @@ def trial_files(root: Path, split: str) -> list[tuple[Path, Path]]:
 
 
 def source_files(root: Path) -> list[Path]:
-    """Every file whose size and mtime key the frame cache."""
+    """Every file whose content checksum keys the frame cache (lists, .aedat and .csv of each trial)."""
     files = [root / f for f in TRIAL_LISTS.values()]
     for split in TRIAL_LISTS:
         for aedat, csv in trial_files(root, split):
             files += [aedat, csv]
     return files
+
+
+def window_events(ev: Events, w: LabelWindow, is_sorted: bool) -> Events:
+    """The events of ``ev`` with ``w.start_us <= t < w.end_us``, in file order (spikingjelly's mask)."""
+    if is_sorted:
+        j0, j1 = np.searchsorted(ev.t, [w.start_us, w.end_us], side="left")
+        return ev.select(slice(int(j0), int(j1)))
+    return ev.select((ev.t >= w.start_us) & (ev.t < w.end_us))
 
 
 def read_split(
@@ -172,15 +194,15 @@ def read_split(
     out, labels = [], []
     for aedat, csv in tqdm(trial_files(root, split), desc=f"dvs_gesture {split}", unit="trial", disable=not progress):
         windows = read_labels_csv(csv)
-        ev = sorted_by_time(read_aedat31(aedat, sensor=(HEIGHT, WIDTH)))
+        ev = read_aedat31(aedat, sensor=(HEIGHT, WIDTH))
+        is_sorted = len(ev) < 2 or not bool(np.any(ev.t[1:] < ev.t[:-1]))
         for w in windows:
-            j0, j1 = np.searchsorted(ev.t, [w.start_us, w.end_us], side="left")
-            if j1 <= j0:
+            s = window_events(ev, w, is_sorted)
+            if len(s) == 0:
                 raise DatasetFormatError(
                     f"{csv}: line {w.line}: window [{w.start_us}, {w.end_us}) us holds no events of {aedat.name}; "
                     "expected a non-empty sample"
                 )
-            s = ev.select(slice(j0, j1))
             counts = integrate_frames(s.x, s.y, s.p, s.t, frames=frames, split_by=split_by, height=HEIGHT, width=WIDTH)
             out.append(to_storage(downsample_frames(counts, downsample)))
             labels.append(w.label)

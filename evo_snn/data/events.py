@@ -1,11 +1,11 @@
 """Events -> frames: spikingjelly's fixed-frame-number integration, and sum-pooling.
 
 An event stream is four equally long 1-D integer arrays: ``t`` (microseconds,
-sorted ascending), ``x`` (column), ``y`` (row) and ``p`` (polarity, 0 = OFF,
+in file order, normally ascending), ``x`` (column), ``y`` (row) and ``p`` (polarity, 0 = OFF,
 1 = ON). :func:`integrate_frames` reproduces spikingjelly's
 ``integrate_events_by_fixed_frames_number`` (``datasets/utils.py``) exactly, but
-vectorized, and returns an empty frame for an empty time bin where spikingjelly
-would raise ``IndexError``.
+vectorized, on events in file order (no sorting, like spikingjelly), and returns
+an empty frame for an empty time bin where spikingjelly would raise ``IndexError``.
 """
 
 from __future__ import annotations
@@ -46,12 +46,18 @@ class Events:
 def segment_bounds(t: np.ndarray, frames: int, split_by: str) -> tuple[np.ndarray, np.ndarray]:
     """Index bounds ``(j_l, j_r)``, each ``[frames]`` int64: frame i holds events ``j_l[i]:j_r[i]``.
 
+    spikingjelly's ``cal_fixed_frames_number_segment_index`` on events in file order:
+
     ``split_by='number'``: ``di = N // frames``; frame i is ``[i*di, i*di + di)``
     and the last frame ends at N.
-    ``split_by='time'``: ``dt = (t[-1] - t[0]) // frames``; frame i holds the
-    events with ``t[0] + i*dt <= t < t[0] + (i+1)*dt``, and the last frame ends
-    at N. A bin without events gives ``j_l == j_r`` (an empty frame).
-    ``t`` must be sorted ascending (only read for 'time'). raises ValueError.
+    ``split_by='time'``: ``dt = (t[-1] - t[0]) // frames`` (t[0], t[-1]: the first and
+    last events *in file order*); frame i runs from the first to the last event
+    index with ``t[0] + i*dt <= t < t[0] + (i+1)*dt``, and the last frame ends at N.
+    For sorted ``t`` that is exactly the events of the time bin. ``t`` need not be
+    sorted: the index ranges are then those spikingjelly computes from its masks.
+    Where spikingjelly raises IndexError (a time bin without events) the frame
+    is empty (``j_l == j_r``); an empty last bin starts at the first event with
+    ``t >= t[0] + (frames-1)*dt`` (or at N). raises ValueError (frames < 1, bad split_by).
     """
     if frames < 1:
         raise ValueError(f"frames must be >= 1, got {frames}")
@@ -65,16 +71,42 @@ def segment_bounds(t: np.ndarray, frames: int, split_by: str) -> tuple[np.ndarra
         if n == 0:
             return np.zeros(frames, np.int64), np.zeros(frames, np.int64)
         t64 = t.astype(np.int64, copy=False)
-        if n > 1 and np.any(t64[1:] < t64[:-1]):
-            raise ValueError("split_by='time' needs events sorted by t (ascending)")
         dt = (int(t64[-1]) - int(t64[0])) // frames
         t_l = int(t64[0]) + np.arange(frames, dtype=np.int64) * dt
-        # first index with t >= t_l, and last index with t < t_l + dt, plus one
-        j_l = np.searchsorted(t64, t_l, side="left").astype(np.int64)
-        j_r = np.searchsorted(t64, t_l + dt, side="left").astype(np.int64)
+        if n < 2 or not np.any(t64[1:] < t64[:-1]):
+            # sorted: first index with t >= t_l, and last index with t < t_l + dt, plus one
+            j_l = np.searchsorted(t64, t_l, side="left").astype(np.int64)
+            j_r = np.searchsorted(t64, t_l + dt, side="left").astype(np.int64)
+        else:
+            j_l, j_r = _unsorted_time_bounds(t64, t_l, dt, frames)
     else:
         raise ValueError(f"split_by must be one of {SPLIT_MODES}, got {split_by!r}")
     j_r[-1] = n
+    return j_l, j_r
+
+
+def _unsorted_time_bounds(t: np.ndarray, t_l: np.ndarray, dt: int, frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """``segment_bounds(split_by='time')`` for unsorted ``t`` (int64): first/last index per bin."""
+    n = t.shape[0]
+    j_l = np.zeros(frames, np.int64)
+    j_r = np.zeros(frames, np.int64)
+    if dt > 0:
+        rel = t - t_l[0]
+        inside = (rel >= 0) & (rel < dt * frames)
+        idx = np.flatnonzero(inside)
+        k = rel[idx] // dt  # bin of each event inside [t_l[0], t_l[0] + frames*dt)
+        first = np.full(frames, n, np.int64)
+        last = np.full(frames, -1, np.int64)
+        np.minimum.at(first, k, idx)
+        np.maximum.at(last, k, idx)
+        full = last >= 0
+        j_l[full] = first[full]
+        j_r[full] = last[full] + 1
+        if not full[-1]:
+            tail = np.flatnonzero(t >= t_l[-1])
+            j_l[-1] = tail[0] if tail.size else n
+    else:  # dt <= 0: every bin is empty; all events go to the last frame
+        j_l[-1] = 0
     return j_l, j_r
 
 
@@ -93,12 +125,11 @@ def integrate_frames(
 
     x, y, p, t: ``[N]`` integer arrays; x column in ``[0, width)``, y row in
     ``[0, height)``, p polarity (channel 1 where ``p != 0``, as spikingjelly),
-    t in microseconds sorted ascending.
+    t in microseconds, in file order (normally ascending; see :func:`segment_bounds`).
     Returns ``[frames, 2, height, width]`` int64 event counts; frame i counts the
     events of segment i (see :func:`segment_bounds`), at ``[p, y, x]``.
     The counts of all frames sum to N.
-    raises ValueError (lengths differ, coordinate out of range, bad split_by,
-    unsorted t for 'time').
+    raises ValueError (lengths differ, coordinate out of range, bad split_by).
     """
     x = np.asarray(x)
     y = np.asarray(y)
@@ -177,14 +208,3 @@ def to_storage(counts: np.ndarray) -> np.ndarray:
 def _count_dtype(peak: int) -> type:
     """Smallest of uint8, int16, int32 that holds non-negative counts up to ``peak``."""
     return np.uint8 if peak <= 255 else np.int16 if peak <= 32767 else np.int32
-
-
-def sorted_by_time(ev: Events) -> Events:
-    """``ev`` itself when t is non-decreasing (every real file), else a stable sort by t.
-
-    spikingjelly does not sort; sorting only changes anything for a file whose
-    timestamps go backwards, where 'time' integration would be undefined.
-    """
-    if len(ev) < 2 or not np.any(ev.t[1:] < ev.t[:-1]):
-        return ev
-    return ev.select(np.argsort(ev.t, kind="stable"))

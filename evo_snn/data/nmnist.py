@@ -12,7 +12,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .errors import DatasetFormatError
-from .events import Events, downsample_frames, integrate_frames, sorted_by_time, stack_counts, to_storage
+from .events import Events, downsample_frames, integrate_frames, stack_counts, to_storage
 
 NAME = "nmnist"
 HEIGHT = 34
@@ -115,7 +115,7 @@ def read_split(
     samples = list_samples(root, split)
     out = []
     for path, _ in tqdm(samples, desc=f"nmnist {split}", unit="file", disable=not progress):
-        ev = sorted_by_time(read_bin(path))
+        ev = read_bin(path)  # file order, as spikingjelly's NMNIST
         counts = integrate_frames(ev.x, ev.y, ev.p, ev.t, frames=frames, split_by=split_by, height=HEIGHT, width=WIDTH)
         out.append(to_storage(downsample_frames(counts, downsample)))
     shape = (frames, 2, HEIGHT // downsample, WIDTH // downsample)

@@ -109,6 +109,190 @@ def make_gesture_tree(root: Path) -> Path:
     return root
 
 
+def write_trial(root: Path, name: str, events, rows, *, packet_size: int = 50, overflow_at: int | None = None) -> None:
+    """Write ``<name>.aedat`` (polarity packets of ``packet_size`` events, a non-polarity packet and an
+    empty packet in between) and ``<name>_labels.csv`` (``rows``: (class, start, end)).
+
+    events: (x, y, p, t) with t < 2**31 * 2; events from index ``overflow_at`` on are written
+    with eventTSOverflow = 1 and t - 2**31 as timestamp.
+    """
+    packets = [aedat_packet(event_type=2, event_size=12, raw_payload=b"\x07" * 36)]
+    for start in range(0, len(events), packet_size):
+        chunk = events[start : start + packet_size]
+        ovf = 1 if overflow_at is not None and start >= overflow_at else 0
+        packets.append(aedat_packet([(x, y, p, 1, t - (ovf << 31)) for x, y, p, t in chunk], overflow=ovf))
+        if start == 0:
+            packets.append(aedat_packet([]))
+    (root / f"{name}.aedat").write_bytes(AEDAT_HEADER + b"".join(packets))
+    lines = ["class,startTime_usec,endTime_usec"] + [f"{c},{s},{e}" for c, s, e in rows]
+    (root / f"{name}_labels.csv").write_text("\r\n".join(lines) + "\r\n")
+
+
+def cifar_image_rows(n: int, seed: int) -> np.ndarray:
+    """``[n, 3072]`` uint8 rows in the CIFAR layout (1024 R, 1024 G, 1024 B, each 32x32 row-major)."""
+    return np.random.default_rng(seed).integers(0, 256, (n, 3072), dtype=np.uint8)
+
+
+def make_cifar_tree(root: Path, variant: str = "cifar10", per_batch: int = 4, n_test: int = 6,
+                    seed: int = 0, bytes_keys: bool = False, protocol: int = 2) -> Path:
+    """A tiny CIFAR folder in the original format: ``root/cifar-10-batches-py/`` (data_batch_1..5,
+    test_batch, batches.meta) or ``root/cifar-100-python/`` (train, test, meta; fine_labels).
+
+    Each batch is a pickled dict (protocol 2, like the originals) with ``data`` uint8
+    ``[n, 3072]`` and a list of int labels; labels cycle through the classes.
+    bytes_keys: dict keys as bytes (as a python-2 pickle read with encoding='bytes').
+    """
+    import pickle
+
+    def key(k):
+        return k.encode() if bytes_keys else k
+
+    def dump(path, d):
+        path.write_bytes(pickle.dumps({key(k): v for k, v in d.items()}, protocol=protocol))
+
+    if variant == "cifar10":
+        folder = root / "cifar-10-batches-py"
+        folder.mkdir(parents=True)
+        for b in range(1, 6):
+            labels = [(b * per_batch + i) % 10 for i in range(per_batch)]
+            dump(folder / f"data_batch_{b}", {"batch_label": f"training batch {b} of 5", "labels": labels,
+                                              "data": cifar_image_rows(per_batch, seed + b),
+                                              "filenames": [f"img_{b}_{i}.png" for i in range(per_batch)]})
+        dump(folder / "test_batch", {"batch_label": "testing batch 1 of 1", "labels": [i % 10 for i in range(n_test)],
+                                     "data": cifar_image_rows(n_test, seed + 99), "filenames": []})
+        dump(folder / "batches.meta", {"label_names": [f"class{i}" for i in range(10)], "num_vis": 3072,
+                                       "num_cases_per_batch": per_batch})
+    else:
+        folder = root / "cifar-100-python"
+        folder.mkdir(parents=True)
+        n_train = 5 * per_batch
+        dump(folder / "train", {"batch_label": "training batch 1 of 1", "fine_labels": [(7 * i) % 100 for i in range(n_train)],
+                                "coarse_labels": [i % 20 for i in range(n_train)], "data": cifar_image_rows(n_train, seed + 1),
+                                "filenames": []})
+        dump(folder / "test", {"batch_label": "testing batch 1 of 1", "fine_labels": [(3 * i) % 100 for i in range(n_test)],
+                               "coarse_labels": [i % 20 for i in range(n_test)], "data": cifar_image_rows(n_test, seed + 2),
+                               "filenames": []})
+        dump(folder / "meta", {"fine_label_names": [f"f{i}" for i in range(100)],
+                               "coarse_label_names": [f"c{i}" for i in range(20)]})
+    return folder
+
+
+def make_tiny_imagenet_tree(root: Path, wnids=("n02", "n01", "n03"), per_class: int = 3, n_val: int = 5,
+                            seed: int = 0) -> Path:
+    """A tiny ``tiny-imagenet-200`` folder: wnids.txt (unsorted), train/<wnid>/images/<wnid>_<i>.JPEG
+    (+ <wnid>_boxes.txt), val/images/val_<i>.JPEG + val/val_annotations.txt (tab-separated).
+
+    Images are 64x64 JPEGs of smooth random colours; ``train`` image 0 of the first wnid is
+    grayscale (mode 'L'), as some real ones are. Val image i has wnid ``wnids[i % len]``.
+    """
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    folder = root / "tiny-imagenet-200"
+
+    def image(gray=False):
+        base = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+        big = np.kron(base, np.ones((8, 8, 1), dtype=np.uint8))
+        img = Image.fromarray(big, "RGB")
+        return img.convert("L") if gray else img
+
+    for k, w in enumerate(wnids):
+        d = folder / "train" / w / "images"
+        d.mkdir(parents=True)
+        for i in range(per_class):
+            image(gray=(k == 0 and i == 0)).save(d / f"{w}_{i}.JPEG", quality=95)
+        (folder / "train" / w / f"{w}_boxes.txt").write_text("".join(f"{w}_{i}.JPEG\t0\t0\t63\t63\n" for i in range(per_class)))
+    (folder / "val" / "images").mkdir(parents=True)
+    lines = []
+    for i in range(n_val):
+        image().save(folder / "val" / "images" / f"val_{i}.JPEG", quality=95)
+        lines.append(f"val_{i}.JPEG\t{wnids[i % len(wnids)]}\t1\t2\t60\t61")
+    (folder / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
+    (folder / "test" / "images").mkdir(parents=True)
+    image().save(folder / "test" / "images" / "test_0.JPEG")
+    (folder / "wnids.txt").write_text("\n".join(wnids) + "\n")
+    return folder
+
+
+class SpikingjellyReference:
+    """spikingjelly's DVS128 Gesture pipeline, re-written per event from its documented algorithm.
+
+    load_aedat_v3: skip '#' header lines up to b'#!END-HEADER\\r\\n'; per 28-byte packet header
+    read eventType (uint16), eventSize, eventTSOverflow, eventCapacity (uint32); read
+    capacity * size bytes; for type-1 packets unpack every event with struct: data word
+    and timestamp (uint32), t = timestamp | overflow << 31, x = bits 17-31, y = bits 2-16,
+    p = bit 1; append to lists.
+    split: every CSV row (np.loadtxt, uint32, header skipped) is a sample, label class - 1,
+    holding the events with start <= t < end (a boolean mask, file order kept).
+    integrate: spikingjelly's fixed-frames-number segments, then one ``+= 1`` per event.
+    """
+
+    @staticmethod
+    def load_aedat_v3(path) -> dict[str, np.ndarray]:
+        out = {"t": [], "x": [], "y": [], "p": []}
+        with open(path, "rb") as f:
+            line = f.readline()
+            while line.startswith(b"#"):
+                if line == b"#!END-HEADER\r\n":
+                    break
+                line = f.readline()
+            while True:
+                header = f.read(28)
+                if not header:
+                    break
+                e_type = struct.unpack("H", header[0:2])[0]
+                e_size = struct.unpack("I", header[4:8])[0]
+                e_overflow = struct.unpack("I", header[12:16])[0]
+                e_capacity = struct.unpack("I", header[16:20])[0]
+                payload = f.read(e_capacity * e_size)
+                if e_type != 1:
+                    continue
+                for k in range(0, len(payload), e_size):
+                    word = struct.unpack("I", payload[k : k + 4])[0]
+                    stamp = struct.unpack("I", payload[k + 4 : k + 8])[0]
+                    out["t"].append(stamp | e_overflow << 31)
+                    out["x"].append((word >> 17) & 0x7FFF)
+                    out["y"].append((word >> 2) & 0x7FFF)
+                    out["p"].append((word >> 1) & 1)
+        return {k: np.asarray(v) for k, v in out.items()}
+
+    @staticmethod
+    def split(events: dict[str, np.ndarray], csv_path) -> list[tuple[int, dict[str, np.ndarray]]]:
+        rows = np.loadtxt(csv_path, dtype=np.uint32, delimiter=",", skiprows=1).reshape(-1, 3)
+        samples = []
+        for cls, start, end in rows:
+            mask = np.logical_and(events["t"] >= start, events["t"] < end)
+            samples.append((int(cls) - 1, {k: v[mask] for k, v in events.items()}))
+        return samples
+
+    @staticmethod
+    def integrate(ev: dict[str, np.ndarray], split_by: str, frames: int, height: int, width: int) -> np.ndarray:
+        t = ev["t"]
+        n = t.size
+        j_l = np.zeros(frames, dtype=int)
+        j_r = np.zeros(frames, dtype=int)
+        if split_by == "number":
+            di = n // frames
+            for i in range(frames):
+                j_l[i] = i * di
+                j_r[i] = j_l[i] + di
+        else:
+            dt = (t[-1] - t[0]) // frames
+            idx = np.arange(n)
+            for i in range(frames):
+                t_l = dt * i + t[0]
+                hit = idx[np.logical_and(t >= t_l, t < t_l + dt)]
+                j_l[i] = hit[0]  # IndexError on an empty bin, as spikingjelly
+                j_r[i] = hit[-1] + 1
+        j_r[-1] = n
+        out = np.zeros((frames, 2, height, width))
+        xs, ys, ps = ev["x"].tolist(), ev["y"].tolist(), ev["p"].tolist()
+        for i in range(frames):
+            for k in range(j_l[i], j_r[i]):
+                out[i, 1 if ps[k] else 0, ys[k], xs[k]] += 1
+        return out
+
+
 class Writers:
     """The writers above, handed to tests as the ``writers`` fixture (no imports from conftest)."""
 
@@ -117,8 +301,17 @@ class Writers:
     nmnist_bytes = staticmethod(nmnist_bytes)
     make_nmnist_tree = staticmethod(make_nmnist_tree)
     make_gesture_tree = staticmethod(make_gesture_tree)
+    write_trial = staticmethod(write_trial)
+    make_cifar_tree = staticmethod(make_cifar_tree)
+    make_tiny_imagenet_tree = staticmethod(make_tiny_imagenet_tree)
+    cifar_image_rows = staticmethod(cifar_image_rows)
 
 
 @pytest.fixture
 def writers() -> type[Writers]:
     return Writers
+
+
+@pytest.fixture(scope="session")
+def sj_ref() -> type[SpikingjellyReference]:
+    return SpikingjellyReference

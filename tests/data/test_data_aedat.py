@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+
 import numpy as np
 import pytest
 
@@ -91,3 +93,63 @@ def test_sensor_bounds_name_the_event_offset(writers):
 def test_missing_file(tmp_path):
     with pytest.raises(DatasetFormatError, match="cannot read AEDAT file"):
         read_aedat31(tmp_path / "nope.aedat")
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [b"this is not an AEDAT packet, just text bytes" * 2, bytes(range(256)) * 2, b"\x01\x00\x01\x00"],
+)
+def test_garbage_after_header(writers, garbage):
+    at = len(writers.AEDAT_HEADER)
+    with pytest.raises(DatasetFormatError, match=rf"f\.aedat: byte {at}: (truncated packet|bad packet header)"):
+        parse_aedat31(writers.AEDAT_HEADER + garbage, "f.aedat")
+
+
+def test_garbage_between_packets(writers):
+    head = writers.AEDAT_HEADER + writers.aedat_packet([(1, 1, 1, 1, 1)])
+    with pytest.raises(DatasetFormatError, match=rf"byte {len(head)}: "):
+        parse_aedat31(head + b"\xff" * 40 + writers.aedat_packet([(1, 1, 1, 1, 2)]), "f")
+
+
+@pytest.mark.parametrize(
+    "data, match",
+    [
+        (b"", r"byte 0: expected the first line '#!AER-DAT3.x'"),
+        (b"#!AER-DAT2.0\r\n# This is a raw AE data file\r\n\x00\x01\x02\x03", r"byte 0: expected .*got b'#!AER-DAT2.0'"),
+        (b"#!AER-DAT4.0\r\n#!END-HEADER\r\n", r"got b'#!AER-DAT4.0'"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00", r"byte 0: expected the first line"),
+        (b"#!AER-DAT3.1\r\nnot a comment line\r\n#!END-HEADER\r\n", r"byte 14: expected a '#' header line"),
+    ],
+)
+def test_not_aedat3_is_rejected(data, match):
+    with pytest.raises(DatasetFormatError, match=match):
+        parse_aedat31(data, "f.aedat")
+
+
+def test_polarity_packet_with_wrong_event_size(writers):
+    data = writers.AEDAT_HEADER + writers.aedat_packet(event_type=1, event_size=12, raw_payload=b"\x00" * 24)
+    with pytest.raises(DatasetFormatError, match=rf"byte {len(writers.AEDAT_HEADER)}: polarity packet with eventSize=12, expected 8"):
+        parse_aedat31(data, "f")
+
+
+def test_negative_sizes_and_overflow(writers):
+    h = writers.AEDAT_HEADER
+    bad_size = h + struct.pack("<hhiiiiii", 1, 1, -8, 4, 0, 1, 1, 1) + b"\x00" * 8
+    with pytest.raises(DatasetFormatError, match="eventSize=-8"):
+        parse_aedat31(bad_size, "f")
+    bad_ovf = h + writers.aedat_packet([(1, 1, 1, 1, 1)], overflow=-1)
+    with pytest.raises(DatasetFormatError, match="eventTSOverflow=-1 < 0"):
+        parse_aedat31(bad_ovf, "f")
+
+
+def test_capacity_padding_is_skipped_and_number_counts(writers):
+    # eventCapacity 4, eventNumber 1: three garbage slots (0xab...) that would decode as x=21845
+    data = writers.AEDAT_HEADER + writers.aedat_packet([(9, 8, 1, 1, 77)], capacity=4) + writers.aedat_packet([(3, 2, 0, 1, 78)])
+    ev = parse_aedat31(data, "f", sensor=(128, 128))
+    assert ev.x.tolist() == [9, 3] and ev.t.tolist() == [77, 78]
+
+
+def test_overflow_applies_per_packet(writers):
+    data = (writers.AEDAT_HEADER + writers.aedat_packet([(1, 1, 1, 1, 0x7FFFFFFF)])
+            + writers.aedat_packet([(1, 1, 1, 1, 3)], overflow=1) + writers.aedat_packet([(1, 1, 1, 1, 4)], overflow=3))
+    assert parse_aedat31(data, "f").t.tolist() == [0x7FFFFFFF, (1 << 31) + 3, (3 << 31) + 4]

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from evo_snn.config import SEARCH_SPACES_DIR, load_config
+from evo_snn.data.__main__ import main
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -26,7 +27,7 @@ def _need_yaml(dataset: str) -> None:
 
 
 def _check_summary(out: dict, dataset: str) -> None:
-    assert set(out) == {"dataset", "num_classes", "frame_shape", "splits"}
+    assert set(out) == {"dataset", "encoding", "num_classes", "frame_shape", "splits"}
     assert out["dataset"] == dataset
     assert set(out["splits"]) == {"train", "val", "test"}
     for split in out["splits"].values():
@@ -80,3 +81,84 @@ def test_help_documents_every_flag():
     assert r.returncode == 0
     for flag in ("--dataset", "--data-root", "--set", "--seed", "--progress"):
         assert flag in r.stdout
+
+
+def _describe(capsys, *args: str) -> tuple[int, dict | None, str]:
+    """Run ``python -m evo_snn.data describe ...`` in this process (fast); (exit code, JSON or None, stderr)."""
+    code = main(["describe", *args])
+    captured = capsys.readouterr()
+    return code, (json.loads(captured.out) if code == 0 else None), captured.err
+
+
+@pytest.mark.filterwarnings("ignore:.*single training sample")  # cifar100 fixture: 100 images, 100 classes
+@pytest.mark.parametrize("dataset, classes, size", [("cifar10", 10, 32), ("cifar100", 100, 32)])
+def test_describe_cifar_fixtures(writers, tmp_path, capsys, dataset, classes, size):
+    _need_yaml(dataset)
+    writers.make_cifar_tree(tmp_path / "data", dataset, per_batch=20, n_test=7)
+    code, out, err = _describe(capsys, "--dataset", dataset, "--data-root", str(tmp_path / "data"),
+                               "--set", f"data.cache_dir={tmp_path / 'c'}", "--set", "data.frames=3")
+    assert code == 0, err
+    _check_summary(out, dataset)
+    assert out["encoding"] == "direct" and out["num_classes"] == classes and out["frame_shape"] == [3, 3, size, size]
+    s = out["splits"]
+    assert s["train"]["samples"] + s["val"]["samples"] == 100 and s["test"]["samples"] == 7
+    rows = writers.cifar_image_rows(7, 99 if dataset == "cifar10" else 2).astype(int).sum(1)  # pixel sums
+    assert s["test"]["events_per_sample"] == {"min": int(rows.min()), "mean": round(float(rows.mean()), 3), "max": int(rows.max())}
+    if dataset == "cifar10":
+        assert [s["test"]["class_counts"][str(c)] for c in range(10)] == [1] * 7 + [0] * 3
+
+
+def test_describe_tiny_imagenet_fixture(writers, tmp_path, capsys):
+    _need_yaml("tiny_imagenet")
+    writers.make_tiny_imagenet_tree(tmp_path / "data", wnids=("n09", "n04", "n01", "n05"), per_class=5, n_val=8)
+    code, out, err = _describe(capsys, "--dataset", "tiny_imagenet", "--data-root", str(tmp_path / "data"),
+                               "--set", f"data.cache_dir={tmp_path / 'c'}", "--set", "data.val_fraction=0.2")
+    assert code == 0, err
+    _check_summary(out, "tiny_imagenet")
+    assert out["num_classes"] == 4 and out["frame_shape"][1:] == [3, 64, 64]
+    s = out["splits"]
+    assert (s["train"]["samples"], s["val"]["samples"], s["test"]["samples"]) == (16, 4, 8)
+    # val_i is wnids[i % 4] = n09, n04, n01, n05 -> sorted index 3, 1, 0, 2
+    assert s["test"]["class_counts"] == {"0": 2, "1": 2, "2": 2, "3": 2}
+    assert [s["train"]["class_counts"][str(c)] + s["val"]["class_counts"][str(c)] for c in range(4)] == [5] * 4
+
+
+def test_describe_dvs_gesture_real_fixture(dvs_root, tmp_path, capsys):
+    _need_yaml("dvs_gesture")
+    import warnings
+
+    import numpy as np
+
+    from evo_snn.data.aedat import read_aedat31
+    from evo_snn.data.dvs_gesture import read_labels_csv
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # one training sample per class: val falls back, with a warning
+        code, out, err = _describe(capsys, "--dataset", "dvs_gesture", "--data-root", str(dvs_root),
+                                   "--set", f"data.cache_dir={tmp_path}", "--set", "data.frames=4")
+    assert code == 0, err
+    _check_summary(out, "dvs_gesture")
+    assert out["encoding"] == "events" and out["num_classes"] == 11
+    d = load_config("dvs_gesture").data
+    assert out["frame_shape"] == [4, 2, 128 // d.downsample, 128 // d.downsample]
+    s = out["splits"]
+    assert (s["train"]["samples"] + s["val"]["samples"], s["test"]["samples"]) == (10, 10)
+    assert [s["test"]["class_counts"][str(c)] for c in range(11)] == [1] * 10 + [0]
+    ev = read_aedat31(dvs_root / "user24_fluorescent.aedat")
+    counts = [int(np.count_nonzero((ev.t >= w.start_us) & (ev.t < w.end_us)))
+              for w in read_labels_csv(dvs_root / "user24_fluorescent_labels.csv")]
+    assert s["test"]["events_per_sample"] == {"min": min(counts), "mean": round(sum(counts) / 10, 3), "max": max(counts)}
+
+
+def test_describe_bad_file_is_one_line_exit_2(writers, tmp_path, capsys):
+    root = writers.make_gesture_tree(tmp_path / "g")
+    (root / "tB.aedat").write_bytes((root / "tB.aedat").read_bytes()[:-3])
+    code, _, err = _describe(capsys, "--dataset", "dvs_gesture", "--data-root", str(root), "--set", f"data.cache_dir={tmp_path}")
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1
+    assert lines[0].startswith("error: ") and "tB.aedat: byte " in lines[0] and "truncated packet payload" in lines[0]
+    (root / "tA_labels.csv").write_text("class,startTime_usec,endTime_usec\n3,30,10\n")
+    code, _, err = _describe(capsys, "--dataset", "dvs_gesture", "--data-root", str(root), "--set", f"data.cache_dir={tmp_path}")
+    assert code == 2 and "tA_labels.csv: line 2: expected 0 <= startTime_usec <= endTime_usec" in err
+    code, _, err = _describe(capsys, "--dataset", "cifar10", "--data-root", str(tmp_path / "none"))
+    assert code == 2 and err.startswith("error: ") and "does not exist" in err

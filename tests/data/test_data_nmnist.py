@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+
+import numpy as np
 import pytest
 import torch
 
@@ -76,8 +79,39 @@ def test_real_subset_loads(nmnist_root, tmp_path):
     train_counts = [s.train.class_counts(10)[c] + s.val.class_counts(10)[c] for c in range(10)]
     assert train_counts == TRAIN_COUNTS
     assert s.num_classes == 10 and s.frame_shape == (8, 2, 34, 34)
-    assert s.train.frames.dtype == torch.float32 and s.train.labels.dtype == torch.int64
+    assert s.train.frames.dtype == torch.uint8 and s.train.labels.dtype == torch.int64  # compact counts
+    assert s.train.memory_mapped and s.test.memory_mapped
     assert s.train.frames.shape[1:] == (8, 2, 34, 34)
     # the frames of the first test sample hold exactly the events of its file
     first = sorted((nmnist_root / "Test" / "0").glob("*.bin"))[0]
     assert int(s.test.events_per_sample()[0]) == first.stat().st_size // 5
+
+
+def _per_event_bin(path) -> dict:
+    """N-MNIST decoding one 5-byte event at a time (the bit layout of spikingjelly's load_ATIS_bin)."""
+    data = path.read_bytes()
+    out = {"t": [], "x": [], "y": [], "p": []}
+    for k in range(0, len(data), 5):
+        b0, b1, b2, b3, b4 = data[k : k + 5]
+        out["x"].append(b0)
+        out["y"].append(b1)
+        out["p"].append(b2 >> 7)
+        out["t"].append(((b2 & 0x7F) << 16) | (b3 << 8) | b4)
+    return {key: np.asarray(v) for key, v in out.items()}
+
+
+@pytest.mark.parametrize("split_by", ["number", "time"])
+def test_real_files_through_read_split_equal_spikingjelly(nmnist_root, sj_ref, tmp_path, split_by):
+    root = tmp_path / "nm"
+    picked = {("Train", "3"): 2, ("Train", "8"): 1, ("Test", "5"): 1}
+    for (split, digit), n in picked.items():
+        (root / split / digit).mkdir(parents=True)
+        for f in sorted((nmnist_root / split / digit).glob("*.bin"))[:n]:
+            shutil.copy(f, root / split / digit / f.name)
+    frames, labels = read_split(resolve_root(root), "train", frames=6, split_by=split_by, downsample=1)
+    assert labels.tolist() == [3, 3, 8]
+    files = sorted((root / "Train").glob("*/*.bin"))
+    for k, f in enumerate(files):
+        ref = sj_ref.integrate(_per_event_bin(f), split_by, 6, 34, 34)
+        np.testing.assert_array_equal(frames[k], ref)
+        assert frames[k].sum() == f.stat().st_size // 5

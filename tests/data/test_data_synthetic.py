@@ -26,7 +26,10 @@ def test_shapes_labels_and_names():
     s = load_splits("synthetic", "/ignored/path", CFG, seed=0)
     assert s.name == "synthetic" and s.num_classes == 4 and s.frame_shape == (8, 2, 16, 16)
     assert len(s.train) + len(s.val) == 24 and len(s.test) == 12
-    assert s.train.frames.dtype == torch.float32 and s.train.labels.dtype == torch.int64
+    assert s.train.frames.dtype == torch.uint8 and s.train.labels.dtype == torch.int64  # compact counts
+    x_seq = s.train.to_seq(s.train.frames[:5])
+    assert x_seq.dtype == torch.float32 and x_seq.shape == (8, 5, 2, 16, 16)
+    assert torch.equal(x_seq, s.train.frames[:5].transpose(0, 1).float())
     assert s.test.class_counts() == {0: 3, 1: 3, 2: 3, 3: 3}
     assert (s.test.events_per_sample() > 10).all()
     d = load_splits("synthetic", None, DataConfig(synthetic_size=16, downsample=4, frames=3), seed=0)
