@@ -20,6 +20,7 @@ import sys
 import time
 from dataclasses import replace
 
+import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
@@ -153,14 +154,18 @@ def run(args, argv: list[str]) -> int:
             ops = GenomeOps(weight_magnitudes(teacher, layers), replace(cfg.genome, ratio_min=0.0, ratio_max=0.999))
             cache: dict[tuple[str, float], float] = {}
 
+            # every student of this seed starts from the same init (a paired comparison),
+            # drawn from a stream distinct from the teacher's so no student replays it
+            student_seed = int(np.random.SeedSequence([seed, 1]).generate_state(1)[0])
+
             def student_accuracy(mode: str, ratio: float, teaching) -> float:
                 key = (mode, 0.0 if mode in RATIO_FREE else ratio)
                 if key not in cache:
-                    torch.manual_seed(seed)
+                    torch.manual_seed(student_seed)
                     student = build_model(cfg.model, splits.frame_shape, splits.num_classes).to(device)
                     loss = student_loss(replace(cfg.kd, mode=mode), splits.num_classes, teaching)
                     train_steps(student, splits.train, epochs=epochs, batch_size=cfg.teacher.batch_size,
-                                lr=cfg.teacher.lr, weight_decay=cfg.teacher.weight_decay, loss_fn=loss, seed=seed)
+                                lr=cfg.teacher.lr, weight_decay=cfg.teacher.weight_decay, loss_fn=loss, seed=student_seed)
                     cache[key] = accuracy(student, splits.test)
                 return cache[key]
 
@@ -170,7 +175,7 @@ def run(args, argv: list[str]) -> int:
                 t_acc = accuracy(pruned, splits.test)
                 teaching = {"sparse": pruned, "self": teacher, "ann": ann}
                 for mode in args.kd:
-                    rows.append({"seed": seed, "kd": mode, "teacher_ratio": ratio, "teacher_accuracy": t_acc,
+                    rows.append({"seed": seed, "student_seed": student_seed, "kd": mode, "teacher_ratio": ratio, "teacher_accuracy": t_acc,
                                  "student_accuracy": student_accuracy(mode, ratio, teaching.get(mode)),
                                  "dense_teacher_accuracy": dense_acc})
                     bar.update(1)

@@ -47,3 +47,12 @@ def test_reproduce_rejects_bad_arguments(bad, tmp_path):
         main(["--out", str(tmp_path / "x"), *bad])
     assert e.value.code == 2
     assert not (tmp_path / "x").exists()
+
+
+def test_students_do_not_replay_the_teacher(tmp_path):
+    """With the teacher's budget, a 'none' student from the teacher's seed would be the teacher itself."""
+    out = tmp_path / "rep"
+    assert main(["--dataset", "synthetic", "--ratios", "0", "--kd", "none", "--seeds", "2", "--out", str(out),
+                 "--no-progress", *TINY]) == 0
+    rows = pd.read_csv(out / "reproduce.csv")
+    assert (rows.student_seed != rows.seed).all() and rows.student_seed.nunique() == 2
