@@ -14,7 +14,6 @@ are printed side by side. Exit code 1 if outputs differ, 2 if no file is found.
 from __future__ import annotations
 
 import argparse
-import struct
 import sys
 import time
 from pathlib import Path
@@ -23,37 +22,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 from evo_snn.data.aedat import read_aedat31  # noqa: E402
+from evo_snn.data.reference import load_aedat_v3 as per_event_reader  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dvs_gesture_mini"
-
-
-def per_event_reader(path: Path) -> dict[str, np.ndarray]:
-    """Polarity events of an AEDAT 3.1 file, decoded one event at a time (spikingjelly's way)."""
-    t, x, y, p = [], [], [], []
-    with open(path, "rb") as f:
-        line = f.readline()
-        while line.startswith(b"#"):
-            if line == b"#!END-HEADER\r\n":
-                break
-            line = f.readline()
-        while True:
-            header = f.read(28)
-            if not header:
-                break
-            e_type = struct.unpack("H", header[0:2])[0]
-            e_size = struct.unpack("I", header[4:8])[0]
-            e_overflow = struct.unpack("I", header[12:16])[0]
-            e_capacity = struct.unpack("I", header[16:20])[0]
-            data = f.read(e_capacity * e_size)
-            if e_type != 1:
-                continue
-            for k in range(0, len(data), e_size):
-                word = struct.unpack("I", data[k : k + 4])[0]
-                t.append(struct.unpack("I", data[k + 4 : k + 8])[0] | e_overflow << 31)
-                x.append((word >> 17) & 0x7FFF)
-                y.append((word >> 2) & 0x7FFF)
-                p.append((word >> 1) & 1)
-    return {"t": np.asarray(t), "x": np.asarray(x), "y": np.asarray(y), "p": np.asarray(p)}
 
 
 def best_time(fn, repeat: int) -> tuple[float, object]:

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from evo_snn.data import reference
+
 # <repo>/../shared/data: real event files, never copied into the repository.
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 NMNIST_ROOT = SHARED_DATA / "nmnist_subset"
@@ -215,82 +217,11 @@ def make_tiny_imagenet_tree(root: Path, wnids=("n02", "n01", "n03"), per_class: 
 
 
 class SpikingjellyReference:
-    """spikingjelly's DVS128 Gesture pipeline, re-written per event from its documented algorithm.
+    """spikingjelly's DVS128 Gesture pipeline, per event (``evo_snn.data.reference``)."""
 
-    load_aedat_v3: skip '#' header lines up to b'#!END-HEADER\\r\\n'; per 28-byte packet header
-    read eventType (uint16), eventSize, eventTSOverflow, eventCapacity (uint32); read
-    capacity * size bytes; for type-1 packets unpack every event with struct: data word
-    and timestamp (uint32), t = timestamp | overflow << 31, x = bits 17-31, y = bits 2-16,
-    p = bit 1; append to lists.
-    split: every CSV row (np.loadtxt, uint32, header skipped) is a sample, label class - 1,
-    holding the events with start <= t < end (a boolean mask, file order kept).
-    integrate: spikingjelly's fixed-frames-number segments, then one ``+= 1`` per event.
-    """
-
-    @staticmethod
-    def load_aedat_v3(path) -> dict[str, np.ndarray]:
-        out = {"t": [], "x": [], "y": [], "p": []}
-        with open(path, "rb") as f:
-            line = f.readline()
-            while line.startswith(b"#"):
-                if line == b"#!END-HEADER\r\n":
-                    break
-                line = f.readline()
-            while True:
-                header = f.read(28)
-                if not header:
-                    break
-                e_type = struct.unpack("H", header[0:2])[0]
-                e_size = struct.unpack("I", header[4:8])[0]
-                e_overflow = struct.unpack("I", header[12:16])[0]
-                e_capacity = struct.unpack("I", header[16:20])[0]
-                payload = f.read(e_capacity * e_size)
-                if e_type != 1:
-                    continue
-                for k in range(0, len(payload), e_size):
-                    word = struct.unpack("I", payload[k : k + 4])[0]
-                    stamp = struct.unpack("I", payload[k + 4 : k + 8])[0]
-                    out["t"].append(stamp | e_overflow << 31)
-                    out["x"].append((word >> 17) & 0x7FFF)
-                    out["y"].append((word >> 2) & 0x7FFF)
-                    out["p"].append((word >> 1) & 1)
-        return {k: np.asarray(v) for k, v in out.items()}
-
-    @staticmethod
-    def split(events: dict[str, np.ndarray], csv_path) -> list[tuple[int, dict[str, np.ndarray]]]:
-        rows = np.loadtxt(csv_path, dtype=np.uint32, delimiter=",", skiprows=1).reshape(-1, 3)
-        samples = []
-        for cls, start, end in rows:
-            mask = np.logical_and(events["t"] >= start, events["t"] < end)
-            samples.append((int(cls) - 1, {k: v[mask] for k, v in events.items()}))
-        return samples
-
-    @staticmethod
-    def integrate(ev: dict[str, np.ndarray], split_by: str, frames: int, height: int, width: int) -> np.ndarray:
-        t = ev["t"]
-        n = t.size
-        j_l = np.zeros(frames, dtype=int)
-        j_r = np.zeros(frames, dtype=int)
-        if split_by == "number":
-            di = n // frames
-            for i in range(frames):
-                j_l[i] = i * di
-                j_r[i] = j_l[i] + di
-        else:
-            dt = (t[-1] - t[0]) // frames
-            idx = np.arange(n)
-            for i in range(frames):
-                t_l = dt * i + t[0]
-                hit = idx[np.logical_and(t >= t_l, t < t_l + dt)]
-                j_l[i] = hit[0]  # IndexError on an empty bin, as spikingjelly
-                j_r[i] = hit[-1] + 1
-        j_r[-1] = n
-        out = np.zeros((frames, 2, height, width))
-        xs, ys, ps = ev["x"].tolist(), ev["y"].tolist(), ev["p"].tolist()
-        for i in range(frames):
-            for k in range(j_l[i], j_r[i]):
-                out[i, 1 if ps[k] else 0, ys[k], xs[k]] += 1
-        return out
+    load_aedat_v3 = staticmethod(reference.load_aedat_v3)
+    split = staticmethod(reference.split)
+    integrate = staticmethod(reference.integrate)
 
 
 class Writers:

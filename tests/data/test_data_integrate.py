@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from evo_snn.data import downsample_frames, integrate_frames
+from evo_snn.data import reference
 from evo_snn.data.events import segment_bounds
 
 # idx:   0  1  2  3  4  5  6
@@ -18,32 +19,9 @@ T = np.array([0, 1, 2, 5, 6, 7, 20])
 
 
 def _sj_reference(x, y, p, t, split_by, frames, H, W):
-    """spikingjelly 2.0.0 ``integrate_events_by_fixed_frames_number``, transcribed (loops and masks)."""
-    N = t.size
-    j_l = np.zeros(frames, dtype=int)
-    j_r = np.zeros(frames, dtype=int)
-    if split_by == "number":
-        di = N // frames
-        for i in range(frames):
-            j_l[i] = i * di
-            j_r[i] = j_l[i] + di
-        j_r[-1] = N
-    else:
-        dt = (t[-1] - t[0]) // frames
-        idx = np.arange(N)
-        for i in range(frames):
-            t_l = dt * i + t[0]
-            t_r = t_l + dt
-            idx_masked = idx[np.logical_and(t >= t_l, t < t_r)]
-            j_l[i] = idx_masked[0]  # IndexError on an empty bin, as in spikingjelly
-            j_r[i] = idx_masked[-1] + 1
-        j_r[-1] = N
-    out = np.zeros([frames, 2, H, W])
-    for i in range(frames):
-        xs, ys, ps = x[j_l[i] : j_r[i]].astype(int), y[j_l[i] : j_r[i]].astype(int), p[j_l[i] : j_r[i]] != 0
-        pos = ps.astype(int) * H * W + ys * W + xs
-        out[i] = np.bincount(pos, minlength=2 * H * W).reshape(2, H, W)
-    return out
+    """spikingjelly's ``integrate_events_by_fixed_frames_number``, per event (evo_snn.data.reference)."""
+    return reference.integrate({"t": np.asarray(t), "x": np.asarray(x), "y": np.asarray(y), "p": np.asarray(p)},
+                               split_by, frames, H, W)
 
 
 def test_number_mode_hand_example():
