@@ -6,12 +6,15 @@ results arrive; the caller orders them by index. An evaluation that raises is
 reported, not fatal, so one bad genome cannot end a long search.
 
 Ray actors are created once per run; each holds the data set and the teacher once
-and asks for a GPU (or a fraction of one) when CUDA is present.
+and asks for a GPU (or a fraction of one) when CUDA is present. Locally, memory-mapped
+frame sets travel as a path to the cache file (one copy in the page cache); with
+``address`` (a cluster) the frames themselves are shipped.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Iterator
 
 import torch
@@ -64,6 +67,8 @@ class RayEvaluator:
             self._owns_ray = True
         if gpus_per_worker is None:
             gpus_per_worker = (1.0 / workers if workers > 1 else 1.0) if torch.cuda.is_available() else 0.0
+        if address:  # nodes of a cluster need not see this machine's frame cache: ship the frames
+            ctx = replace(ctx, train=ctx.train.in_memory(), val=ctx.val.in_memory())
         ctx_ref = ray.put(ctx)
         actor_cls = ray.remote(_FitnessActor)
         self.actors = [actor_cls.options(num_cpus=1, num_gpus=gpus_per_worker).remote(ctx_ref) for _ in range(workers)]

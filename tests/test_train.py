@@ -50,3 +50,18 @@ def test_fractional_budget_runs_ceil_of_steps(tiny_splits):
     T = tiny_splits.frame_shape[0]
     assert calls[0][0] == T and calls[0][1] == 4  # x_seq is [T, N, C, H, W]
     assert 0.0 <= accuracy(net, tiny_splits.val) <= 1.0
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "nmnist_subset").is_dir(), reason=f"{SHARED_DATA}/nmnist_subset is absent")
+def test_in_memory_copy_pickles_with_its_frames(tmp_path):
+    import pickle
+
+    s = load_splits("nmnist", SHARED_DATA / "nmnist_subset", DataConfig(cache_dir=str(tmp_path)), seed=0)
+    s = load_splits("nmnist", SHARED_DATA / "nmnist_subset", DataConfig(cache_dir=str(tmp_path)), seed=0)
+    assert s.val.memory_mapped and len(pickle.dumps(s.val)) < 100_000  # a path and an index
+    mem = s.val.in_memory()
+    assert not mem.memory_mapped
+    blob = pickle.dumps(mem)
+    assert len(blob) > mem.frames.numel()  # the frames travel
+    back = pickle.loads(blob)
+    assert torch.equal(back.frames, s.val.frames) and torch.equal(back.labels, s.val.labels)

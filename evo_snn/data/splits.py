@@ -201,6 +201,13 @@ class FrameSet:
             self._source,
         )
 
+    def in_memory(self) -> "FrameSet":
+        """This set with its frames copied into memory, so that it pickles with them
+        (for processes that cannot open the cache file, e.g. other nodes of a cluster)."""
+        if self._source is None and self._index is None:
+            return self
+        return FrameSet(self.frames.clone(), self.labels.clone(), self.transform)
+
     # ------------------------------------------------------------------ pickling
     def __getstate__(self) -> dict[str, Any]:
         state: dict[str, Any] = {"labels": self.labels, "transform": self.transform}
