@@ -24,6 +24,11 @@ flip), normalised per channel with the data set's ``mean`` and ``std`` (in [0, 1
 units, computed over the training split), and repeated over ``steps`` = T time
 steps: ``x_seq: [T, N, C, H, W]`` float32, the same image at every step. The first
 spiking layer of the net acts as the encoder.
+
+Why not torchvision.transforms: torchvision's compiled ops do not load against the
+CPU torch build this project installs (see README), and its transforms act per
+image, not per [T, C, H, W] event sample with one draw for all T. These batched
+tensor ops are small and each is checked in ``tests/data/test_data_augment.py``.
 """
 
 from __future__ import annotations
