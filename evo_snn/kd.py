@@ -11,6 +11,10 @@ KD variants (``kd.mode``; ``--set kd=MODE`` is shorthand for ``--set kd.mode=MOD
   first, then teaches with ``KDLoss`` (response-based ANN-teacher KD, Xu et al. 2023,
   arXiv 2304.05627). The student sees the ANN's logits.
 - ``none``: plain fine-tuning with cross-entropy only, the control for every KD gain.
+
+Defaults (``KDConfig``, overridable per search space): alpha = 0.9, tau = 4,
+correct-class probability a = 0.95 for the virtual teacher; the same training
+budget (``kd.epochs``) for every mode, so gains are measured at equal cost.
 """
 
 from __future__ import annotations
