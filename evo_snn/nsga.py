@@ -1,12 +1,16 @@
 """NSGA-II structure search over genomes (DEAP ``selNSGA2`` + ``ParetoFront``).
 
 The algorithm writes no files: observers receive each evaluation and each
-generation through callbacks (``evo_snn.search`` attaches the run-directory writer).
-Objective directions are declared once, in ``Fitness.weights``.
+generation through callbacks (``evo_snn.search`` attaches the run-directory writer
+and the checkpoint writer, ``evo_snn.checkpoint``). ``StructureSearch.state_dict()``
+/ ``load_state_dict()`` hand the whole search state out and back in as data, so that
+an interrupted search continues where it stopped. Objective directions are declared
+once, in ``Fitness.weights``.
 """
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -22,6 +26,7 @@ from .fitness import FitnessResult
 from .genome import Genome, GenomeOps
 
 OBJECTIVES = ("accuracy", "sparsity")
+STATE_FORMAT = 1  # version of the dict returned by StructureSearch.state_dict()
 
 
 class Fitness(base.Fitness):
@@ -61,7 +66,12 @@ class StructureSearch:
     evaluator: object with ``map([(genome, seed), ...])`` yielding
       ``(index, FitnessResult | Exception)`` (``evo_snn.evaluator``).
     on_evaluation(ind, result): called once per evaluated (or cache-hit) individual.
-    on_generation(gen, population, archive, n_evals, elapsed_s): called after each generation.
+    on_generation(gen, population, archive, n_evals, elapsed_s): called after each
+      generation (gen 0 = the initial population); ``state_dict()`` called from here
+      describes the search right after that generation.
+
+    ``run()`` evaluates generations 0..``search.generations``; after
+    ``load_state_dict(state)`` it continues from generation ``state['gen'] + 1``.
     """
 
     def __init__(self, ops: GenomeOps, evaluator, search: SearchConfig, genome_cfg: GenomeConfig,
@@ -74,6 +84,9 @@ class StructureSearch:
         random.seed(search.seed)  # DEAP's selTournamentDCD draws from `random`
         self.archive = tools.ParetoFront(similar=lambda a, b: a.genome.key == b.genome.key)
         self.results: dict[str, FitnessResult] = {}  # genome key -> result (kept for cache and export)
+        self.population: list[Individual] = []
+        self.gen = -1  # last completed generation (-1: none yet)
+        self.elapsed_s = 0.0  # search wall time up to the end of generation `gen`, over all sessions
         self._counter = 0
 
     def _new(self, genome: Genome, gen: int, parents: tuple[str, ...] = ()) -> Individual:
@@ -119,15 +132,23 @@ class StructureSearch:
         live = {ind.genome.key for ind in keep} | {ind.genome.key for ind in self.archive}
         self.results = {k: v for k, v in self.results.items() if k in live}
 
+    def _finish_generation(self, gen: int, pop: list[Individual], n: int, t0: float) -> None:
+        self.population, self.gen = pop, gen
+        self.elapsed_s = time.perf_counter() - t0
+        self.on_generation(gen, pop, self.archive, n, self.elapsed_s)
+
     def run(self) -> tools.ParetoFront:
+        """Run (or continue) the search up to generation ``search.generations``; returns the archive."""
         P, G = self.search.population, self.search.generations
-        t0 = time.perf_counter()
-        pop = [self._new(self.ops.random(self.rng), 0) for _ in range(P)]
-        n = self.evaluate(pop, 0)
-        pop = tools.selNSGA2(pop, P)  # also assigns crowding distances
-        self.archive.update(pop)
-        self.on_generation(0, pop, self.archive, n, time.perf_counter() - t0)
-        for gen in range(1, G + 1):
+        t0 = time.perf_counter() - self.elapsed_s  # elapsed_s keeps counting across a resume
+        if self.gen < 0:
+            pop = [self._new(self.ops.random(self.rng), 0) for _ in range(P)]
+            n = self.evaluate(pop, 0)
+            pop = tools.selNSGA2(pop, P)  # also assigns crowding distances
+            self.archive.update(pop)
+            self._finish_generation(0, pop, n, t0)
+        for gen in range(self.gen + 1, G + 1):
+            pop = self.population
             parents = tools.selTournamentDCD(pop, P)
             children: list[Individual] = []
             for a, b in zip(parents[::2], parents[1::2]):
@@ -142,5 +163,109 @@ class StructureSearch:
             pop = tools.selNSGA2(pop + children, P)
             self.archive.update(pop)
             self._forget_unused(pop)
-            self.on_generation(gen, pop, self.archive, n, time.perf_counter() - t0)
+            self._finish_generation(gen, pop, n, t0)
         return self.archive
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        """The whole search state after generation ``self.gen``, as data.
+
+        Returns a dict whose entries are JSON-able except ``genomes`` and ``results``:
+
+        - ``format`` (int), ``gen`` (last completed generation, -1 before gen 0),
+          ``counter`` (the uid counter: the next individual gets uid ``GG-<counter>``),
+          ``elapsed_s`` (search wall time so far, seconds), ``seed`` (search.seed);
+        - ``numpy_rng``: ``self.rng.bit_generator.state`` (a dict of ints);
+          ``python_random``: ``random.getstate()`` as nested lists (DEAP's
+          tournament draws from the global ``random``);
+        - ``population`` (in order: the order feeds the tournament) and ``archive``
+          (the ParetoFront's items, best accuracy first): lists of records
+          ``{uid, gen, parents, seed, status, metrics, fitness: [accuracy, sparsity],
+          crowding_dist, genome_key, ratios}`` (``crowding_dist``: float, ``"inf"`` or None);
+        - ``genomes``: ``{genome key: Genome}`` for every key in the records (a key
+          fixes the masks; each record carries its own ``ratios``, since two ratios
+          can round to the same zero count);
+        - ``results``: ``{genome key: FitnessResult}``, the evaluation cache (metrics
+          and student state_dict) of every live genome.
+        """
+        genomes: dict[str, Genome] = {}
+        for ind in list(self.population) + list(self.archive):
+            genomes.setdefault(ind.genome.key, ind.genome)
+        return {
+            "format": STATE_FORMAT,
+            "gen": self.gen,
+            "counter": self._counter,
+            "elapsed_s": float(self.elapsed_s),
+            "seed": self.search.seed,
+            "numpy_rng": _jsonable(self.rng.bit_generator.state),
+            "python_random": _jsonable(random.getstate()),
+            "population": [_record(ind) for ind in self.population],
+            "archive": [_record(ind) for ind in self.archive],
+            "genomes": genomes,
+            "results": dict(self.results),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a ``state_dict()`` (after a JSON round trip of its JSON-able part).
+
+        Sets the global ``random`` state too. Raises ValueError when the state does
+        not fit this search (format, seed, population size, genome layers or a
+        missing genome).
+        """
+        if state.get("format") != STATE_FORMAT:
+            raise ValueError(f"search state format {state.get('format')!r}, expected {STATE_FORMAT}")
+        if state["seed"] != self.search.seed:
+            raise ValueError(f"search state has seed {state['seed']}, the config has search.seed={self.search.seed}")
+        if state["gen"] >= 0 and len(state["population"]) != self.search.population:
+            raise ValueError(f"search state has a population of {len(state['population'])}, "
+                             f"the config has search.population={self.search.population}")
+        genomes = state["genomes"]
+        for key, g in genomes.items():
+            if tuple(g.layers) != tuple(self.ops.layers):
+                raise ValueError(f"genome {key} has layers {list(g.layers)}, the model's prunable layers are {list(self.ops.layers)}")
+
+        def individual(rec: dict) -> Individual:
+            if rec["genome_key"] not in genomes:
+                raise ValueError(f"search state lacks genome {rec['genome_key']} of {rec['uid']}")
+            g = genomes[rec["genome_key"]]
+            ind = Individual(Genome(g.layers, tuple(float(r) for r in rec["ratios"]), g.masks), uid=rec["uid"],
+                             gen=int(rec["gen"]), parents=tuple(rec["parents"]), metrics=dict(rec["metrics"]),
+                             status=rec["status"], seed=int(rec["seed"]))
+            if rec["fitness"] is not None:
+                ind.fitness.values = tuple(float(v) for v in rec["fitness"])
+            if rec.get("crowding_dist") is not None:
+                ind.fitness.crowding_dist = float(rec["crowding_dist"])
+            return ind
+
+        self.population = [individual(r) for r in state["population"]]
+        items = [individual(r) for r in state["archive"]]
+        self.archive.clear()
+        # HallOfFame invariant: keys ascending by fitness, items descending, keys[i] is items[-1 - i].fitness
+        self.archive.items[:] = items
+        self.archive.keys[:] = [ind.fitness for ind in reversed(items)]
+        self.results = dict(state["results"])
+        self.gen = int(state["gen"])
+        self._counter = int(state["counter"])
+        self.elapsed_s = float(state["elapsed_s"])
+        self.rng.bit_generator.state = state["numpy_rng"]
+        version, internal, gauss = state["python_random"]
+        random.setstate((version, tuple(internal), gauss))
+
+
+def _record(ind: Individual) -> dict:
+    cd = getattr(ind.fitness, "crowding_dist", None)
+    return {"uid": ind.uid, "gen": ind.gen, "parents": list(ind.parents), "seed": int(ind.seed), "status": ind.status,
+            "metrics": _jsonable(ind.metrics), "fitness": list(ind.fitness.values) if ind.fitness.valid else None,
+            "crowding_dist": None if cd is None else ("inf" if math.isinf(cd) else float(cd)),
+            "genome_key": ind.genome.key, "ratios": [float(r) for r in ind.genome.ratios]}
+
+
+def _jsonable(x):
+    """Tuples -> lists and numpy scalars -> Python numbers, recursively."""
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.generic):
+        return x.item()
+    return x

@@ -3,7 +3,10 @@
 Layout::
 
   config.json  manifest.json  evaluations.jsonl  generations.csv  pareto.csv
-  teacher/  exported/<uid>/  plots/
+  teacher/  checkpoints/ (evo_snn.checkpoint)  exported/<uid>/  plots/
+
+``RunDir.create`` makes a new run directory; ``RunDir.open`` an existing one, for
+``--resume`` (``RunDir.resume`` then records the resume in manifest.json).
 """
 
 from __future__ import annotations
@@ -79,7 +82,25 @@ class RunDir:
         self.teacher = self.path / "teacher"
         self.exported = self.path / "exported"
         self.plots = self.path / "plots"
+        self.checkpoints = self.path / "checkpoints"
         self.manifest: dict = {}
+
+    @classmethod
+    def open(cls, path: str | Path) -> "RunDir":
+        """An existing run directory, with its manifest.json read (``{}`` when absent);
+        raises RunDirError when ``path`` is not a directory or the manifest is not JSON."""
+        path = Path(path)
+        if not path.is_dir():
+            raise RunDirError(f"run directory {path} not found")
+        run = cls(path)
+        try:
+            mf = path / "manifest.json"
+            run.manifest = json.loads(mf.read_text()) if mf.is_file() else {}
+        except (OSError, ValueError) as e:
+            raise RunDirError(f"{path / 'manifest.json'}: not readable JSON ({e})") from e
+        for d in (run.teacher, run.exported, run.plots):
+            d.mkdir(parents=True, exist_ok=True)
+        return run
 
     @classmethod
     def create(cls, out: str | Path | None, dataset: str, tag: str, root: str | Path = "runs") -> "RunDir":
@@ -105,11 +126,17 @@ class RunDir:
         with open(self.path / rel, "a") as f:
             f.write(json.dumps(obj, default=_json_default) + "\n")
 
+    def write_jsonl(self, rel: str, rows: list) -> None:
+        """Replace ``rel`` with one JSON line per row, atomically."""
+        atomic_write_bytes(self.path / rel, "".join(json.dumps(r, default=_json_default) + "\n" for r in rows).encode())
+
     def write_csv(self, rel: str, df: pd.DataFrame) -> None:
         atomic_write_bytes(self.path / rel, df.to_csv(index=False).encode())
 
     # ------------------------------------------------------------------ manifest
-    def start(self, argv: list[str], seed: int, device: str) -> None:
+    def start(self, argv: list[str], seed: int, device: str, data_root: str | None = None) -> None:
+        """Write manifest.json with status 'running'; ``data_root`` (absolute path or
+        None for embedded data) is what ``--resume`` reloads the data set from."""
         self.manifest = {
             "argv": list(argv),
             "seed": seed,
@@ -121,8 +148,40 @@ class RunDir:
             "end": None,
             "status": "running",
             "executable": sys.executable,
+            "pid": os.getpid(),
+            "data_root": data_root,
         }
         self.write_json("manifest.json", self.manifest)
+
+    def running_elsewhere(self) -> int | None:
+        """The pid of another live process on this host that the manifest says is
+        running this directory (status 'running'), else None."""
+        m = self.manifest
+        pid = m.get("pid")
+        if m.get("status") != "running" or not isinstance(pid, int) or pid == os.getpid() or m.get("host") != platform.node():
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except OSError:  # exists, owned by someone else
+            return pid
+        return pid
+
+    def resume(self, argv: list[str], from_gen: int, device: str, **extra) -> None:
+        """Mark the run 'running' again: sets ``resumed_from_gen`` and appends an entry
+        (argv, start, from_gen, device, git, previous status and error, ``extra``) to
+        the manifest's ``resumes`` list; the original argv and start stay as they were."""
+        m = self.manifest
+        entry = {"argv": list(argv), "start": now_iso(), "from_gen": from_gen, "device": device, "git": git_revision(),
+                 "host": platform.node(), "pid": os.getpid(), "previous_status": m.get("status"),
+                 "previous_end": m.get("end"), **extra}
+        if "error" in m:
+            entry["previous_error"] = m.pop("error")
+        m.pop("traceback", None)
+        m.setdefault("resumes", []).append(entry)
+        m.update(status="running", end=None, resumed_from_gen=from_gen, pid=os.getpid(), host=platform.node())
+        self.write_json("manifest.json", m)
 
     def note(self, **fields) -> None:
         """Add fields to manifest.json (e.g. the neuron backend once it is known)."""

@@ -4,20 +4,30 @@ CLI -> Config -> data set -> dense teacher -> NSGA-II over genomes (fitness: spa
 teacher -> KD-trained student -> validation accuracy and sparsity) -> Pareto front
 -> run directory -> export of the best-accuracy and knee members (test accuracy
 measured once, here, at the end).
+
+After every generation the search state goes to ``<run>/checkpoints/``
+(``evo_snn.checkpoint``); ``--resume RUN_DIR`` continues an interrupted (or completed,
+with a larger ``--generations``) run from its last checkpoint with the run's own
+config.json, data root and teacher.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
 import sys
-from dataclasses import replace
 import time
 import traceback
+from dataclasses import replace
+from pathlib import Path
 
 import pandas as pd
+import torch
 from tqdm.auto import tqdm
 
-from .config import ConfigError, load_config
+from .checkpoint import Checkpoint, CheckpointError, CheckpointWriter, load_checkpoint
+from .config import Config, ConfigError, load_config
 from .data import DATASETS, DatasetFormatError, load_splits
 from .evaluator import make_evaluator
 from .export import choose_exports, export_member
@@ -41,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         "prune a dense teacher (the sparse teacher), which KD-trains a student; objectives are the student's "
         "validation accuracy and sparsity. Leaves a run directory with the Pareto front and exported checkpoints.",
     )
-    p.add_argument("--dataset", choices=DATASETS, default="synthetic",
+    p.add_argument("--dataset", choices=DATASETS, default=None,
                    help="data set (default: synthetic, embedded, needs no files)")
     p.add_argument("--data-root", default=None, help="folder of the data set (N-MNIST: holds Train/ and Test/; "
                    "DVS128 Gesture: the DvsGesture folder with the .aedat files and trials lists; CIFAR: "
@@ -62,7 +72,16 @@ def build_parser() -> argparse.ArgumentParser:
                    "to load instead of training one")
     p.add_argument("--out", default=None, help="run directory (default: runs/<timestamp>-<dataset>-<tag>)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (per-generation lines remain)")
+    p.add_argument("--resume", metavar="RUN_DIR", default=None,
+                   help="continue the run in RUN_DIR from its last checkpoint (after an interruption, a crash, or to "
+                   "extend a completed run with a larger --generations), with its own config.json, teacher and "
+                   "data root; only --generations, --workers, --address, --data-root and --no-progress may be given")
     return p
+
+
+# flags that would change the search space, the data or the output of a run: refused with --resume
+RESUME_REFUSED = {"dataset": "--dataset", "config": "--config", "overrides": "--set", "seed": "--seed", "out": "--out",
+                  "model": "--model", "population": "--population", "teacher": "--teacher"}
 
 
 def _cli_overrides(args) -> list[str]:
@@ -120,8 +139,11 @@ def check_model(cfg, splits) -> None:
 
 
 def run_search(args, argv: list[str]) -> int:
+    """A new run (or, with ``args.resume``, ``resume_search``); returns the exit code."""
+    if args.resume is not None:
+        return resume_search(args, argv)
     try:
-        cfg = load_config(args.dataset, args.config, list(args.overrides) + _cli_overrides(args))
+        cfg = load_config(args.dataset or "synthetic", args.config, list(args.overrides) + _cli_overrides(args))
         progress = not args.no_progress
         seed = cfg.search.seed
         splits = load_splits(cfg.dataset, args.data_root, cfg.data, seed=seed, progress=progress)
@@ -133,24 +155,136 @@ def run_search(args, argv: list[str]) -> int:
 
     device = default_device()
     run.write_json("config.json", cfg.to_dict())
-    run.start(argv, seed, str(device))
+    run.start(argv, seed, str(device), data_root=str(Path(args.data_root).resolve()) if args.data_root else None)
     tqdm.write(f"run directory: {run.path}")
+    return _execute(run, cfg, splits, device, args)
+
+
+def resume_search(args, argv: list[str]) -> int:
+    """``--resume RUN_DIR``: continue a run from ``RUN_DIR/checkpoints``.
+
+    Reads RUN_DIR/config.json (``--generations`` / ``--workers`` may replace
+    search.generations / search.workers), reloads the data set from ``--data-root`` or
+    the data root in manifest.json, the teacher from RUN_DIR/teacher/, and the search
+    state; drops evaluations.jsonl lines of generations after the checkpoint (they are
+    evaluated again, with the same uids and seeds). Exit 2 with a one-line error for a
+    refused flag, a missing run directory, checkpoint or teacher file, an invalid
+    config, a ``--generations`` below the checkpoint's generation, a run still
+    running, or data that cannot be loaded (these leave manifest.json untouched), and
+    for a teacher or checkpoint that does not fit the config (status 'failed').
+    """
+    refused = [flag for name, flag in RESUME_REFUSED.items() if getattr(args, name) not in (None, [])]
+    if refused:
+        print(f"error: --resume continues RUN_DIR with its own config, seed, data and output folder; "
+              f"{', '.join(refused)} would change them (start a new run instead, e.g. with --teacher "
+              f"RUN_DIR/teacher/teacher.pt)", file=sys.stderr)
+        return EXIT_USAGE
+    progress = not args.no_progress
+    try:
+        run = RunDir.open(args.resume)
+        ckpt = load_checkpoint(run.checkpoints)
+        cfg = read_run_config(run.path / "config.json", args)
+        if cfg.search.generations < ckpt.gen:
+            raise ConfigError(f"{run.path} has completed generation {ckpt.gen}; --generations {cfg.search.generations} "
+                              f"would go back (give --generations >= {ckpt.gen})")
+        needed = ["teacher.pt"] + (["ann_teacher.pt"] if cfg.kd.mode == "ann" else [])
+        for name in needed:
+            if not (run.teacher / name).is_file():
+                raise RunDirError(f"{run.teacher / name} not found; a run resumes with its own teacher"
+                                  + (" (kd.mode 'ann' needs its ANN teacher too)" if name == "ann_teacher.pt" else ""))
+        pid = run.running_elsewhere()
+        if pid is not None:
+            raise RunDirError(f"{run.path} is still being run by process {pid} on this host (manifest status "
+                              "'running'); stop that process first")
+        data_root = args.data_root or run.manifest.get("data_root")
+        splits = load_splits(cfg.dataset, data_root, cfg.data, seed=cfg.search.seed, progress=progress)
+        check_model(cfg, splits)
+    except (ConfigError, DatasetFormatError, RunDirError, CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+
+    device = default_device()
+    rows, dropped = _evaluations_up_to(run, ckpt.gen)
+    run.write_json("config.json", cfg.to_dict())  # search.generations / workers may have changed
+    if args.data_root:
+        run.manifest["data_root"] = str(Path(args.data_root).resolve())
+    run.resume(argv, ckpt.gen, str(device), dropped_evaluations=dropped)
+    tqdm.write(f"resuming {run.path} after generation {ckpt.gen} (up to generation {cfg.search.generations})"
+               + (f"; {dropped} evaluations of an unfinished generation are redone" if dropped else ""))
+    return _execute(run, cfg, splits, device, args, ckpt=ckpt, rows=rows)
+
+
+def read_run_config(path: Path, args) -> Config:
+    """The resolved config of a run (config.json), with ``--generations`` / ``--workers``
+    applied; raises ConfigError naming the file."""
+    try:
+        cfg = Config.from_dict(json.loads(path.read_text()))
+        search = cfg.search
+        if args.generations is not None:
+            search = replace(search, generations=args.generations)
+        if args.workers is not None:
+            search = replace(search, workers=args.workers)
+        return replace(cfg, search=search).validate()
+    except FileNotFoundError as e:
+        raise ConfigError(f"{path} not found; RUN_DIR must be a run directory of evo_snn.search") from e
+    except (OSError, ValueError) as e:  # ConfigError and json.JSONDecodeError are ValueErrors
+        raise ConfigError(f"{path}: {e}") from e
+
+
+def _evaluations_up_to(run: RunDir, gen: int) -> tuple[list[dict], int]:
+    """Rows of evaluations.jsonl with ``gen <= gen``, and how many other lines there were
+    (an unfinished generation, or a line cut short by a crash); rewrites the file
+    atomically without those lines."""
+    path = run.path / "evaluations.jsonl"
+    if not path.is_file():
+        return [], 0
+    rows, dropped = [], 0
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            dropped += 1
+            continue
+        if isinstance(row, dict) and isinstance(row.get("gen"), int) and row["gen"] <= gen:
+            rows.append(row)
+        else:
+            dropped += 1
+    if dropped:
+        run.write_jsonl("evaluations.jsonl", rows)
+    return rows, dropped
+
+
+def _execute(run: RunDir, cfg: Config, splits, device, args, ckpt: Checkpoint | None = None, rows: list[dict] | None = None) -> int:
+    """Teacher -> search (fresh, or continued from ``ckpt``) -> export and plots; returns the exit code
+    and records the final status in manifest.json."""
+    progress = not args.no_progress
+    seed = cfg.search.seed
     tqdm.write(f"{cfg.dataset}: {len(splits.train)} train / {len(splits.val)} val / {len(splits.test)} test samples, "
                f"frames [T, C, H, W] = {list(splits.frame_shape)}, {splits.num_classes} classes")
     evaluator = None
     try:
         t0 = time.perf_counter()
-        if args.teacher:
+        if ckpt is not None:  # the run's own teacher(s)
+            teacher, loaded = load_teacher(run.teacher / "teacher.pt", cfg, splits, device)
+            mpath = run.teacher / "metrics.json"
+            tmetrics = json.loads(mpath.read_text()) if mpath.is_file() else loaded
+            if abs(tmetrics.get("val_accuracy", loaded["val_accuracy"]) - loaded["val_accuracy"]) > 1e-6:
+                tqdm.write(f"warning: the teacher's validation accuracy is {loaded['val_accuracy']:.4f} now, "
+                           f"{tmetrics['val_accuracy']:.4f} in {mpath}: has the data set changed?")
+        elif args.teacher:
             teacher, tmetrics = load_teacher(args.teacher, cfg, splits, device)
         else:
             teacher, tmetrics = train_teacher(cfg, splits, seed, device, progress)
         run.note(backend=select_backend(teacher, device))
-        save_state_dict(run.teacher / "teacher.pt", teacher.state_dict())
-        run.write_json("teacher/metrics.json", tmetrics)
+        if ckpt is None:
+            save_state_dict(run.teacher / "teacher.pt", teacher.state_dict())
+            run.write_json("teacher/metrics.json", tmetrics)
         tqdm.write(f"dense teacher: validation accuracy {tmetrics['val_accuracy']:.3f} ({time.perf_counter() - t0:.0f} s)")
 
         ann_state = None
-        if cfg.kd.mode == "ann":  # ANN-teacher KD: train the ReLU twin of the teacher once
+        if cfg.kd.mode == "ann" and ckpt is not None:
+            ann_state = _load_ann_teacher(run.teacher / "ann_teacher.pt")
+        elif cfg.kd.mode == "ann":  # ANN-teacher KD: train the ReLU twin of the teacher once
             ann_cfg = replace(cfg, model=replace(cfg.model, neuron="relu"))
             ann, ann_metrics = train_teacher(ann_cfg, splits, seed, device, progress)
             ann_state = {k: v.detach().cpu() for k, v in ann.state_dict().items()}
@@ -164,7 +298,26 @@ def run_search(args, argv: list[str]) -> int:
         ops = GenomeOps(weight_magnitudes(teacher, layers), cfg.genome)
         evaluator = make_evaluator(ctx, cfg.search.workers, args.address)
         logger = RunLogger(run)
-        search = StructureSearch(ops, evaluator, cfg.search, cfg.genome, logger.on_evaluation, logger.on_generation, progress)
+        checkpoints = CheckpointWriter(run.checkpoints)
+        search: StructureSearch | None = None
+
+        def on_generation(gen, pop, archive, n_evals, elapsed_s):
+            logger.on_generation(gen, pop, archive, n_evals, elapsed_s)
+            checkpoints.save(search.state_dict(), logger.generations)
+
+        search = StructureSearch(ops, evaluator, cfg.search, cfg.genome, logger.on_evaluation, on_generation, progress)
+        if ckpt is not None:
+            try:
+                search.load_state_dict(ckpt.state)
+            except ValueError as e:
+                raise CheckpointError(f"checkpoint in {run.checkpoints} does not fit {run.path / 'config.json'}: {e}") from e
+            if ckpt.torch_rng is not None:
+                torch.set_rng_state(ckpt.torch_rng)
+            checkpoints.adopt(search.results)
+            logger.rows = list(rows or [])
+            logger.generations = list(ckpt.logbook)
+            run.write_csv("generations.csv", pd.DataFrame(logger.generations))
+            run.write_csv("pareto.csv", pareto_frame(search.archive))
         archive = search.run()
         evaluator.close()
         evaluator = None
@@ -182,6 +335,9 @@ def run_search(args, argv: list[str]) -> int:
             exported.append(rec)
             tqdm.write(f"exported {uid} ({', '.join(r)}): val acc {rec['accuracy']:.3f}, test acc {rec['test_accuracy']:.3f}, "
                        f"sparsity {rec['sparsity']:.3f} -> {run.exported / uid}")
+        for old in run.exported.iterdir():  # a resumed run may choose other members than before
+            if old.is_dir() and old.name not in roles:
+                shutil.rmtree(old)
         tmetrics["test_accuracy"] = accuracy(teacher, splits.test)
         run.write_json("teacher/metrics.json", tmetrics)
         tqdm.write(f"dense teacher: test accuracy {tmetrics['test_accuracy']:.3f}")
@@ -191,7 +347,7 @@ def run_search(args, argv: list[str]) -> int:
         run.finish("completed", n_evaluations=len(logger.rows), exported=sorted(roles), wall_s=time.perf_counter() - t0)
         tqdm.write(f"done: {run.path}")
         return 0
-    except TeacherLoadError as e:
+    except (TeacherLoadError, CheckpointError) as e:
         run.finish("failed", error=f"{type(e).__name__}: {e}")
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -205,6 +361,16 @@ def run_search(args, argv: list[str]) -> int:
     finally:
         if evaluator is not None:
             evaluator.close()
+
+
+def _load_ann_teacher(path: Path) -> dict:
+    """The ANN twin's state_dict saved by the run (kd.mode 'ann'); raises TeacherLoadError."""
+    if not path.is_file():
+        raise TeacherLoadError(f"{path} not found; a kd.mode 'ann' run needs its ANN teacher to resume")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise TeacherLoadError(f"{path}: not a torch state_dict ({e})") from e
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -78,3 +78,87 @@ def test_hypervolume_of_known_front():
 
     # union of [0,0.9]x[0,0.2] and [0,0.5]x[0,0.8] = 0.18 + 0.5*0.6 = 0.48
     assert hypervolume([F(0.9, 0.2), F(0.5, 0.8)]) == pytest.approx(0.48)
+
+
+def _json_round_trip(state):
+    """What a checkpoint keeps: the JSON-able part through json, genomes and results as objects."""
+    import json
+
+    doc = json.loads(json.dumps({k: v for k, v in state.items() if k not in ("genomes", "results")}))
+    return {**doc, "genomes": dict(state["genomes"]), "results": dict(state["results"])}
+
+
+def _summary(search, ev):
+    pop = [(i.uid, i.genome.key, i.genome.ratios, i.fitness.values) for i in search.population]
+    arch = [(i.uid, i.genome.key, i.fitness.values) for i in search.archive]
+    return ev.calls, pop, arch, search._counter
+
+
+def test_state_dict_round_trip_continues_the_search_exactly():
+    import random
+
+    cfg = lambda g: SearchConfig(population=8, generations=g, seed=5)  # noqa: E731
+    ev_a = AnalyticEvaluator()
+    straight = StructureSearch(_ops(), ev_a, cfg(5), GenomeConfig(crossover_prob=0.5), progress=False)
+    straight.run()
+
+    # interrupted: an observer takes the state after generation 2, then the run dies
+    saved = {}
+
+    def stop_after_2(gen, pop, archive, n, t):
+        if gen == 2:
+            saved["state"] = _json_round_trip(first.state_dict())
+            raise KeyboardInterrupt
+
+    ev_b = AnalyticEvaluator()
+    first = StructureSearch(_ops(), ev_b, cfg(5), GenomeConfig(crossover_prob=0.5), on_generation=stop_after_2, progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        first.run()
+    state = saved["state"]
+    assert state["gen"] == 2 and state["counter"] == 8 * 3 and len(state["population"]) == 8
+    assert {r["genome_key"] for r in state["population"] + state["archive"]} == set(state["genomes"])
+    assert set(state["results"]) <= set(state["genomes"])
+
+    random.seed(12345)  # whatever happened to the global RNGs in between is overwritten
+    np.random.seed(7)
+    resumed = StructureSearch(_ops(), ev_b, cfg(5), GenomeConfig(crossover_prob=0.5), progress=False)
+    resumed.load_state_dict(state)
+    gens = []
+    resumed.on_generation = lambda g, *a: gens.append(g)
+    resumed.run()
+    assert gens == [3, 4, 5]
+    assert _summary(resumed, ev_b) == _summary(straight, ev_a)
+    assert resumed.state_dict()["numpy_rng"] == straight.state_dict()["numpy_rng"]
+
+
+def test_load_state_dict_rejects_a_state_of_another_search():
+    search = StructureSearch(_ops(), AnalyticEvaluator(), SearchConfig(population=4, generations=0, seed=1), GenomeConfig(), progress=False)
+    search.run()
+    state = search.state_dict()
+    with pytest.raises(ValueError, match="seed"):
+        StructureSearch(_ops(), AnalyticEvaluator(), SearchConfig(population=4, seed=2), GenomeConfig()).load_state_dict(state)
+    with pytest.raises(ValueError, match="population"):
+        StructureSearch(_ops(), AnalyticEvaluator(), SearchConfig(population=8, seed=1), GenomeConfig()).load_state_dict(state)
+    other = GenomeOps({"c": np.ones((3, 3))}, GenomeConfig())
+    with pytest.raises(ValueError, match="layers"):
+        StructureSearch(other, AnalyticEvaluator(), SearchConfig(population=4, seed=1), GenomeConfig()).load_state_dict(state)
+
+
+def test_state_keeps_each_members_ratios_when_two_share_a_genome_key():
+    from evo_snn.genome import Genome
+
+    ops = _ops()
+    g = ops.magnitude([0.5, 0.5])  # 16 of 32 and 10 of 20 pruned
+    twin = Genome(g.layers, (0.51, 0.49), g.masks)  # the same zero counts: the same masks and key
+    assert twin.key == g.key and twin.ratios != g.ratios
+    search = StructureSearch(ops, AnalyticEvaluator(), SearchConfig(population=4, generations=0, seed=1), GenomeConfig(), progress=False)
+    search.population = [search._new(g, 0), search._new(twin, 0)]
+    search.evaluate(search.population, 0)
+    search.gen = 0
+    state = _json_round_trip(search.state_dict())
+    assert list(state["genomes"]) == [g.key]
+    restored = StructureSearch(ops, AnalyticEvaluator(), SearchConfig(population=2, generations=0, seed=1), GenomeConfig(), progress=False)
+    restored.load_state_dict(state)
+    assert [i.genome.ratios for i in restored.population] == [g.ratios, twin.ratios]
+    assert [(i.uid, i.status, i.fitness.values) for i in restored.population] == \
+        [(i.uid, i.status, i.fitness.values) for i in search.population]

@@ -29,11 +29,13 @@ def run_dir(tmp_path_factory):
 
 def test_run_directory_has_every_file(run_dir):
     for rel in ["config.json", "manifest.json", "evaluations.jsonl", "generations.csv", "pareto.csv",
-                "teacher/teacher.pt", "teacher/metrics.json", "plots/pareto.png", "plots/hypervolume.png"]:
+                "teacher/teacher.pt", "teacher/metrics.json", "plots/pareto.png", "plots/hypervolume.png",
+                "checkpoints/state.json"]:
         assert (run_dir / rel).is_file(), rel
     assert not list(run_dir.rglob("*.tmp-*"))
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["status"] == "completed" and manifest["seed"] == 3 and manifest["end"]
+    assert manifest["data_root"] is None and "resumed_from_gen" not in manifest  # embedded data, never resumed
     assert manifest["backend"] == "torch"  # CPU
     assert manifest["versions"]["torch"].startswith(torch.__version__.split("+")[0])
     cfg = json.loads((run_dir / "config.json").read_text())
@@ -126,7 +128,7 @@ def test_help_lists_every_flag(capsys):
     assert e.value.code == 0
     text = capsys.readouterr().out
     for flag in ["--dataset", "--model", "--data-root", "--config", "--set", "--population", "--generations", "--workers",
-                 "--address", "--seed", "--out", "--teacher"]:
+                 "--address", "--seed", "--out", "--teacher", "--resume"]:
         assert flag in text
 
 
