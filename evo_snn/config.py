@@ -90,6 +90,10 @@ class ModelConfig:
     dropout: float = 0.0
     width: float = 1.0
 
+    def ann_twin(self) -> "ModelConfig":
+        """The same model with nn.ReLU in place of every spiking neuron (ANN-teacher KD)."""
+        return dataclasses.replace(self, neuron="relu")
+
 
 @dataclass(frozen=True)
 class TeacherConfig:

@@ -10,14 +10,14 @@ import copy
 import os
 import socket
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 from .config import Config
 from .data import FrameSet
 from .genome import Genome
-from .kd import student_loss
+from .kd import student_loss, teacher_for
 from .models import build_model, select_backend
 from .pruning import apply_masks, make_permanent, sparse_copy, weight_sparsity
 from .train import accuracy, train_steps
@@ -74,7 +74,7 @@ class GenomeFitness:
 
     def build(self, ann: bool = False) -> nn.Module:
         c = self.ctx
-        model_cfg = replace(c.cfg.model, neuron="relu") if ann else c.cfg.model
+        model_cfg = c.cfg.model.ann_twin() if ann else c.cfg.model
         return build_model(model_cfg, c.frame_shape, c.num_classes).to(self.device)
 
     def __call__(self, genome: Genome, seed: int) -> FitnessResult:
@@ -92,7 +92,7 @@ class GenomeFitness:
         if kd.student_mask == "genome":
             apply_masks(student, masks)
 
-        teaching = {"sparse": teacher, "self": self.teacher, "ann": self.ann_teacher}.get(kd.mode)
+        teaching = teacher_for(kd.mode, sparse=teacher, dense=self.teacher, ann=self.ann_teacher)
         kd_loss = student_loss(kd, self.ctx.num_classes, teaching)
         train_loss = train_steps(student, self.ctx.train, epochs=kd.epochs, batch_size=kd.batch_size, lr=kd.lr, loss_fn=kd_loss, seed=seed)
         make_permanent(student)

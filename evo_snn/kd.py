@@ -96,6 +96,12 @@ class VirtualTeacherLoss(nn.Module):
         return self.alpha * tau * tau * kl + (1.0 - self.alpha) * F.cross_entropy(z_s, y)
 
 
+def teacher_for(mode: str, *, sparse: nn.Module | None, dense: nn.Module | None, ann: nn.Module | None) -> nn.Module | None:
+    """The network that teaches in ``mode``: the sparse (masked) teacher for 'sparse', the
+    dense teacher for 'self', the ANN twin for 'ann'; None for 'default' and 'none'."""
+    return {"sparse": sparse, "self": dense, "ann": ann}.get(mode)
+
+
 def student_loss(kd_cfg, num_classes: int, teacher: nn.Module | None):
     """The training loss of a student under ``kd_cfg.mode``, as ``loss_fn(z_s, y, x_seq)``.
 

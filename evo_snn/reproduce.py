@@ -29,7 +29,7 @@ from .config import KD_MODES, ConfigError, load_config
 from .data import DATASETS, DatasetFormatError, load_splits
 from .fitness import default_device
 from .genome import GenomeOps
-from .kd import student_loss
+from .kd import student_loss, teacher_for
 from .models import build_model, model_names
 from .pruning import prunable_layers, sparse_copy, weight_magnitudes
 from .rundir import RunDir, RunDirError, save_state_dict, sigterm_as_interrupt
@@ -149,7 +149,7 @@ def run(args, argv: list[str]) -> int:
             save_state_dict(run.teacher / f"teacher_seed{seed}.pt", teacher.state_dict())
             ann = None
             if "ann" in args.kd:
-                ann, _ = train_teacher(replace(cfg, model=replace(cfg.model, neuron="relu")), splits, seed, device, progress=False)
+                ann, _ = train_teacher(replace(cfg, model=cfg.model.ann_twin()), splits, seed, device, progress=False)
             layers = tuple(prunable_layers(teacher, cfg.genome.prunable))
             ops = GenomeOps(weight_magnitudes(teacher, layers), replace(cfg.genome, ratio_min=0.0, ratio_max=0.999))
             cache: dict[tuple[str, float], float] = {}
@@ -173,10 +173,9 @@ def run(args, argv: list[str]) -> int:
             for ratio in args.ratios:
                 pruned = sparse_copy(teacher, ops.magnitude([ratio] * len(layers)).mask_dict())
                 t_acc = accuracy(pruned, splits.test)
-                teaching = {"sparse": pruned, "self": teacher, "ann": ann}
                 for mode in args.kd:
                     rows.append({"seed": seed, "student_seed": student_seed, "kd": mode, "teacher_ratio": ratio, "teacher_accuracy": t_acc,
-                                 "student_accuracy": student_accuracy(mode, ratio, teaching.get(mode)),
+                                 "student_accuracy": student_accuracy(mode, ratio, teacher_for(mode, sparse=pruned, dense=teacher, ann=ann)),
                                  "dense_teacher_accuracy": dense_acc})
                     bar.update(1)
             bar.close()

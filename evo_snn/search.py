@@ -285,7 +285,7 @@ def _execute(run: RunDir, cfg: Config, splits, device, args, ckpt: Checkpoint | 
         if cfg.kd.mode == "ann" and ckpt is not None:
             ann_state = _load_ann_teacher(run.teacher / "ann_teacher.pt")
         elif cfg.kd.mode == "ann":  # ANN-teacher KD: train the ReLU twin of the teacher once
-            ann_cfg = replace(cfg, model=replace(cfg.model, neuron="relu"))
+            ann_cfg = replace(cfg, model=cfg.model.ann_twin())
             ann, ann_metrics = train_teacher(ann_cfg, splits, seed, device, progress)
             ann_state = {k: v.detach().cpu() for k, v in ann.state_dict().items()}
             save_state_dict(run.teacher / "ann_teacher.pt", ann_state)
