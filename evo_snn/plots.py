@@ -1,4 +1,5 @@
-"""Run plots (matplotlib, Agg backend): Pareto front, hypervolume, per-layer sparsity."""
+"""Run plots (matplotlib, Agg backend): Pareto front, hypervolume, per-layer sparsity,
+and the reproduction figure."""
 
 from __future__ import annotations
 
@@ -55,3 +56,20 @@ def plot_run(plots_dir: Path, evaluations: pd.DataFrame, pareto: pd.DataFrame, g
         ax.set_ylim(0, 1)
         ax.legend()
         _save(fig, plots_dir / "layer_sparsity.png")
+
+
+def plot_reproduction(summary: pd.DataFrame, path: Path) -> None:
+    """reproduce.png: student test accuracy per KD variant vs teacher prune ratio, and the
+    pruned teacher's, mean ± std over seeds (``evo_snn.reproduce.summarise`` columns)."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for kd, part in summary.groupby("kd", sort=False):
+        part = part.sort_values("teacher_ratio")
+        ax.errorbar(part["teacher_ratio"], part["student_accuracy_mean"], yerr=part["student_accuracy_std"].fillna(0),
+                    marker="o", capsize=3, label=f"student, {kd}")
+    t = summary.drop_duplicates("teacher_ratio").sort_values("teacher_ratio")
+    ax.errorbar(t["teacher_ratio"], t["teacher_accuracy_mean"], yerr=t["teacher_accuracy_std"].fillna(0),
+                ls="--", color="gray", marker="s", capsize=3, label="pruned teacher")
+    ax.set_xlabel("teacher prune ratio")
+    ax.set_ylabel("test accuracy (mean ± std over seeds)")
+    ax.legend(fontsize=8)
+    _save(fig, path)

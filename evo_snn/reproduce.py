@@ -31,6 +31,7 @@ from .fitness import default_device
 from .genome import GenomeOps
 from .kd import student_loss, teacher_for
 from .models import build_model, model_names
+from .plots import plot_reproduction
 from .pruning import prunable_layers, sparse_copy, weight_magnitudes
 from .rundir import RunDir, RunDirError, save_state_dict, sigterm_as_interrupt
 from .teacher import train_teacher
@@ -86,33 +87,6 @@ def summarise(rows: pd.DataFrame) -> pd.DataFrame:
                 student_accuracy_mean=("student_accuracy", "mean"), student_accuracy_std=("student_accuracy", "std"),
                 improvement_mean=("improvement_over_none", "mean"), improvement_std=("improvement_over_none", "std"))
     return out.reset_index()
-
-
-def plot(summary: pd.DataFrame, path) -> None:
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .rundir import atomic_write_bytes
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for kd, part in summary.groupby("kd", sort=False):
-        part = part.sort_values("teacher_ratio")
-        ax.errorbar(part["teacher_ratio"], part["student_accuracy_mean"], yerr=part["student_accuracy_std"].fillna(0),
-                    marker="o", capsize=3, label=f"student, {kd}")
-    t = summary.drop_duplicates("teacher_ratio").sort_values("teacher_ratio")
-    ax.errorbar(t["teacher_ratio"], t["teacher_accuracy_mean"], yerr=t["teacher_accuracy_std"].fillna(0),
-                ls="--", color="gray", marker="s", capsize=3, label="pruned teacher")
-    ax.set_xlabel("teacher prune ratio")
-    ax.set_ylabel("test accuracy (mean ± std over seeds)")
-    ax.legend(fontsize=8)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -188,7 +162,7 @@ def run(args, argv: list[str]) -> int:
             run.write_csv("reproduce.csv", pd.DataFrame(rows))
         summary = summarise(pd.DataFrame(rows))
         run.write_csv("reproduce_summary.csv", summary)
-        plot(summary, run.plots / "reproduce.png")
+        plot_reproduction(summary, run.plots / "reproduce.png")
         with pd.option_context("display.width", 160, "display.max_columns", 20):
             print(summary.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
         run.finish("completed", wall_s=time.perf_counter() - t0)
