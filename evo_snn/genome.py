@@ -19,13 +19,14 @@ Operators (``GenomeOps``), all of which keep the zero count equal to round(r_l*n
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_write_bytes
 from .config import GenomeConfig
 
 
@@ -91,11 +92,10 @@ class Genome:
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         packed = {f"layer{i}": np.packbits(m.ravel()) for i, m in enumerate(self.masks)}
-        tmp = d / f"masks.npz.tmp-{os.getpid()}"
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, **packed)
-        os.replace(tmp, d / "masks.npz")
-        write_text_atomic(d / "genome.json", json.dumps(self.to_json_dict(), indent=2))
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **packed)
+        atomic_write_bytes(d / "masks.npz", buf.getvalue())
+        atomic_write_bytes(d / "genome.json", json.dumps(self.to_json_dict(), indent=2).encode())
 
     @classmethod
     def load(cls, directory: str | Path) -> "Genome":
@@ -111,12 +111,6 @@ class Genome:
         if g.key != meta["key"]:
             raise ValueError(f"{d}: masks.npz does not match the key in genome.json")
         return g
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def magnitude_mask(weight_abs: np.ndarray, ratio: float) -> np.ndarray:

@@ -26,6 +26,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from .atomic import atomic_write_bytes  # noqa: F401  (re-exported for plots, checkpoint)
+
 PACKAGES = ("evo_snn", "torch", "spikingjelly", "deap", "ray", "numpy", "pandas")
 
 
@@ -35,16 +37,6 @@ class RunDirError(RuntimeError):
 
 def now_iso() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def save_state_dict(path: Path, state: dict[str, torch.Tensor]) -> None:
