@@ -38,7 +38,7 @@ from .nsga import StructureSearch, hypervolume
 from .plots import plot_run
 from .pruning import prunable_layers, weight_magnitudes
 from .rundir import RunDir, RunDirError, save_state_dict, sigterm_as_interrupt
-from .teacher import TeacherLoadError, load_teacher, train_teacher
+from .teacher import TeacherLoadError, load_teacher, read_state_dict, train_teacher
 from .train import accuracy
 
 EXIT_USAGE = 2
@@ -283,7 +283,7 @@ def _execute(run: RunDir, cfg: Config, splits, device, args, ckpt: Checkpoint | 
 
         ann_state = None
         if cfg.kd.mode == "ann" and ckpt is not None:
-            ann_state = _load_ann_teacher(run.teacher / "ann_teacher.pt")
+            ann_state = read_state_dict(run.teacher / "ann_teacher.pt", "a kd.mode 'ann' run needs its ANN teacher to resume")
         elif cfg.kd.mode == "ann":  # ANN-teacher KD: train the ReLU twin of the teacher once
             ann_cfg = replace(cfg, model=cfg.model.ann_twin())
             ann, ann_metrics = train_teacher(ann_cfg, splits, seed, device, progress)
@@ -361,16 +361,6 @@ def _execute(run: RunDir, cfg: Config, splits, device, args, ckpt: Checkpoint | 
     finally:
         if evaluator is not None:
             evaluator.close()
-
-
-def _load_ann_teacher(path: Path) -> dict:
-    """The ANN twin's state_dict saved by the run (kd.mode 'ann'); raises TeacherLoadError."""
-    if not path.is_file():
-        raise TeacherLoadError(f"{path} not found; a kd.mode 'ann' run needs its ANN teacher to resume")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise TeacherLoadError(f"{path}: not a torch state_dict ({e})") from e
 
 
 def main(argv: list[str] | None = None) -> int:

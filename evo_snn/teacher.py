@@ -46,15 +46,24 @@ def train_teacher(cfg: Config, splits: Splits, seed: int, device: torch.device, 
     return model, metrics
 
 
+def read_state_dict(path: str | Path, hint: str) -> dict[str, torch.Tensor]:
+    """A state_dict saved by a run (``torch.load(weights_only=True)``, on the CPU).
+
+    raises TeacherLoadError naming ``path`` (missing: with ``hint`` on what to pass).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise TeacherLoadError(f"teacher checkpoint {path} not found; {hint}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise TeacherLoadError(f"{path}: not a torch state_dict ({e})") from e
+
+
 def load_teacher(path: str | Path, cfg: Config, splits: Splits, device: torch.device) -> tuple[nn.Module, dict]:
     """Load a dense teacher state_dict (``torch.load(weights_only=True)``); raises TeacherLoadError."""
     path = Path(path)
-    if not path.is_file():
-        raise TeacherLoadError(f"teacher checkpoint {path} not found; pass the teacher.pt of an earlier run")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise TeacherLoadError(f"{path}: not a torch state_dict ({e})") from e
+    state = read_state_dict(path, "pass the teacher.pt of an earlier run")
     model = build_model(cfg.model, splits.frame_shape, splits.num_classes)
     try:
         model.load_state_dict(state)
