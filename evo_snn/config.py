@@ -43,6 +43,12 @@ class DataConfig:
       for event data (DVS128 Gesture: left- and right-hand gestures are different classes).
     aug_event_drop: probability in [0, 1) of dropping each event (binomial thinning
       of the counts); event data only; 0 = off.
+    image_size: image-folder layouts only: null = every image must have the same
+      size; S or [H, W] = resize every image to S x S or H x W pixels (aspect ratio not kept)
+      with resize_filter: 'nearest' | 'box' | 'bilinear' | 'hamming' | 'bicubic' | 'lanczos'
+      (Pillow's filters, antialiased when shrinking).
+    classes: the class names in label order; empty = as the data set names them. The
+      search records them in config.json, and a non-empty value must match the data.
     """
 
     frames: int = 8
@@ -57,6 +63,9 @@ class DataConfig:
     aug_translate_px: int | None = None
     aug_hflip: bool | None = None
     aug_event_drop: float = 0.0
+    image_size: Any = None
+    resize_filter: str = "bilinear"
+    classes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -118,6 +127,9 @@ class GenomeConfig:
     mask_mutation_prob / mask_swap_fraction: per-layer probability of a
       prune-and-regrow swap, and the fraction of the layer's connections swapped.
     crossover_prob: probability that a pair of parents is recombined.
+    init_global_fraction: fraction in [0, 1] of the initial population seeded with
+      global-magnitude genomes (one |W| threshold over all layers) at sparsities spread
+      evenly over (ratio_min, ratio_max]; the rest are random. 0 = all random.
     """
 
     prunable: Any = "all"
@@ -129,6 +141,16 @@ class GenomeConfig:
     mask_mutation_prob: float = 0.3
     mask_swap_fraction: float = 0.01
     crossover_prob: float = 0.9
+    init_global_fraction: float = 0.0
+
+
+RESIZE_FILTERS = ("nearest", "box", "bilinear", "hamming", "bicubic", "lanczos")
+
+
+def image_size_ok(v: Any) -> bool:
+    """True for a valid ``data.image_size``: None, an int >= 1, or a pair [H, W] of ints >= 1."""
+    items = [v] if not isinstance(v, (list, tuple)) else list(v) if len(v) == 2 else [0]
+    return v is None or all(type(x) is int and x >= 1 for x in items)
 
 
 KD_MODES = ("sparse", "self", "default", "ann", "none")
@@ -164,13 +186,20 @@ class KDConfig:
 
 @dataclass(frozen=True)
 class SearchConfig:
-    """NSGA-II settings. population must be a multiple of 4 (DEAP's selTournamentDCD)."""
+    """NSGA-II settings. population must be a multiple of 4 (DEAP's selTournamentDCD).
+
+    final_epochs: KD epochs (may be < 1) with which a selected member is retrained from
+      its genome, with the same KD settings, before its single test measurement
+      (``evo_snn.baselines``; the baselines get the same retraining); 0 = no
+      retraining, the student trained during the search is measured.
+    """
 
     population: int = 8
     generations: int = 3
     workers: int = 1
     seed: int = 0
     tag: str = "search"
+    final_epochs: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -226,6 +255,8 @@ class Config:
              "data.aug_translate_px must be an integer >= 0 or null"),
             (self.data.aug_hflip is None or isinstance(self.data.aug_hflip, bool), "data.aug_hflip must be true, false or null"),
             (0.0 <= self.data.aug_event_drop < 1.0, "data.aug_event_drop must be in [0, 1)"),
+            (image_size_ok(self.data.image_size), "data.image_size must be null, an integer >= 1 or [H, W]"),
+            (self.data.resize_filter in RESIZE_FILTERS, f"data.resize_filter must be one of {list(RESIZE_FILTERS)}"),
             (0.0 <= self.genome.ratio_min <= self.genome.ratio_max < 1.0, "need 0 <= genome.ratio_min <= genome.ratio_max < 1"),
             (0.0 <= self.kd.alpha <= 1.0, "kd.alpha must be in [0, 1]"),
             (self.kd.temperature > 0, "kd.temperature must be > 0"),
@@ -237,6 +268,8 @@ class Config:
             (self.search.population >= 4 and self.search.population % 4 == 0, "search.population must be a multiple of 4 (>= 4)"),
             (self.search.generations >= 0, "search.generations must be >= 0"),
             (self.search.workers >= 1, "search.workers must be >= 1"),
+            (self.search.final_epochs >= 0, "search.final_epochs must be >= 0"),
+            (0.0 <= self.genome.init_global_fraction <= 1.0, "genome.init_global_fraction must be in [0, 1]"),
         ]
         for ok, msg in checks:
             if not ok:

@@ -20,9 +20,11 @@ def knee_index(points: np.ndarray) -> int:
     """Index of the knee of a 2-objective front (both maximised).
 
     points: [M, 2]. Objectives are min-max normalised over the front; the knee is the
-    member farthest from the line through the two extreme members (with fewer than
-    three distinct members: the largest normalised sum). No library here offers a
-    knee for a plain point set (pymoo is not a dependency), hence this small function.
+    member with the largest *signed* distance from the line through the two extreme
+    members, positive towards the ideal point (1, 1). A member in a concave dent
+    (below that line) can therefore never be the knee. With fewer than three distinct
+    members: the largest normalised sum. No library here offers a knee for a plain
+    point set (pymoo is not a dependency), hence this small function.
     """
     pts = np.asarray(points, dtype=float)
     if len(pts) == 0:
@@ -33,8 +35,11 @@ def knee_index(points: np.ndarray) -> int:
     d = b - a
     if len(np.unique(norm, axis=0)) < 3 or not np.any(d):
         return int(np.argmax(norm.sum(1)))
-    dist = np.abs(d[0] * (norm[:, 1] - a[1]) - d[1] * (norm[:, 0] - a[0])) / np.hypot(*d)
-    return int(np.argmax(dist))
+    # cross product of (b - a) and (p - a): its sign says which side of the line p lies on
+    cross = d[0] * (norm[:, 1] - a[1]) - d[1] * (norm[:, 0] - a[0])
+    ideal = d[0] * (1.0 - a[1]) - d[1] * (1.0 - a[0])
+    signed = cross * np.sign(ideal) / np.hypot(*d)
+    return int(np.argmax(signed))
 
 
 def choose_exports(front: list) -> dict[str, list[str]]:

@@ -20,7 +20,7 @@ from .genome import Genome
 from .kd import student_loss, teacher_for
 from .models import build_model, select_backend
 from .pruning import apply_masks, make_permanent, sparse_copy, weight_sparsity
-from .train import accuracy, train_steps
+from .train import accuracy, samples_processed, train_steps
 
 
 @dataclass
@@ -106,6 +106,7 @@ class GenomeFitness:
             "layer_sparsity": per_layer,
             "kd_mode": kd.mode,
             "train_loss": train_loss,
+            "train_samples": samples_processed(len(self.ctx.train), kd.batch_size, kd.epochs),
             "wall_s": time.perf_counter() - t0,
             "worker": f"{socket.gethostname()}:{os.getpid()}",
             "device": str(self.device),

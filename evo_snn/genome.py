@@ -149,6 +149,36 @@ class GenomeOps:
         masks = tuple(magnitude_mask(self.abs[n], r) for n, r in zip(self.layers, rs))
         return Genome(self.layers, tuple(rs), masks)
 
+    def global_magnitude(self, sparsity: float) -> Genome:
+        """One magnitude threshold over all prunable weights (Eq. 3 of the sparse-KD
+        paper applied globally): the round(sparsity * N) smallest |W| of the whole
+        net are pruned, N being the number of prunable weights.
+
+        sparsity in [0, 1). Per-layer ratios follow from the threshold (zeros_l / n_l)
+        and are not clipped to the search space's bounds: this is the one-shot
+        baseline as a user would run it. Ties are broken by layer order, then position.
+        """
+        if not 0.0 <= sparsity < 1.0:
+            raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
+        flat = np.concatenate([self.abs[n].ravel() for n in self.layers])
+        keep = np.ones(flat.size, dtype=bool)
+        keep[np.argsort(flat, kind="stable")[: zeros_for(sparsity, flat.size)]] = False
+        masks, ratios, start = [], [], 0
+        for n in self.layers:
+            size = self.abs[n].size
+            m = keep[start:start + size].reshape(self.abs[n].shape)
+            start += size
+            masks.append(m)
+            ratios.append(int((~m).sum()) / size)
+        return Genome(self.layers, tuple(ratios), tuple(masks))
+
+    def uniform_magnitude(self, ratio: float) -> Genome:
+        """Every layer pruned by its own |W| at the same ratio in [0, 1) (not clipped)."""
+        if not 0.0 <= ratio < 1.0:
+            raise ValueError(f"ratio must be in [0, 1), got {ratio}")
+        masks = tuple(magnitude_mask(self.abs[n], ratio) for n in self.layers)
+        return Genome(self.layers, (float(ratio),) * len(self.layers), masks)
+
     def random(self, rng: np.random.Generator) -> Genome:
         """Initial genome: uniform ratios within bounds, magnitude masks, small random swap."""
         ratios = rng.uniform(self.cfg.ratio_min, self.cfg.ratio_max, size=len(self.layers))

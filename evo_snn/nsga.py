@@ -18,6 +18,7 @@ from typing import Callable
 
 import numpy as np
 from deap import base, tools
+from deap.tools import sortNondominated
 from deap.benchmarks.tools import hypervolume as deap_hypervolume
 from tqdm.auto import tqdm
 
@@ -27,6 +28,7 @@ from .genome import Genome, GenomeOps
 
 OBJECTIVES = ("accuracy", "sparsity")
 STATE_FORMAT = 1  # version of the dict returned by StructureSearch.state_dict()
+MAX_RESAMPLE = 10  # mutations tried per child before a duplicate genome is kept
 
 
 class Fitness(base.Fitness):
@@ -58,6 +60,32 @@ def hypervolume(front: list[Individual]) -> float:
     if not valid:
         return 0.0
     return float(deap_hypervolume(valid, ref=np.zeros(len(OBJECTIVES))))
+
+
+def _points(points) -> list:
+    pts = []
+    for values in np.asarray(points, dtype=float).reshape(-1, len(OBJECTIVES)):
+        p = Individual.__new__(Individual)  # only .fitness is read by DEAP's sorting and hypervolume
+        p.fitness = Fitness(tuple(values))
+        pts.append(p)
+    return pts
+
+
+def points_hypervolume(points) -> float:
+    """``hypervolume`` of plain points: [M, 2] (accuracy, sparsity) fractions, reference (0, 0)."""
+    pts = _points(points)
+    return float(deap_hypervolume(pts, ref=np.zeros(len(OBJECTIVES)))) if pts else 0.0
+
+
+def nondominated(points) -> list[int]:
+    """Indices (ascending) of the non-dominated rows of [M, 2] (accuracy, sparsity),
+    both maximised (DEAP ``sortNondominated``, first front; equal points all stay)."""
+    pts = _points(points)
+    if not pts:
+        return []
+    first = sortNondominated(pts, len(pts), first_front_only=True)[0]
+    ids = {id(p) for p in first}
+    return [i for i, p in enumerate(pts) if id(p) in ids]
 
 
 class StructureSearch:
@@ -96,30 +124,50 @@ class StructureSearch:
         return ind
 
     def evaluate(self, individuals: list[Individual], gen: int) -> int:
-        """Evaluate individuals without a valid fitness; returns the number of real evaluations."""
+        """Evaluate individuals without a valid fitness; returns the number of real evaluations.
+
+        A genome already in the cache, or equal to another one of this call, is
+        evaluated once: the others get its result with status 'cached'.
+        """
         todo = [ind for ind in individuals if not ind.fitness.valid]
-        fresh = []
+        fresh: list[Individual] = []
+        twins: list[Individual] = []  # same genome as an earlier individual of this call
+        first: set[str] = set()
         for ind in todo:
             cached = self.results.get(ind.genome.key)
             if cached is not None:
                 self._assign(ind, cached, "cached")
+            elif ind.genome.key in first:
+                twins.append(ind)
             else:
+                first.add(ind.genome.key)
                 fresh.append(ind)
         jobs = [(ind.genome, ind.seed) for ind in fresh]
+        failed: dict[str, dict] = {}
         bar = tqdm(total=len(jobs), desc=f"gen {gen} evaluations", unit="eval", disable=not self.progress, leave=False)
         for i, res in self.evaluator.map(jobs):
             ind = fresh[i]
             if isinstance(res, Exception):
                 ind.metrics = {"error": f"{type(res).__name__}: {res}"}
-                ind.status = "failed"
-                ind.fitness.values = (0.0, 0.0)  # worst possible: a failed genome never survives
-                self.on_evaluation(ind, None)
+                failed[ind.genome.key] = ind.metrics
+                self._fail(ind)
             else:
                 self.results[ind.genome.key] = res
                 self._assign(ind, res, "ok")
             bar.update(1)
         bar.close()
+        for ind in twins:
+            if ind.genome.key in failed:
+                ind.metrics = dict(failed[ind.genome.key])
+                self._fail(ind)
+            else:
+                self._assign(ind, self.results[ind.genome.key], "cached")
         return len(jobs)
+
+    def _fail(self, ind: Individual) -> None:
+        ind.status = "failed"
+        ind.fitness.values = (0.0, 0.0)  # worst possible: a failed genome never survives
+        self.on_evaluation(ind, None)
 
     def _assign(self, ind: Individual, res: FitnessResult, status: str) -> None:
         ind.metrics = dict(res.metrics)
@@ -137,31 +185,74 @@ class StructureSearch:
         self.elapsed_s = time.perf_counter() - t0
         self.on_generation(gen, pop, self.archive, n, self.elapsed_s)
 
+    def initial_genomes(self) -> list[Genome]:
+        """The generation-0 genomes: ``round(init_global_fraction * P)`` global-magnitude
+        genomes at sparsities spread evenly over (ratio_min, ratio_max] (seeding: elitism
+        then keeps the front at least as good as one-shot pruning on validation), the
+        rest ``GenomeOps.random``."""
+        P, cfg = self.search.population, self.genome_cfg
+        k = int(round(cfg.init_global_fraction * P))
+        lo, hi = cfg.ratio_min, cfg.ratio_max
+        seeded = [self.ops.global_magnitude(lo + (hi - lo) * (i + 1) / k) for i in range(k)]
+        return seeded + [self.ops.random(self.rng) for _ in range(P - k)]
+
+    def offspring(self, pop: list[Individual], gen: int) -> list[Individual]:
+        """Tournament (DCD) -> layer-wise crossover -> mutation. A child whose genome
+        equals one in ``pop`` or an earlier child is mutated again, up to
+        ``MAX_RESAMPLE`` times (then kept: the cache serves it without training)."""
+        P = self.search.population
+        parents = tools.selTournamentDCD(pop, P)
+        seen = {ind.genome.key for ind in pop}
+        children: list[Individual] = []
+        for a, b in zip(parents[::2], parents[1::2]):
+            if self.rng.random() < self.genome_cfg.crossover_prob:
+                ga, gb = self.ops.crossover(a.genome, b.genome, self.rng)
+                pa = pb = (a.uid, b.uid)
+            else:
+                ga, gb, pa, pb = a.genome, b.genome, (a.uid,), (b.uid,)
+            for g, p in ((ga, pa), (gb, pb)):
+                child = self.ops.mutate(g, self.rng)
+                for _ in range(MAX_RESAMPLE):
+                    if child.key not in seen:
+                        break
+                    child = self.ops.mutate(g, self.rng)
+                seen.add(child.key)
+                children.append(self._new(child, gen, p))
+        return children
+
+    def survivors(self, candidates: list[Individual]) -> list[Individual]:
+        """NSGA-II survival (``selNSGA2``) of P from ``candidates`` with duplicate
+        genomes removed first (the oldest copy stays); duplicates fill up only when
+        fewer than P distinct genomes exist."""
+        P = self.search.population
+        unique, dups, keys = [], [], set()
+        for ind in candidates:
+            (dups if ind.genome.key in keys else unique).append(ind)
+            keys.add(ind.genome.key)
+        pool = unique if len(unique) >= P else unique + dups
+        return tools.selNSGA2(pool, P)  # also assigns crowding distances
+
     def run(self) -> tools.ParetoFront:
-        """Run (or continue) the search up to generation ``search.generations``; returns the archive."""
-        P, G = self.search.population, self.search.generations
+        """Run (or continue) the search up to generation ``search.generations``; returns the archive.
+
+        The archive (DEAP ``ParetoFront``, one entry per genome key) is updated with
+        every evaluated individual, parents and offspring, before survival, so a
+        non-dominated member cut by ``selNSGA2``'s crowding stays in it.
+        """
+        G = self.search.generations
         t0 = time.perf_counter() - self.elapsed_s  # elapsed_s keeps counting across a resume
         if self.gen < 0:
-            pop = [self._new(self.ops.random(self.rng), 0) for _ in range(P)]
+            pop = [self._new(g, 0) for g in self.initial_genomes()]
             n = self.evaluate(pop, 0)
-            pop = tools.selNSGA2(pop, P)  # also assigns crowding distances
             self.archive.update(pop)
+            pop = self.survivors(pop)
             self._finish_generation(0, pop, n, t0)
         for gen in range(self.gen + 1, G + 1):
             pop = self.population
-            parents = tools.selTournamentDCD(pop, P)
-            children: list[Individual] = []
-            for a, b in zip(parents[::2], parents[1::2]):
-                if self.rng.random() < self.genome_cfg.crossover_prob:
-                    ga, gb = self.ops.crossover(a.genome, b.genome, self.rng)
-                    pa = pb = (a.uid, b.uid)
-                else:
-                    ga, gb, pa, pb = a.genome, b.genome, (a.uid,), (b.uid,)
-                children.append(self._new(self.ops.mutate(ga, self.rng), gen, pa))
-                children.append(self._new(self.ops.mutate(gb, self.rng), gen, pb))
+            children = self.offspring(pop, gen)
             n = self.evaluate(children, gen)
-            pop = tools.selNSGA2(pop + children, P)
-            self.archive.update(pop)
+            self.archive.update(pop + children)
+            pop = self.survivors(pop + children)
             self._forget_unused(pop)
             self._finish_generation(gen, pop, n, t0)
         return self.archive

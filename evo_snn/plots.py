@@ -73,3 +73,32 @@ def plot_reproduction(summary: pd.DataFrame, path: Path) -> None:
     ax.set_ylabel("test accuracy (mean ± std over seeds)")
     ax.legend(fontsize=8)
     _save(fig, path)
+
+
+METHOD_COLOURS = {"search": "crimson", "global": "tab:blue", "uniform": "tab:green", "random": "tab:orange"}
+
+
+def plot_comparison(path: Path, table: pd.DataFrame, dense_teacher_accuracy: float | None, val: bool) -> None:
+    """Fronts of the search and each baseline (``evo_snn.baselines``): accuracy against
+    sparsity of each method's selected members, as a staircase from sparse to dense.
+
+    table: baselines.csv columns method, selected, sparsity, val_accuracy, test_accuracy
+    (fractions). val: plot validation accuracy (all evaluated points faint, the front
+    bold) instead of test accuracy (selected members only).
+    """
+    col = "val_accuracy" if val else "test_accuracy"
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for method, part in table.groupby("method", sort=False):
+        colour = METHOD_COLOURS.get(method)
+        if val:
+            ok = part[part[col].notna()]
+            ax.scatter(ok["sparsity"], ok[col], s=10, alpha=0.25, color=colour)
+        sel = part[part["selected"].astype(bool) & part[col].notna()].sort_values("sparsity")
+        ax.plot(sel["sparsity"], sel[col], "o-", ms=4, color=colour, label=f"{method} ({len(sel)})")
+    if dense_teacher_accuracy is not None:
+        ax.axhline(dense_teacher_accuracy, ls="--", color="gray", label="dense teacher")
+    ax.set_xlabel("student sparsity (fraction of zero weights)")
+    ax.set_ylabel(f"student {'validation' if val else 'test'} accuracy")
+    ax.set_xlim(0, 1)
+    ax.legend(loc="lower left", fontsize=8)
+    _save(fig, path)

@@ -51,6 +51,19 @@ def accuracy(model: nn.Module, fs: FrameSet, batch_size: int = 64) -> float:
     return (predict_logits(model, fs, batch_size).argmax(1) == fs.labels).float().mean().item()
 
 
+def samples_processed(n: int, batch_size: int, epochs: float) -> int:
+    """Training samples that ``train_steps`` feeds forward and backward for a set of
+    ``n`` samples: ``ceil(epochs * batches_per_epoch)`` steps (at least one), each
+    batch ``batch_size`` samples except the last batch of a pass (``n mod batch_size``).
+    The unit of the compute budget that search and baselines are compared at."""
+    per_epoch = math.ceil(n / batch_size)
+    if per_epoch == 0:
+        return 0
+    steps = max(1, math.ceil(epochs * per_epoch))
+    full, rest = divmod(steps, per_epoch)
+    return full * n + min(rest * batch_size, n)
+
+
 def train_steps(
     model: nn.Module,
     fs: FrameSet,

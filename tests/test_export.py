@@ -16,3 +16,10 @@ def test_knee_of_degenerate_fronts():
     assert knee_index(np.array([[0.9, 0.2]])) == 0
     with pytest.raises(ValueError):
         knee_index(np.zeros((0, 2)))
+
+
+def test_knee_is_never_in_a_concave_dent():
+    # (0.5, 0.45) lies farther from the extremes' line than (0.9, 0.12), but below it
+    # (away from the ideal point): an unsigned distance would pick it
+    assert knee_index(np.array([(1, 0), (0.9, 0.12), (0.5, 0.45), (0, 1)])) == 1
+    assert knee_index(np.array([(0, 1), (0.5, 0.45), (0.9, 0.12), (1, 0)])) == 2

@@ -1,0 +1,373 @@
+"""``python -m evo_snn.baselines RUN_DIR``: the search against one-shot pruning, on test data.
+
+A structure search is worth running only if its front beats what a user gets by
+pruning the teacher once by weight magnitude, at the same compute. This stage
+answers that for a finished run, with the run's own fitness (teacher, KD settings,
+per-genome budget, seed scheme):
+
+- ``uniform``: every layer pruned by its own |W| at one ratio, for each ``--ratios``;
+- ``global``: one |W| threshold over all prunable weights (Eq. 3 of the sparse-KD
+  paper applied globally) at each ``--ratios`` sparsity;
+- ``random``: random genomes (``GenomeOps.random``), as many as the search evaluated.
+
+Protocol (the same rule for the search and every baseline):
+
+1. each genome is KD-trained and scored on the **validation** split (``GenomeFitness``);
+2. a method's members are its validation-non-dominated points (the search: its archive);
+3. with ``search.final_epochs > 0`` each member is retrained from its genome for that
+   many KD epochs (same KD settings, the member's own seed) - the baselines get the
+   same retraining;
+4. each member's student is measured once on the **test** split; nothing is selected
+   on test accuracy.
+
+Outputs in RUN_DIR: ``baselines.csv`` (one row per evaluated point: method, uid,
+ratio, genome key, validation accuracy, sparsity, whether selected, test accuracy,
+training samples), ``comparison.json`` (per method: test hypervolume with reference
+(0, 0), best test accuracy at sparsity >= 0.5 / 0.7 / 0.8 / 0.9 / 0.95, evaluations
+and training samples processed, the counted compute), ``plots/comparison.png`` (test
+fronts) and ``plots/pareto.png`` redrawn with each baseline's validation front.
+
+Compute is counted in training samples processed (``evo_snn.train.samples_processed``):
+every evaluation plus every retraining. The dense teacher is shared by all methods
+and not counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from .checkpoint import CheckpointError, load_checkpoint
+from .config import Config, ConfigError
+from .data import DatasetFormatError, load_splits
+from .evaluator import make_evaluator
+from .fitness import FitnessContext, default_device
+from .genome import Genome, GenomeOps
+from .models import build_model
+from .nsga import eval_seed, nondominated, points_hypervolume
+from .pruning import prunable_layers, weight_magnitudes
+from .rundir import RunDir, RunDirError, sigterm_as_interrupt
+from .teacher import TeacherLoadError, load_teacher, read_state_dict
+from .train import accuracy, samples_processed
+
+METHODS = ("uniform", "global", "random")
+DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+FIXED_SPARSITIES = (0.5, 0.7, 0.8, 0.9, 0.95)
+# seed streams: eval_seed(root seed, stream, index); far above any generation number,
+# so no baseline evaluation replays a search evaluation's seed
+STREAMS = {"uniform": 1_000_001, "global": 1_000_002, "random": 1_000_003}
+EXIT_USAGE = 2
+
+
+@dataclass
+class Member:
+    """One evaluated point of a method. ``metrics``: the fitness metrics on validation;
+    ``student_state``: the trained student (None after a failed evaluation)."""
+
+    method: str
+    uid: str
+    genome: Genome
+    seed: int
+    metrics: dict
+    student_state: dict | None
+    ratio: float | None = None
+    selected: bool = False
+    test: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.student_state is not None
+
+
+def accuracy_at_sparsity(points, sparsity: float) -> float:
+    """Best accuracy among ``points`` ([M, 2] (accuracy, sparsity)) whose sparsity is at
+    least ``sparsity`` (the front read as a staircase: a net at least that sparse);
+    NaN when no point is that sparse."""
+    pts = np.asarray(points, dtype=float).reshape(-1, 2)
+    ok = pts[:, 1] >= sparsity - 1e-9
+    return float(pts[ok, 0].max()) if ok.any() else float("nan")
+
+
+def front_summary(points) -> dict:
+    """{hypervolume, accuracy_at_sparsity: {"0.5": ...}} of [M, 2] (accuracy, sparsity)."""
+    return {"hypervolume": points_hypervolume(points),
+            "accuracy_at_sparsity": {f"{s:g}": accuracy_at_sparsity(points, s) for s in FIXED_SPARSITIES}}
+
+
+def baseline_genomes(method: str, ops: GenomeOps, ratios, n_random: int, rng: np.random.Generator) -> list[tuple[Genome, float | None]]:
+    """(genome, ratio) pairs of one baseline method; raises ValueError for an unknown method."""
+    if method == "uniform":
+        return [(ops.uniform_magnitude(r), r) for r in ratios]
+    if method == "global":
+        return [(ops.global_magnitude(r), r) for r in ratios]
+    if method == "random":
+        return [(ops.random(rng), None) for _ in range(n_random)]
+    raise ValueError(f"unknown baseline method {method!r}; known: {list(METHODS)}")
+
+
+class Comparison:
+    """The run's fitness, reloaded: evaluates genomes, retrains members, measures test accuracy.
+
+    run: the run directory (config.json, manifest.json, teacher/, checkpoints/).
+    data_root: overrides the manifest's. workers / address: as for the search.
+    raises ConfigError, DatasetFormatError, RunDirError, CheckpointError, TeacherLoadError.
+    """
+
+    def __init__(self, run: RunDir, data_root: str | None = None, workers: int | None = None,
+                 address: str | None = None, final_epochs: float | None = None, progress: bool = True):
+        cfg_path = run.path / "config.json"
+        if not cfg_path.is_file():
+            raise ConfigError(f"{cfg_path} not found; RUN_DIR must be a run directory of evo_snn.search")
+        try:
+            cfg = Config.from_dict(json.loads(cfg_path.read_text())).validate()
+        except ValueError as e:
+            raise ConfigError(f"{cfg_path}: {e}") from e
+        search = cfg.search
+        if workers is not None:
+            search = replace(search, workers=workers)
+        if final_epochs is not None:
+            search = replace(search, final_epochs=final_epochs)
+        self.cfg = replace(cfg, search=search).validate()
+        self.run, self.address, self.progress = run, address, progress
+        self.ckpt = load_checkpoint(run.checkpoints)
+        root = data_root or run.manifest.get("data_root")
+        self.splits = load_splits(cfg.dataset, root, cfg.data, seed=cfg.search.seed, progress=progress)
+        self.device = default_device()
+        self.teacher, _ = load_teacher(run.teacher / "teacher.pt", cfg, self.splits, self.device)
+        ann = read_state_dict(run.teacher / "ann_teacher.pt", "a kd.mode 'ann' run needs its ANN teacher") \
+            if cfg.kd.mode == "ann" else None
+        self.layers = tuple(prunable_layers(self.teacher, cfg.genome.prunable))
+        self.ops = GenomeOps(weight_magnitudes(self.teacher, self.layers), cfg.genome)
+        self.ctx = FitnessContext(self.cfg, self.splits.train, self.splits.val, self.splits.frame_shape,
+                                  self.splits.num_classes, {k: v.detach().cpu() for k, v in self.teacher.state_dict().items()},
+                                  self.layers, ann)
+
+    # ------------------------------------------------------------ evaluation
+    def evaluate(self, jobs: list[tuple[Genome, int]], epochs: float | None = None, desc: str = "evaluations"):
+        """Fitness results (``FitnessResult`` or the Exception) of ``[(genome, seed)]`` in
+        order; ``epochs`` replaces kd.epochs (retraining)."""
+        ctx = self.ctx if epochs is None else replace(self.ctx, cfg=replace(self.cfg, kd=replace(self.cfg.kd, epochs=epochs)))
+        out: list = [None] * len(jobs)
+        if not jobs:
+            return out
+        evaluator = make_evaluator(ctx, self.cfg.search.workers, self.address)
+        try:
+            bar = tqdm(total=len(jobs), desc=desc, unit="eval", disable=not self.progress, leave=False)
+            for i, res in evaluator.map(jobs):
+                out[i] = res
+                bar.update(1)
+            bar.close()
+        finally:
+            evaluator.close()
+        return out
+
+    def search_members(self) -> list[Member]:
+        """The search's archive (its validation front) from the last checkpoint."""
+        state = self.ckpt.state
+        members = []
+        for rec in state["archive"]:
+            if rec["status"] == "failed":
+                continue
+            g = state["genomes"][rec["genome_key"]]
+            genome = Genome(g.layers, tuple(float(r) for r in rec["ratios"]), g.masks)
+            res = state["results"].get(rec["genome_key"])
+            if res is None:
+                raise CheckpointError(f"{self.run.checkpoints}: no student for archive member {rec['uid']}")
+            members.append(Member("search", rec["uid"], genome, int(rec["seed"]), dict(rec["metrics"]), res.student_state,
+                                  selected=True))
+        return members
+
+    def search_compute(self) -> tuple[int, int]:
+        """(evaluations, training samples) the search spent, from evaluations.jsonl
+        (cached rows cost nothing; rows without ``train_samples`` are counted from the config)."""
+        path = self.run.path / "evaluations.jsonl"
+        per_eval = samples_processed(len(self.splits.train), self.cfg.kd.batch_size, self.cfg.kd.epochs)
+        n = samples = 0
+        for line in path.read_text().splitlines() if path.is_file() else []:
+            row = json.loads(line)
+            if row.get("status") in ("ok", "failed") and row.get("gen", 0) <= self.ckpt.gen:
+                n += 1
+                samples += int(row.get("train_samples", per_eval)) if row.get("status") == "ok" else per_eval
+        return n, samples
+
+    def baseline_members(self, method: str, ratios, n_random: int) -> list[Member]:
+        root = self.cfg.search.seed
+        rng = np.random.default_rng([root, STREAMS[method]])
+        pairs = baseline_genomes(method, self.ops, ratios, n_random, rng)
+        jobs = [(g, eval_seed(root, STREAMS[method], i)) for i, (g, _) in enumerate(pairs)]
+        results = self.evaluate(jobs, desc=f"{method} baseline")
+        members = []
+        for i, ((g, ratio), (_, seed), res) in enumerate(zip(pairs, jobs, results)):
+            uid = f"{method}-{i:04d}"
+            if isinstance(res, Exception):
+                members.append(Member(method, uid, g, seed, {"error": f"{type(res).__name__}: {res}"}, None, ratio))
+            else:
+                members.append(Member(method, uid, g, seed, dict(res.metrics), res.student_state, ratio))
+        ok = [m for m in members if m.ok]
+        for i in nondominated([[m.metrics["accuracy"], m.metrics["sparsity"]] for m in ok]):
+            ok[i].selected = True
+        return members
+
+    def measure(self, members: list[Member]) -> None:
+        """Retrain (``search.final_epochs > 0``) and measure each selected member once on test."""
+        chosen = [m for m in members if m.selected and m.ok]
+        fe = self.cfg.search.final_epochs
+        if fe > 0:
+            results = self.evaluate([(m.genome, m.seed) for m in chosen], epochs=fe, desc="final retraining")
+            for m, res in zip(chosen, results):
+                if isinstance(res, Exception):
+                    raise RuntimeError(f"final retraining of {m.uid} failed: {res}") from res
+                m.student_state = res.student_state
+                m.test["retrained_val_accuracy"] = res.metrics["accuracy"]
+                m.test["retrain_samples"] = res.metrics["train_samples"]
+        model_args = (self.cfg.model, self.splits.frame_shape, self.splits.num_classes)
+        for m in tqdm(chosen, desc="test accuracy", disable=not self.progress, leave=False):
+            student = build_model(*model_args).to(self.device)
+            student.load_state_dict(m.student_state)
+            m.test["test_accuracy"] = accuracy(student, self.splits.test)
+
+
+def compare(run: RunDir, methods=METHODS, ratios=DEFAULT_RATIOS, n_random: int | None = None, suffix: str = "",
+            **kwargs) -> dict:
+    """Evaluate the baselines of ``run`` and measure everything on test; writes
+    baselines[-suffix].csv, comparison[-suffix].json and the plots; returns the
+    comparison dict. kwargs go to ``Comparison``."""
+    t0 = time.perf_counter()
+    cmp = Comparison(run, **kwargs)
+    progress = cmp.progress
+    n_search, search_samples = cmp.search_compute()
+    groups = {"search": cmp.search_members()}
+    for method in methods:
+        groups[method] = cmp.baseline_members(method, ratios, n_search if n_random is None else n_random)
+        if progress:
+            tqdm.write(f"{method}: {len(groups[method])} evaluations, "
+                       f"{sum(m.selected for m in groups[method])} on the validation front")
+    for members in groups.values():
+        cmp.measure(members)
+
+    rows, summary = [], {}
+    for method, members in groups.items():
+        for m in members:
+            rows.append({"method": method, "uid": m.uid, "ratio": m.ratio, "genome_key": m.genome.key,
+                         "val_accuracy": m.metrics.get("accuracy"), "sparsity": m.metrics.get("sparsity", m.genome.sparsity),
+                         "selected": m.selected, "test_accuracy": m.test.get("test_accuracy"),
+                         "retrained_val_accuracy": m.test.get("retrained_val_accuracy"),
+                         "train_samples": m.metrics.get("train_samples"), "seed": m.seed,
+                         "error": m.metrics.get("error")})
+        sel = [m for m in members if m.selected and m.ok]
+        test_pts = [[m.test["test_accuracy"], m.metrics["sparsity"]] for m in sel]
+        val_pts = [[m.metrics["accuracy"], m.metrics["sparsity"]] for m in sel]
+        if method == "search":
+            n_eval, samples = n_search, search_samples
+        else:
+            n_eval = len(members)
+            samples = sum(int(m.metrics.get("train_samples", 0)) for m in members if m.ok)
+        retrain = sum(int(m.test.get("retrain_samples", 0)) for m in sel)
+        summary[method] = {"test": front_summary(test_pts), "val": front_summary(val_pts), "members": len(sel),
+                           "evaluations": n_eval, "train_samples": samples, "retrain_samples": retrain,
+                           "compute_samples": samples + retrain}
+    teacher_test = accuracy(cmp.teacher, cmp.splits.test)
+    doc = {"run": str(run.path), "dataset": cmp.cfg.dataset, "model": cmp.cfg.model.name, "kd_mode": cmp.cfg.kd.mode,
+           "seed": cmp.cfg.search.seed, "generations": cmp.ckpt.gen, "population": cmp.cfg.search.population,
+           "final_epochs": cmp.cfg.search.final_epochs, "ratios": list(ratios), "methods": summary,
+           "dense_teacher_test_accuracy": teacher_test, "test_samples": len(cmp.splits.test),
+           "wall_s": time.perf_counter() - t0}
+    table = pd.DataFrame(rows)
+    tag = f"-{suffix}" if suffix else ""
+    run.write_csv(f"baselines{tag}.csv", table)
+    run.write_json(f"comparison{tag}.json", doc)
+    from .plots import plot_comparison  # matplotlib only where plots are drawn
+
+    plot_comparison(run.plots / f"comparison{tag}.png", table, teacher_test, val=False)
+    plot_comparison(run.plots / f"pareto_baselines{tag}.png", table, None, val=True)
+    return doc
+
+
+def format_comparison(doc: dict) -> str:
+    """A plain-text table of ``comparison.json`` (pandas)."""
+    recs = []
+    for method, s in doc["methods"].items():
+        rec = {"method": method, "test HV": s["test"]["hypervolume"], "val HV": s["val"]["hypervolume"],
+               **{f"acc@>={k}": v for k, v in s["test"]["accuracy_at_sparsity"].items()},
+               "members": s["members"], "evals": s["evaluations"], "samples": s["compute_samples"]}
+        recs.append(rec)
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        return pd.DataFrame(recs).to_string(index=False, float_format=lambda v: f"{v:.4f}")
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        vals = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from e
+    if not vals or any(not 0.0 <= v < 1.0 for v in vals):
+        raise argparse.ArgumentTypeError(f"ratios must be in [0, 1), got {text!r}")
+    return vals
+
+
+def _methods(text: str) -> list[str]:
+    vals = [v.strip() for v in text.split(",") if v.strip()]
+    if text.strip() == "none":  # only the search's own front is measured
+        return []
+    bad = [v for v in vals if v not in METHODS]
+    if not vals or bad:
+        raise argparse.ArgumentTypeError(f"unknown method(s) {bad or text!r}; known: {list(METHODS)}")
+    return vals
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m evo_snn.baselines", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory of evo_snn.search with checkpoints/")
+    p.add_argument("--methods", type=_methods, default=list(METHODS), help="comma-separated, from uniform,global,random, or 'none' (only the search front is "
+                   "measured) (default: all)")
+    p.add_argument("--suffix", default="", help="write baselines-SUFFIX.csv, comparison-SUFFIX.json and "
+                   "plots/comparison-SUFFIX.png, e.g. to keep results with and without --final-epochs side by side")
+    p.add_argument("--ratios", type=_floats, default=list(DEFAULT_RATIOS),
+                   help="prune ratios / sparsities of the uniform and global baselines (default: 0.1,...,0.9,0.95)")
+    p.add_argument("--random-evals", type=int, default=None,
+                   help="random genomes to evaluate (default: as many evaluations as the search made)")
+    p.add_argument("--final-epochs", type=float, default=None,
+                   help="retrain every selected member this many KD epochs before the test (default: the run's search.final_epochs)")
+    p.add_argument("--workers", type=int, default=None, help="parallel evaluations (default: the run's search.workers)")
+    p.add_argument("--address", default=None, help="address of an existing Ray cluster")
+    p.add_argument("--data-root", default=None, help="data root (default: the one recorded in manifest.json)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    if args.random_evals is not None and args.random_evals < 0:
+        print("error: --random-evals must be >= 0", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        if not (Path(args.run_dir) / "config.json").is_file():
+            raise RunDirError(f"{Path(args.run_dir) / 'config.json'} not found; RUN_DIR must be a run directory of evo_snn.search")
+        run = RunDir.open(args.run_dir)
+        with sigterm_as_interrupt():
+            doc = compare(run, args.methods, args.ratios, args.random_evals, args.suffix, data_root=args.data_root, workers=args.workers,
+                          address=args.address, final_epochs=args.final_epochs, progress=not args.no_progress)
+    except (ConfigError, DatasetFormatError, RunDirError, CheckpointError, TeacherLoadError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted (comparison.json not written)", file=sys.stderr)
+        return 130
+    print(format_comparison(doc))
+    tag = f"-{args.suffix}" if args.suffix else ""
+    print(f"dense teacher test accuracy {doc['dense_teacher_test_accuracy']:.4f}; wrote {run.path / f'comparison{tag}.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
