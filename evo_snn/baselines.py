@@ -280,6 +280,7 @@ def compare(run: RunDir, methods=METHODS, ratios=DEFAULT_RATIOS, n_random: int |
            "seed": cmp.cfg.search.seed, "generations": cmp.ckpt.gen, "population": cmp.cfg.search.population,
            "final_epochs": cmp.cfg.search.final_epochs, "ratios": list(ratios), "methods": summary,
            "dense_teacher_test_accuracy": teacher_test, "test_samples": len(cmp.splits.test),
+           "train_size": len(cmp.splits.train), "val_size": len(cmp.splits.val),
            "wall_s": time.perf_counter() - t0}
     table = pd.DataFrame(rows)
     tag = f"-{suffix}" if suffix else ""

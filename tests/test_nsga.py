@@ -7,7 +7,7 @@ from deap.tools import sortNondominated
 from evo_snn.config import GenomeConfig, SearchConfig
 from evo_snn.fitness import FitnessResult
 from evo_snn.genome import GenomeOps
-from evo_snn.nsga import StructureSearch, eval_seed, hypervolume
+from evo_snn.nsga import StructureSearch, eval_seed, hypervolume, nondominated
 
 
 class AnalyticEvaluator:
@@ -162,3 +162,100 @@ def test_state_keeps_each_members_ratios_when_two_share_a_genome_key():
     assert [i.genome.ratios for i in restored.population] == [g.ratios, twin.ratios]
     assert [(i.uid, i.status, i.fitness.values) for i in restored.population] == \
         [(i.uid, i.status, i.fitness.values) for i in search.population]
+
+
+class CountingEvaluator(AnalyticEvaluator):
+    """Analytic fitness; also records every job's genome."""
+
+
+def test_identical_children_in_one_generation_are_evaluated_once():
+    ops = _ops()
+    g = ops.random(np.random.default_rng(3))
+    seen = []
+    search = StructureSearch(ops, CountingEvaluator(), SearchConfig(population=4, generations=0, seed=2), GenomeConfig(),
+                             on_evaluation=lambda ind, res: seen.append(ind.status), progress=False)
+    twins = [search._new(g, 0), search._new(g, 0), search._new(ops.random(np.random.default_rng(4)), 0)]
+    assert search.evaluate(twins, 0) == 2
+    assert search.evaluator.calls.count(g.key) == 1
+    assert sorted(seen) == ["cached", "ok", "ok"]
+    assert twins[0].fitness.values == twins[1].fitness.values
+
+
+def test_failed_twin_is_failed_too():
+    ops = _ops()
+    g = ops.random(np.random.default_rng(3))
+    search = StructureSearch(ops, AnalyticEvaluator(fail_key=g.key), SearchConfig(population=4, generations=0, seed=2),
+                             GenomeConfig(), progress=False)
+    twins = [search._new(g, 0), search._new(g, 0)]
+    assert search.evaluate(twins, 0) == 1
+    assert [t.status for t in twins] == ["failed", "failed"] and twins[1].fitness.values == (0.0, 0.0)
+
+
+def test_population_never_holds_duplicate_genomes_and_archive_keeps_every_nondominated_member():
+    evaluated = {}
+
+    def record(ind, res):
+        if res is not None:
+            evaluated[ind.genome.key] = ind.fitness.values
+
+    ops = GenomeOps({"a": np.abs(np.random.default_rng(0).normal(size=(3, 2)))},
+                    GenomeConfig(ratio_mutation_prob=0.2, mask_mutation_prob=0.2, ratio_mutation_sigma=0.05))
+    search = StructureSearch(ops, AnalyticEvaluator(), SearchConfig(population=8, generations=6, seed=5), GenomeConfig(),
+                             on_evaluation=record, progress=False)
+    archive = search.run()
+    # only 6 weights: duplicates are frequent, yet the population stays distinct where it can
+    keys = [ind.genome.key for ind in search.population]
+    assert len(set(keys)) == len(keys) or len(evaluated) < 8
+    # archive completeness: every evaluated non-dominated point is in the archive
+    pts = np.array(list(evaluated.values()))
+    front = {tuple(pts[i]) for i in nondominated(pts)}
+    assert front == {tuple(ind.fitness.values) for ind in archive}
+
+
+def test_archive_is_updated_before_survival():
+    """Non-dominated children that NSGA-II's crowding cuts from a small population stay in the archive."""
+    evaluated = {}
+
+    def record(ind, res):
+        if res is not None:
+            evaluated[ind.genome.key] = ind.fitness.values
+
+    search = StructureSearch(_ops(), AnalyticEvaluator(), SearchConfig(population=4, generations=8, seed=1), GenomeConfig(),
+                             on_evaluation=record, progress=False)
+    archive = search.run()
+    pts = np.array(list(evaluated.values()))
+    nd = nondominated(pts)
+    assert len(nd) > 4  # more non-dominated points than the population holds
+    assert {tuple(pts[i]) for i in nd} == {tuple(ind.fitness.values) for ind in archive}
+
+
+def test_survivors_remove_duplicates_before_selection():
+    ops = _ops()
+    search = StructureSearch(ops, AnalyticEvaluator(), SearchConfig(population=4, generations=0, seed=2), GenomeConfig(),
+                             progress=False)
+    rng = np.random.default_rng(8)
+    best = ops.magnitude([0.0, 0.0])  # accuracy 1, sparsity 0: non-dominated
+    others = [ops.random(rng) for _ in range(4)]
+    inds = [search._new(best, 0) for _ in range(3)] + [search._new(g, 0) for g in others]
+    search.evaluate(inds, 0)
+    survivors = search.survivors(inds)
+    assert [ind.genome.key for ind in survivors].count(best.key) == 1
+    assert survivors[0] is inds[0] or inds[0] in survivors  # the oldest copy stays
+
+
+def test_seeding_puts_global_magnitude_genomes_in_generation_zero():
+    ops = _ops()
+    cfg = GenomeConfig(init_global_fraction=0.5, ratio_min=0.0, ratio_max=0.8)
+    search = StructureSearch(ops, AnalyticEvaluator(), SearchConfig(population=8, generations=0, seed=2), cfg, progress=False)
+    genomes = search.initial_genomes()
+    assert len(genomes) == 8
+    sparsities = [g.sparsity for g in genomes[:4]]
+    assert sparsities == pytest.approx([0.2, 0.4, 0.6, 0.8], abs=0.03)
+    for s, g in zip([0.2, 0.4, 0.6, 0.8], genomes[:4]):
+        assert g.key == ops.global_magnitude(s).key
+    # fraction 0: the old behaviour, all random, and the same genomes as before for the same seed
+    plain = StructureSearch(ops, AnalyticEvaluator(), SearchConfig(population=8, generations=0, seed=2), GenomeConfig(),
+                            progress=False).initial_genomes()
+    rng = np.random.default_rng(2)
+    again = [ops.random(rng) for _ in range(8)]
+    assert [g.key for g in plain] == [g.key for g in again]

@@ -1,0 +1,151 @@
+"""Baselines against the search (evo_snn.baselines, evo_snn.results): the one-shot
+pruning rules, the front arithmetic, and the whole stage on a tiny synthetic run."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from evo_snn.baselines import accuracy_at_sparsity, baseline_genomes, front_summary, main as baselines_main
+from evo_snn.config import GenomeConfig
+from evo_snn.genome import GenomeOps
+from evo_snn.results import collect, main as results_main, summarise
+from evo_snn.search import main as search_main
+from evo_snn.train import samples_processed
+
+TINY = ["--set", "data.synthetic_classes=3", "--set", "data.synthetic_train_per_class=16",
+        "--set", "data.synthetic_test_per_class=6", "--set", "data.synthetic_size=8", "--set", "data.frames=4",
+        "--set", "data.val_fraction=0.25", "--set", "model.channels=[4]", "--set", "teacher.epochs=2",
+        "--set", "kd.epochs=0.5"]
+
+
+def _ops():
+    rng = np.random.default_rng(0)
+    return GenomeOps({"a": rng.normal(size=(6, 5)).__abs__(), "b": 3 * rng.normal(size=(40,)).__abs__()}, GenomeConfig())
+
+
+def test_global_magnitude_is_one_threshold_over_all_layers():
+    ops = _ops()
+    for s in (0.0, 0.3, 0.7, 0.95):
+        g = ops.global_magnitude(s)
+        w = np.concatenate([ops.abs[n].ravel() for n in ops.layers])
+        keep = np.concatenate([m.ravel() for m in g.masks])
+        assert int((~keep).sum()) == round(s * w.size)
+        if 0 < s:
+            assert w[~keep].max() <= w[keep].min()  # every pruned |W| below every kept |W|
+        # layer b has 3x larger weights: it is pruned less than layer a
+        if 0 < s < 0.9:
+            assert g.ratios[1] < g.ratios[0]
+    with pytest.raises(ValueError):
+        ops.global_magnitude(1.0)
+
+
+def test_uniform_magnitude_prunes_each_layer_by_its_own_weights():
+    ops = _ops()
+    g = ops.uniform_magnitude(0.5)
+    assert g.ratios == (0.5, 0.5)
+    for n, m in zip(ops.layers, g.masks):
+        assert int((~m).sum()) == round(0.5 * m.size)
+        assert ops.abs[n][~m].max() <= ops.abs[n][m].min()
+
+
+def test_baseline_genomes_per_method():
+    ops, rng = _ops(), np.random.default_rng(1)
+    assert [r for _, r in baseline_genomes("uniform", ops, [0.1, 0.5], 0, rng)] == [0.1, 0.5]
+    assert len(baseline_genomes("random", ops, [0.1], 7, rng)) == 7
+    with pytest.raises(ValueError, match="unknown baseline"):
+        baseline_genomes("magic", ops, [0.1], 0, rng)
+
+
+def test_accuracy_at_sparsity_reads_the_front_as_a_staircase():
+    pts = [[0.9, 0.3], [0.8, 0.6], [0.5, 0.85]]
+    assert accuracy_at_sparsity(pts, 0.5) == 0.8  # best net that is at least 50 % sparse
+    assert accuracy_at_sparsity(pts, 0.6) == 0.8
+    assert accuracy_at_sparsity(pts, 0.61) == 0.5
+    assert accuracy_at_sparsity(pts, 0.1) == 0.9
+    assert np.isnan(accuracy_at_sparsity(pts, 0.9))
+    s = front_summary(pts)
+    # staircase area by hand: 0.9*0.3 + 0.8*(0.6-0.3) + 0.5*(0.85-0.6)
+    assert s["hypervolume"] == pytest.approx(0.27 + 0.24 + 0.125)
+    assert s["accuracy_at_sparsity"]["0.8"] == 0.5
+
+
+def test_samples_processed_counts_the_last_short_batch():
+    assert samples_processed(100, 32, 1.0) == 100  # 32+32+32+4
+    assert samples_processed(100, 32, 0.5) == 64  # ceil(0.5*4) = 2 steps of 32
+    assert samples_processed(100, 32, 2.0) == 200
+    assert samples_processed(100, 32, 1.25) == 132  # 4 steps + 1 step
+    assert samples_processed(10, 32, 0.01) == 10  # at least one step
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, one_torch_thread):
+    out = tmp_path_factory.mktemp("cmp") / "synthetic-s3-plain"
+    assert search_main(["--dataset", "synthetic", "--population", "4", "--generations", "1", "--seed", "3",
+                        "--out", str(out), "--no-progress", *TINY]) == 0
+    assert baselines_main([str(out), "--ratios", "0.2,0.6,0.9", "--random-evals", "3", "--no-progress"]) == 0
+    return out
+
+
+def test_comparison_files_and_protocol(run_dir):
+    doc = json.loads((run_dir / "comparison.json").read_text())
+    table = pd.read_csv(run_dir / "baselines.csv")
+    assert set(doc["methods"]) == {"search", "uniform", "global", "random"}
+    assert (run_dir / "plots" / "comparison.png").is_file() and not list(run_dir.rglob("*.tmp-*"))
+    counts = table.groupby("method").size().to_dict()
+    assert counts["uniform"] == counts["global"] == 3 and counts["random"] == 3
+    # the search's members are its archive, as in pareto.csv, with the same validation accuracy
+    pareto = pd.read_csv(run_dir / "pareto.csv")
+    search = table[table.method == "search"]
+    assert sorted(search.uid) == sorted(pareto.uid)
+    merged = search.merge(pareto, on="uid")
+    assert np.allclose(merged.val_accuracy, merged.accuracy)
+    # only validation-selected members are measured on test, and each selection is non-dominated on validation
+    assert table[~table.selected].test_accuracy.isna().all() and table[table.selected].test_accuracy.notna().all()
+    for method, part in table[table.selected].groupby("method"):
+        v = part[["val_accuracy", "sparsity"]].to_numpy()
+        for i in range(len(v)):
+            assert not any((v[j] >= v[i]).all() and (v[j] > v[i]).any() for j in range(len(v)))
+    # the global baseline's sparsities are the requested ones (one threshold over all weights)
+    assert np.allclose(sorted(table[table.method == "global"].sparsity), [0.2, 0.6, 0.9], atol=2e-3)
+    # test hypervolume recomputed from the table
+    for method, s in doc["methods"].items():
+        sel = table[(table.method == method) & table.selected]
+        assert s["test"]["hypervolume"] == pytest.approx(front_summary(sel[["test_accuracy", "sparsity"]].to_numpy())["hypervolume"])
+        assert s["members"] == len(sel)
+    # compute: every evaluation of the search (from evaluations.jsonl) and of each baseline is counted
+    rows = [json.loads(x) for x in (run_dir / "evaluations.jsonl").read_text().splitlines()]
+    real = [r for r in rows if r["status"] == "ok"]
+    assert doc["methods"]["search"]["evaluations"] == len(real)
+    assert doc["methods"]["search"]["train_samples"] == sum(r["train_samples"] for r in real)
+    assert doc["methods"]["uniform"]["train_samples"] == 3 * real[0]["train_samples"]
+
+
+def test_final_retraining_is_counted_and_changes_the_students(run_dir):
+    assert baselines_main([str(run_dir), "--methods", "global", "--ratios", "0.5", "--final-epochs", "1",
+                           "--suffix", "fe", "--no-progress"]) == 0
+    doc = json.loads((run_dir / "comparison-fe.json").read_text())
+    table = pd.read_csv(run_dir / "baselines-fe.csv")
+    assert doc["final_epochs"] == 1.0 and set(doc["methods"]) == {"search", "global"}
+    s = doc["methods"]["search"]
+    assert s["retrain_samples"] == s["members"] * doc["train_size"]  # one epoch each
+    assert s["compute_samples"] == s["train_samples"] + s["retrain_samples"]
+    assert table[table.selected].retrained_val_accuracy.notna().all()
+
+
+def test_results_aggregates_over_seeds(run_dir, tmp_path):
+    rows = collect([run_dir.parent])
+    assert set(rows.method) >= {"search (plain)", "global"}
+    summ = summarise(rows)
+    assert (summ.seeds == 1).all() and summ.test_hv_std.isna().all()
+    md = tmp_path / "r.md"
+    assert results_main([str(run_dir.parent), "--markdown", str(md)]) == 0
+    assert "| search (plain) | 1 |" in md.read_text()
+    assert results_main([str(tmp_path / "nothing")]) == 2
+
+
+def test_bad_run_dir_is_a_clear_error(tmp_path, capsys):
+    assert baselines_main([str(tmp_path), "--no-progress"]) == 2
+    assert "config.json not found" in capsys.readouterr().err
+    assert not (tmp_path / "teacher").exists()  # nothing written
