@@ -184,3 +184,35 @@ def test_accuracies_are_validation_accuracies(setup):
     assert res.metrics["accuracy"] == acc_val
     assert res.metrics["teacher_accuracy"] == accuracy(sparse, ctx.val) != accuracy(sparse, ctx.train)
     assert res.metrics["sparsity"] == pytest.approx(genome.sparsity)
+
+
+def test_ray_actor_evaluates_with_the_job_seed(setup, ray_session):
+    """Catches: a Ray actor evaluating with a wrong seed (or results returned under the wrong index).
+
+    A scratch student trained in minibatches depends on the seed through its initial
+    weights and the batch order: the Ray result for (genome, seed) must equal the serial
+    one for the same pair, and differ from the serial one for another seed.
+    """
+    from evo_snn.evaluator import RayEvaluator, SerialEvaluator
+
+    ctx, teacher, ann, genome = setup
+    ctx = _with_kd(ctx, mode="sparse", student_init="scratch", batch_size=8)
+    other = GenomeOps(weight_magnitudes(teacher, ctx.layers), ctx.cfg.genome).magnitude([0.3] * len(ctx.layers))
+    jobs = [(genome, 11), (other, 12), (genome, 13)]
+    serial = dict(SerialEvaluator(ctx).map(jobs))
+    ev = RayEvaluator(ctx, workers=1)
+    try:
+        remote = dict(ev.map(jobs))
+    finally:
+        ev.close()
+
+    def gap(a, b):
+        return max((a.student_state[k].float() - b.student_state[k].float()).abs().max().item() for k in a.student_state)
+
+    assert gap(serial[0], serial[2]) > 1e-2  # precondition: the seed matters
+    assert sorted(remote) == [0, 1, 2]
+    for i in range(3):
+        assert not isinstance(remote[i], Exception), remote[i]
+        assert gap(remote[i], serial[i]) < 1e-5, i
+        assert remote[i].metrics["train_loss"] == pytest.approx(serial[i].metrics["train_loss"], rel=1e-5)
+        assert remote[i].metrics["sparsity"] == serial[i].metrics["sparsity"]
