@@ -38,7 +38,7 @@ from .nsga import StructureSearch, hypervolume
 from .plots import plot_run
 from .pruning import prunable_layers, weight_magnitudes
 from .rundir import RunDir, RunDirError, save_state_dict, sigterm_as_interrupt
-from .teacher import TeacherLoadError, load_teacher, read_state_dict, train_teacher
+from .teacher import SPLIT_FILE, TeacherLoadError, check_split, load_teacher, read_state_dict, split_fingerprint, train_teacher
 from .train import accuracy
 
 EXIT_USAGE = 2
@@ -272,13 +272,20 @@ def _execute(run: RunDir, cfg: Config, splits, device, args, ckpt: Checkpoint | 
                 tqdm.write(f"warning: the teacher's validation accuracy is {loaded['val_accuracy']:.4f} now, "
                            f"{tmetrics['val_accuracy']:.4f} in {mpath}: has the data set changed?")
         elif args.teacher:
+            fingerprint = split_fingerprint(cfg, splits)
+            warning = check_split(args.teacher, fingerprint)  # raises TeacherLoadError on another split
+            if warning:
+                tqdm.write(f"warning: {warning}")
             teacher, tmetrics = load_teacher(args.teacher, cfg, splits, device)
         else:
             teacher, tmetrics = train_teacher(cfg, splits, seed, device, progress)
+            fingerprint = split_fingerprint(cfg, splits)
         run.note(backend=select_backend(teacher, device))
         if ckpt is None:
             save_state_dict(run.teacher / "teacher.pt", teacher.state_dict())
             run.write_json("teacher/metrics.json", tmetrics)
+            if not (args.teacher and warning):  # only a split the teacher is known to be trained on
+                run.write_json(f"teacher/{SPLIT_FILE}", fingerprint)
         tqdm.write(f"dense teacher: validation accuracy {tmetrics['val_accuracy']:.3f} ({time.perf_counter() - t0:.0f} s)")
 
         ann_state = None

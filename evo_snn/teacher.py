@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from pathlib import Path
 
@@ -46,6 +48,42 @@ def train_teacher(cfg: Config, splits: Splits, seed: int, device: torch.device, 
     metrics = {"val_accuracy": val_accuracy, "epochs": tc.epochs, "train_loss": loss,
                "val_curve": curve, "wall_s": time.perf_counter() - t0, "source": "trained"}
     return model, metrics
+
+
+SPLIT_FILE = "split.json"  # beside teacher.pt: which train/validation split trained it
+
+
+def split_fingerprint(cfg: Config, splits: Splits) -> dict:
+    """What a teacher's validation accuracy depends on: data set, split seed,
+    val_fraction, split sizes and a SHA-1 of the validation labels and frames
+    (``[N, T, C, H, W]`` in storage dtype, read in chunks)."""
+    h = hashlib.sha1(splits.val.labels.numpy().tobytes())
+    for start in range(0, len(splits.val), 256):
+        x, _ = splits.val[list(range(start, min(start + 256, len(splits.val))))]
+        h.update(x.contiguous().numpy().tobytes())
+    return {"dataset": cfg.dataset, "split_seed": cfg.search.seed, "val_fraction": cfg.data.val_fraction,
+            "train_size": len(splits.train), "val_size": len(splits.val), "val_sha1": h.hexdigest()}
+
+
+def check_split(teacher_path: str | Path, fingerprint: dict) -> str | None:
+    """Compare the ``split.json`` beside ``teacher_path`` with ``fingerprint``.
+
+    Returns a warning when there is none (a teacher from an older run: the split cannot
+    be checked); raises TeacherLoadError when the teacher was trained on another
+    train/validation split: its validation accuracy, and every fitness measured
+    against it, would be read off samples it trained on.
+    """
+    path = Path(teacher_path).parent / SPLIT_FILE
+    if not path.is_file():
+        return f"{path} not found: cannot check that the teacher was trained on this run's train/validation split"
+    saved = json.loads(path.read_text())
+    diff = [k for k in fingerprint if saved.get(k) != fingerprint[k]]
+    if diff:
+        raise TeacherLoadError(
+            f"{teacher_path} was trained on another train/validation split ({', '.join(f'{k}: {saved.get(k)!r} there, {fingerprint[k]!r} here' for k in diff if k != 'val_sha1')}"
+            f"{'; ' if len(diff) > 1 and 'val_sha1' in diff else ''}{'validation samples differ' if 'val_sha1' in diff else ''}); "
+            "pass the same --seed and data.val_fraction as the run that trained it, or train a new teacher")
+    return None
 
 
 def read_state_dict(path: str | Path, hint: str) -> dict[str, torch.Tensor]:

@@ -99,11 +99,18 @@ def test_teacher_reuse_and_clear_errors(run_dir, tmp_path, capsys):
     assert t1["val_accuracy"] == pytest.approx(t0["val_accuracy"])
 
     # a teacher that does not fit the model: one-line error, exit 2, run marked failed
-    rc = main(["--dataset", "synthetic", "--out", str(tmp_path / "bad"), "--no-progress",
+    rc = main(["--dataset", "synthetic", "--out", str(tmp_path / "bad"), "--no-progress", "--seed", "3",
                "--teacher", str(run_dir / "teacher" / "teacher.pt"), *TINY, "--set", "model.channels=[6]"])
     assert rc == 2
     assert "does not fit" in capsys.readouterr().err
     assert json.loads((tmp_path / "bad" / "manifest.json").read_text())["status"] == "failed"
+
+    # a teacher trained on another train/validation split (another seed) is refused
+    assert json.loads((out / "teacher" / "split.json").read_text()) == json.loads((run_dir / "teacher" / "split.json").read_text())
+    for extra in (["--seed", "4"], ["--seed", "3", "--set", "data.val_fraction=0.5"]):
+        rc = main(["--dataset", "synthetic", "--out", str(tmp_path / f"split{extra[1]}"), "--no-progress",
+                   "--teacher", str(run_dir / "teacher" / "teacher.pt"), *TINY, *extra])
+        assert rc == 2 and "another train/validation split" in capsys.readouterr().err
 
     # an occupied --out is refused before anything is written to it
     rc = main(["--dataset", "synthetic", "--out", str(run_dir), "--no-progress", *TINY])
