@@ -168,6 +168,9 @@ class KDConfig:
       L = alpha * temperature**2 * KL(softmax(z_t/temperature) || softmax(z_s/temperature))
           + (1 - alpha) * CE(z_s, y)
     default_prob: the virtual teacher's probability of the true class (mode 'default').
+    default_form: 'paper' (Eq. 7 of the teacher-default-KD paper: only the virtual
+      teacher is softened, softmax(p/temperature), no temperature**2) | 'hinton' (both
+      sides softened as in Eq. 4-5, times temperature**2); mode 'default' only.
     epochs: training budget per genome in epochs over the training split (may be < 1).
     student_init: 'teacher' (start from the sparse teacher's weights) | 'scratch'.
     student_mask: 'genome' (keep the genome's masks; pruned weights stay 0) | 'dense'.
@@ -177,6 +180,7 @@ class KDConfig:
     alpha: float = 0.9
     temperature: float = 4.0
     default_prob: float = 0.95
+    default_form: str = "paper"
     epochs: float = 1.0
     batch_size: int = 32
     lr: float = 5e-4
@@ -262,6 +266,7 @@ class Config:
             (self.kd.temperature > 0, "kd.temperature must be > 0"),
             (self.kd.mode in KD_MODES, f"kd.mode must be one of {list(KD_MODES)}"),
             (0.0 < self.kd.default_prob < 1.0, "kd.default_prob must be in (0, 1)"),
+            (self.kd.default_form in ("paper", "hinton"), "kd.default_form must be 'paper' or 'hinton'"),
             (self.kd.epochs > 0, "kd.epochs must be > 0"),
             (self.kd.student_init in ("teacher", "scratch"), "kd.student_init must be 'teacher' or 'scratch'"),
             (self.kd.student_mask in ("genome", "dense"), "kd.student_mask must be 'genome' or 'dense'"),

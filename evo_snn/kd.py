@@ -7,6 +7,8 @@ KD variants (``kd.mode``; ``--set kd=MODE`` is shorthand for ``--set kd.mode=MOD
 - ``self``: the unpruned dense teacher teaches with ``KDLoss`` (prune ratio 0 in the paper).
 - ``default``: the teacher-default virtual teacher, ``VirtualTeacherLoss`` (Eq. 6-7 of the
   teacher-default-KD paper); no teacher forward pass is run. The student sees only labels.
+  ``kd.default_form``: 'paper' (default: Eq. 7, only Q_v softened, by softmax(p/tau), no
+  tau^2) or 'hinton' (softmax(log p/tau) against softmax(z_s/tau), times tau^2).
 - ``ann``: an ANN of the same topology (ReLU in place of spiking neurons) is trained
   first, then teaches with ``KDLoss`` (response-based ANN-teacher KD, Xu et al. 2023,
   arXiv 2304.05627). The student sees the ANN's logits.
@@ -60,38 +62,58 @@ class KDLoss(nn.Module):
         return self.alpha * tau * tau * kl + (1.0 - self.alpha) * F.cross_entropy(z_s, y)
 
 
-def virtual_teacher_probs(y: torch.Tensor, num_classes: int, correct_prob: float, temperature: float) -> torch.Tensor:
-    """Softened teacher-default distribution Q_v: [N, num_classes] float32, rows sum to 1.
+DEFAULT_FORMS = ("paper", "hinton")  # kd.default_form: how the virtual teacher is softened
 
-    p(c) = correct_prob for the true class, (1 - correct_prob)/(C - 1) otherwise (Eq. 6),
-    softened by temperature tau as softmax(log p / tau) (Eq. 7).
+
+def virtual_teacher_probs(y: torch.Tensor, num_classes: int, correct_prob: float, temperature: float,
+                          form: str = "paper") -> torch.Tensor:
+    """Softened teacher-default distribution Q_v^tau: [N, num_classes] float32, rows sum to 1.
+
+    p(c) = correct_prob for the true class, (1 - correct_prob)/(C - 1) otherwise (Eq. 6 of
+    the teacher-default-KD paper). Softened by temperature tau as
+    - ``form='paper'``: softmax(p / tau), as Eq. 7 and the cited teacher-free KD code do;
+    - ``form='hinton'``: softmax(log p / tau), i.e. p^(1/tau) renormalised: Hinton-style
+      softening of p seen as the teacher's probabilities (evo_snn's earlier form).
+    raises ValueError.
     """
     if not 0.0 < correct_prob < 1.0 or num_classes < 2:
         raise ValueError(f"need 0 < correct_prob < 1 and >= 2 classes, got {correct_prob}, {num_classes}")
-    other = math.log((1.0 - correct_prob) / (num_classes - 1))
-    log_p = torch.full((y.shape[0], num_classes), other, device=y.device)
-    log_p.scatter_(1, y.view(-1, 1), math.log(correct_prob))
-    return F.softmax(log_p / temperature, dim=1)
+    if form not in DEFAULT_FORMS:
+        raise ValueError(f"unknown virtual-teacher form {form!r}; known: {list(DEFAULT_FORMS)}")
+    other = (1.0 - correct_prob) / (num_classes - 1)
+    p = torch.full((y.shape[0], num_classes), other, device=y.device)
+    p.scatter_(1, y.view(-1, 1), correct_prob)
+    return F.softmax((p if form == "paper" else p.log()) / temperature, dim=1)
 
 
 class VirtualTeacherLoss(nn.Module):
-    """L = alpha * tau^2 * KL(Q_v || softmax(z_s/tau)) + (1 - alpha) * CE(z_s, y).
+    """Teacher-default KD with a virtual teacher Q_v (Eq. 6-7 of the teacher-default-KD paper).
 
-    The teacher-default-KD paper's virtual teacher (Eq. 6-7): Q_v from
-    ``virtual_teacher_probs`` with correct-class probability ``correct_prob`` (a > 0.9 in
-    the paper). No teacher network runs. forward(z_s, y): [N, C] logits, [N] labels.
+    ``form='paper'`` (the default, Eq. 7): only Q_v is flattened, the student's output is used
+    plain and there is no tau^2 factor:
+        L = alpha * KL(softmax(p / tau) || softmax(z_s)) + (1 - alpha) * CE(z_s, y)
+    ``form='hinton'``: both sides softened by tau, Hinton's tau^2 factor (as ``KDLoss``):
+        L = alpha * tau^2 * KL(softmax(log p / tau) || softmax(z_s / tau)) + (1 - alpha) * CE(z_s, y)
+    p: correct-class probability ``correct_prob`` (a > 0.9 in the paper), the rest spread
+    evenly. KL summed over classes, averaged over the batch. No teacher network runs.
+    forward(z_s, y): [N, C] logits, [N] int64 labels -> scalar.
     """
 
-    def __init__(self, alpha: float, temperature: float, correct_prob: float):
+    def __init__(self, alpha: float, temperature: float, correct_prob: float, form: str = "paper"):
         super().__init__()
         _check(alpha, temperature)
         if not 0.0 < correct_prob < 1.0:
             raise ValueError(f"correct_prob must be in (0, 1), got {correct_prob}")
-        self.alpha, self.temperature, self.correct_prob = alpha, temperature, correct_prob
+        if form not in DEFAULT_FORMS:
+            raise ValueError(f"unknown virtual-teacher form {form!r}; known: {list(DEFAULT_FORMS)}")
+        self.alpha, self.temperature, self.correct_prob, self.form = alpha, temperature, correct_prob, form
 
     def forward(self, z_s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         tau = self.temperature
-        q_v = virtual_teacher_probs(y, z_s.shape[1], self.correct_prob, tau)
+        q_v = virtual_teacher_probs(y, z_s.shape[1], self.correct_prob, tau, self.form)
+        if self.form == "paper":
+            kl = F.kl_div(F.log_softmax(z_s, dim=1), q_v, reduction="batchmean")
+            return self.alpha * kl + (1.0 - self.alpha) * F.cross_entropy(z_s, y)
         kl = F.kl_div(F.log_softmax(z_s / tau, dim=1), q_v, reduction="batchmean")
         return self.alpha * tau * tau * kl + (1.0 - self.alpha) * F.cross_entropy(z_s, y)
 
@@ -125,7 +147,7 @@ def student_loss(kd_cfg, num_classes: int, teacher: nn.Module | None):
 
         return loss_fn
     if mode == "default":
-        vt = VirtualTeacherLoss(kd_cfg.alpha, kd_cfg.temperature, kd_cfg.default_prob)
+        vt = VirtualTeacherLoss(kd_cfg.alpha, kd_cfg.temperature, kd_cfg.default_prob, kd_cfg.default_form)
         return lambda z_s, y, _x_seq: vt(z_s, y)
     if mode == "none":
         return lambda z_s, y, _x_seq: F.cross_entropy(z_s, y)

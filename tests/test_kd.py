@@ -57,7 +57,7 @@ def test_virtual_teacher_distribution_and_loss_by_hand():
 
     y = torch.tensor([1, 0])
     a, tau, alpha = 0.95, 2.0, 0.6
-    q = virtual_teacher_probs(y, 3, a, tau)
+    q = virtual_teacher_probs(y, 3, a, tau, form="hinton")
     lp = [math.log(0.025) / tau, math.log(0.95) / tau, math.log(0.025) / tau]
     expected_row0 = _softmax(lp)
     assert q[0].tolist() == pytest.approx(expected_row0, rel=1e-6)
@@ -71,18 +71,18 @@ def test_virtual_teacher_distribution_and_loss_by_hand():
         kl += sum(qv * (math.log(qv) - math.log(ps)) for qv, ps in zip(qrow, p_s))
         ce += -math.log(_softmax(zs)[label])
     expected = alpha * tau**2 * kl / 2 + (1 - alpha) * ce / 2
-    assert VirtualTeacherLoss(alpha, tau, a)(z_s, y).item() == pytest.approx(expected, rel=1e-6)
+    assert VirtualTeacherLoss(alpha, tau, a, form="hinton")(z_s, y).item() == pytest.approx(expected, rel=1e-6)
 
 
 @pytest.mark.parametrize("mode", ["sparse", "self", "ann", "default", "none"])
 def test_student_loss_per_mode_by_hand(mode):
     from evo_snn.config import KDConfig
-    from evo_snn.kd import KDLoss, VirtualTeacherLoss, student_loss
+    from evo_snn.kd import student_loss
 
     z_s = torch.tensor([[1.0, 0.0, -1.0], [0.5, 0.5, 2.0]])
     z_t = torch.tensor([[2.0, 1.0, 0.0], [0.0, 1.0, 1.0]])
     y = torch.tensor([0, 2])
-    cfg = KDConfig(mode=mode, alpha=0.7, temperature=2.0, default_prob=0.93)
+    cfg = KDConfig(mode=mode, alpha=0.7, temperature=2.0, default_prob=0.93, default_form="hinton")
 
     class FixedTeacher(torch.nn.Module):
         calls = 0
@@ -93,16 +93,34 @@ def test_student_loss_per_mode_by_hand(mode):
 
     teacher = FixedTeacher()
     got = student_loss(cfg, 3, teacher)(z_s, y, torch.zeros(4, 2, 1)).item()
+    # expected values by hand (Eq. 4-7), independent of KDLoss / VirtualTeacherLoss
+    alpha, tau, a = 0.7, 2.0, 0.93
+    ce = (-math.log(_softmax([1.0, 0.0, -1.0])[0]) - math.log(_softmax([0.5, 0.5, 2.0])[2])) / 2
+
+    def kd_term(targets):  # alpha * tau^2 * batch-mean KL(target || softmax(z_s / tau))
+        kl = sum(sum(q * (math.log(q) - math.log(p)) for q, p in zip(qrow, _softmax([v / tau for v in zs])))
+                 for qrow, zs in zip(targets, z_s.tolist()))
+        return alpha * tau**2 * kl / 2
+
     if mode in ("sparse", "self", "ann"):
-        expected = KDLoss(0.7, 2.0)(z_s, z_t, y).item()
+        expected = kd_term([_softmax([v / tau for v in zt]) for zt in z_t.tolist()]) + (1 - alpha) * ce
         assert FixedTeacher.calls == 1
     elif mode == "default":
-        expected = VirtualTeacherLoss(0.7, 2.0, 0.93)(z_s, y).item()
+        # p = a on the label, (1 - a) / 2 elsewhere; softmax(log p / tau) = p^(1/tau), normalised
+        rows = []
+        for label in y.tolist():
+            p = [a ** (1 / tau) if c == label else ((1 - a) / 2) ** (1 / tau) for c in range(3)]
+            rows.append([v / sum(p) for v in p])
+        expected = kd_term(rows) + (1 - alpha) * ce
         assert FixedTeacher.calls == 0  # no teacher forward pass
     else:
-        expected = (-math.log(_softmax([1.0, 0.0, -1.0])[0]) - math.log(_softmax([0.5, 0.5, 2.0])[2])) / 2
+        expected = ce
         assert FixedTeacher.calls == 0
     assert got == pytest.approx(expected, rel=1e-6)
+    # pinned numbers (computed once from the formulas above), so that a change of both
+    # the code and the formulas still shows
+    pinned = {"sparse": 0.1907127, "self": 0.1907127, "ann": 0.1907127, "default": 0.3855016, "none": 0.3882935}
+    assert got == pytest.approx(pinned[mode], rel=1e-5)
 
 
 def test_teacher_modes_need_a_teacher():
@@ -111,3 +129,31 @@ def test_teacher_modes_need_a_teacher():
 
     with pytest.raises(ValueError, match="needs a teacher"):
         student_loss(KDConfig(mode="sparse"), 3, None)
+
+
+def test_virtual_teacher_paper_form_by_hand():
+    """Eq. 7 of the teacher-default-KD paper: only Q_v = softmax(p / tau) is softened, the
+    student's softmax is plain, no tau^2; the default form."""
+    from evo_snn.config import KDConfig
+    from evo_snn.kd import student_loss, virtual_teacher_probs
+
+    y = torch.tensor([2, 0])
+    a, tau, alpha = 0.9, 4.0, 0.5
+    p = [0.05, 0.05, 0.9]  # 3 classes: (1 - a) / 2 elsewhere
+    q_row = _softmax([v / tau for v in p])
+    assert virtual_teacher_probs(y, 3, a, tau)[0].tolist() == pytest.approx(q_row, rel=1e-6)
+    assert q_row[2] == pytest.approx(math.exp(0.225) / (math.exp(0.225) + 2 * math.exp(0.0125)))
+    z_s = torch.tensor([[0.1, -0.4, 1.2], [2.0, 0.3, 0.0]])
+    kl = ce = 0.0
+    for zs, label in zip(z_s.tolist(), y.tolist()):
+        q = q_row if label == 2 else [q_row[2], q_row[0], q_row[1]]
+        ps = _softmax(zs)
+        kl += sum(qv * (math.log(qv) - math.log(pv)) for qv, pv in zip(q, ps))
+        ce += -math.log(ps[label])
+    expected = alpha * kl / 2 + (1 - alpha) * ce / 2
+    cfg = KDConfig(mode="default", alpha=alpha, temperature=tau, default_prob=a)
+    assert cfg.default_form == "paper"
+    got = student_loss(cfg, 3, None)(z_s, y, torch.zeros(1)).item()
+    assert got == pytest.approx(expected, rel=1e-6)
+    with pytest.raises(ValueError, match="unknown virtual-teacher form"):
+        virtual_teacher_probs(y, 3, a, tau, form="tf")
