@@ -30,8 +30,12 @@ def test_masked_weights_stay_zero_after_training(tiny_splits):
     make_permanent(net)
     for name, module in prunable_layers(net).items():
         w = module.weight.detach().numpy()
-        assert (w[~masks[name]] == 0).all()
-        assert not torch.equal(torch.as_tensor(w), before[name])  # the kept weights did train
+        keep = masks[name]
+        assert (w[~keep] == 0).all()
+        # the kept weights did train: compare kept with kept (pruned entries differ from
+        # weight_orig even without training, so they must not enter the comparison)
+        moved = np.abs(w[keep] - before[name].numpy()[keep])
+        assert np.mean(moved > 1e-4) > 0.5, name
     overall, per_layer = weight_sparsity(net, masks)
     expected = sum((~m).sum() for m in masks.values()) / sum(m.size for m in masks.values())
     assert overall == expected

@@ -165,17 +165,65 @@ def test_unsorted_time_follows_spikingjelly_file_order():
     np.testing.assert_array_equal(f, _sj_reference(x, y, p, t, "time", 3, 2, 3))
 
 
+def _time_frames_by_hand(x, y, p, t, frames, h, w):
+    """The documented rule of ``segment_bounds(split_by='time')``, one event at a time:
+    dt = (t[-1] - t[0]) // frames in file order; frame i holds the events from the first
+    to the last index with t[0] + i*dt <= t < t[0] + (i+1)*dt (empty if there is none:
+    where spikingjelly raises IndexError); the last frame ends at N and, when its bin is
+    empty, starts at the first index with t >= t[0] + (frames-1)*dt."""
+    n = len(t)
+    out = np.zeros((frames, 2, h, w), dtype=np.int64)
+    if n == 0:
+        return out
+    dt = (int(t[-1]) - int(t[0])) // frames
+    for i in range(frames):
+        t_l = int(t[0]) + i * dt
+        hits = [k for k in range(n) if t_l <= t[k] < t_l + dt]
+        lo, hi = (hits[0], hits[-1] + 1) if hits else (0, 0)
+        if i == frames - 1:
+            if not hits:
+                lo = next((k for k in range(n) if t[k] >= t_l), n)
+            hi = n
+        for k in range(lo, hi):
+            out[i, int(p[k]), y[k], x[k]] += 1
+    return out
+
+
+def test_time_frames_by_hand_agrees_with_a_hand_example():
+    # unsorted, dt = (2 - 10) // 2 < 0: no bin holds an event; the last frame takes all
+    t = np.array([10, 3, 2])
+    z = np.zeros(3, dtype=int)
+    assert _time_frames_by_hand(z, z, z, t, 2, 1, 1)[:, 0, 0, 0].tolist() == [0, 3]
+    f = integrate_frames(z, z, z, t, frames=2, split_by="time", height=1, width=1)
+    assert f[:, 0, 0, 0].tolist() == [0, 3]
+    # dt = (9 - 0) // 3 = 3: bin [0,3) spans idx 0..3 (t = 1 at idx 3), [3,6) is empty,
+    # the last bin [6,9) holds idx 2 (t = 7), so the last frame is idx 2..4
+    t = np.array([0, 2, 7, 1, 9])
+    z = np.zeros(5, dtype=int)
+    assert _time_frames_by_hand(z, z, z, t, 3, 1, 1)[:, 0, 0, 0].tolist() == [4, 0, 3]
+    f = integrate_frames(z, z, z, t, frames=3, split_by="time", height=1, width=1)
+    assert f[:, 0, 0, 0].tolist() == [4, 0, 3]
+    # t = [0, 2, 5, 1, 9]: [0,3) -> idx 0..3, [3,6) -> idx 2, the last bin [6,9) is empty
+    # (t = 9 is not < 9): it starts at the first index with t >= 6 (idx 4)
+    t = np.array([0, 2, 5, 1, 9])
+    assert _time_frames_by_hand(z, z, z, t, 3, 1, 1)[:, 0, 0, 0].tolist() == [4, 1, 1]
+    f = integrate_frames(z, z, z, t, frames=3, split_by="time", height=1, width=1)
+    assert f[:, 0, 0, 0].tolist() == [4, 1, 1]
+
+
 @settings(max_examples=80, deadline=None)
 @given(event_streams(), st.integers(1, 8))
 def test_unsorted_streams_match_spikingjelly(stream, frames):
     x, y, p, t, h, w = stream
-    if t.size < 2:
-        return
     t = np.random.default_rng(int(t.sum())).permutation(t)  # file order need not be time order
     f = integrate_frames(x, y, p, t, frames=frames, split_by="time", height=h, width=w)
-    assert int(f[-1].sum()) >= 0 and f.shape == (frames, 2, h, w)
+    assert f.shape == (frames, 2, h, w)
+    # every case is checked against the rule written out by hand, empty bins included
+    np.testing.assert_array_equal(f, _time_frames_by_hand(x, y, p, t, frames, h, w))
+    if t.size < 2:
+        return
     try:
         ref = _sj_reference(x, y, p, t, "time", frames, h, w)
-    except IndexError:  # an empty bin: spikingjelly crashes, we give an empty frame
+    except IndexError:  # an empty bin: spikingjelly crashes, we give an empty frame (checked above)
         return
     np.testing.assert_array_equal(f, ref)
