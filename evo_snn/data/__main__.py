@@ -10,7 +10,8 @@ import torch
 
 from ..config import ConfigError, load_config
 from .errors import DatasetFormatError
-from .splits import DATASETS, FrameSet, load_splits
+from .frameset import FrameSet
+from .splits import DATASETS, load_splits
 
 
 def _split_summary(fs: FrameSet, num_classes: int) -> dict:
@@ -34,8 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
         "describe",
         help="load a data set and print its splits, class counts and events per sample as JSON",
         description="Load a data set as the search would (search_spaces/<dataset>.yaml plus --set overrides) "
-        "and print one JSON object: dataset, encoding ('events', or 'direct' for static images repeated "
-        "over T), num_classes, frame_shape [T,C,H,W] and, per split (train/val/test), samples, "
+        "and print one JSON object: dataset, layout (the file layout read, e.g. 'python_batches' or "
+        "'image_folder' for CIFAR), encoding ('events', or 'direct' for static images repeated "
+        "over T), num_classes, classes (names in label order, or null), frame_shape [T,C,H,W] and, per "
+        "split (train/val/test), samples, "
         "class_counts and events_per_sample {min,mean,max} (for static images: the sum of the uint8 "
         "pixel values of a sample). A bad data root or file prints one 'error: ...' line and exits 2.",
     )
@@ -45,8 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="PATH",
         help="folder of the real data: N-MNIST's folder with Train/ and Test/; the DvsGesture folder "
-        "(or its parent); cifar-10-batches-py / cifar-100-python (or its parent); tiny-imagenet-200 "
-        "(or its parent); not used for synthetic",
+        "(or its parent); cifar-10-batches-py / cifar-100-python (or its parent), or a CIFAR image folder; "
+        "tiny-imagenet-200 (or its parent); for image_folder a folder with train/<class>/ and "
+        "test/<class>/; not used for synthetic",
     )
     d.add_argument(
         "--set",
@@ -74,8 +78,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     summary = {
         "dataset": splits.name,
+        "layout": splits.layout,
         "encoding": splits.train.encoding,
         "num_classes": splits.num_classes,
+        "classes": list(splits.class_names) if splits.class_names is not None else None,
         "frame_shape": list(splits.frame_shape),
         "splits": {
             name: _split_summary(fs, splits.num_classes)

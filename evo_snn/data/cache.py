@@ -47,6 +47,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..atomic import atomic_write_bytes
+
 FORMAT_VERSION = 2
 ARRAYS = ("train_frames", "train_labels", "test_frames", "test_labels")
 META = "meta.json"
@@ -89,8 +91,7 @@ def file_digests(files: list[Path], sidecar: Path | None) -> list[str]:
         except (OSError, ValueError):
             memo = {}
     out, changed = [], False
-    for f in files:
-        name = str(Path(f).resolve())
+    for f, name in zip(files, resolved_names(files)):
         st = os.stat(f)
         entry = memo.get(name)
         if (
@@ -113,14 +114,27 @@ def file_digests(files: list[Path], sidecar: Path | None) -> list[str]:
     return out
 
 
+def resolved_names(files: list[Path]) -> list[str]:
+    """``str(Path(f).resolve())`` of every file, resolving each distinct folder once (fast for 10^5 files)."""
+    folders: dict[str, str] = {}
+    out = []
+    for f in files:
+        folder, name = os.path.split(os.path.abspath(os.fspath(f)))
+        real = folders.get(folder)
+        if real is None:
+            real = folders[folder] = os.path.realpath(folder)
+        full = os.path.join(real, name)
+        out.append(os.path.realpath(full) if os.path.islink(full) else full)
+    return out
+
+
 def cache_key(dataset: str, root: Path, settings: dict[str, Any], files: list[Path], digests: list[str]) -> str:
     """sha256 hex digest of the data set, FORMAT_VERSION, ``settings`` and every file's relative path + checksum."""
+    base = str(Path(root).resolve())
+    prefix = base.rstrip(os.sep) + os.sep
     entries = []
-    for f, d in zip(files, digests):
-        try:
-            rel = Path(f).resolve().relative_to(Path(root).resolve()).as_posix()
-        except ValueError:
-            rel = str(Path(f).resolve())
+    for full, d in zip(resolved_names(files), digests):
+        rel = Path(full[len(prefix):]).as_posix() if full.startswith(prefix) else full
         entries.append([rel, d])
     payload = {"dataset": dataset, "format_version": FORMAT_VERSION, "settings": settings, "files": entries}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
@@ -128,17 +142,15 @@ def cache_key(dataset: str, root: Path, settings: dict[str, Any], files: list[Pa
 
 # ------------------------------------------------------------------ folders
 def _atomic_write_text(path: Path, text: str, quiet: bool = False) -> bool:
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    """:func:`evo_snn.atomic.atomic_write_bytes` of ``text``; on OSError warns (unless quiet) and returns False."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        atomic_write_bytes(path, text.encode())
         return True
     except OSError as e:
         if not quiet:
             warnings.warn(f"cannot write {path} ({e.strerror or e})", stacklevel=3)
         try:
-            tmp.unlink(missing_ok=True)
+            path.with_name(f"{path.name}.tmp-{os.getpid()}").unlink(missing_ok=True)
         except OSError:
             pass
         return False

@@ -1,4 +1,10 @@
-"""CIFAR-10 / CIFAR-100 (Krizhevsky 2009) from the original python pickle batches.
+"""CIFAR-10 / CIFAR-100 (Krizhevsky 2009) from the original python pickle batches or an image folder.
+
+Two layouts are accepted, detected from the data root (``describe`` prints which):
+``python_batches`` (below) and ``image_folder``: ``<root>/train/<class>/<image>``
+and ``<root>/test/<class>/<image>`` (see :mod:`evo_snn.data.image_folder`; the
+sorted class folder names give the labels, which for the 10 / 100 CIFAR class
+names is the order of the original label indices).
 
 CIFAR-10: ``<root>/cifar-10-batches-py/`` (or ``<root>`` itself) with
 ``data_batch_1`` .. ``data_batch_5`` (train), ``test_batch`` and ``batches.meta``
@@ -22,7 +28,10 @@ from typing import Any
 
 import numpy as np
 
+from ..config import ConfigError, DataConfig
+from . import image_folder
 from .errors import DatasetFormatError
+from .registry import register_dataset
 
 HEIGHT = WIDTH = 32
 CHANNELS = 3
@@ -159,8 +168,18 @@ def read_batch(path: Path, label_key: str, num_classes: int) -> tuple[np.ndarray
     return np.ascontiguousarray(data.reshape(-1, CHANNELS, HEIGHT, WIDTH)), lab
 
 
+def has_batches(root: Path, dataset: str) -> bool:
+    """True when ``root`` holds every python batch file of ``dataset``."""
+    v = VARIANTS[dataset]
+    return all((root / f).is_file() for f in (*v.train, *v.test))
+
+
 def resolve_root(data_root: str | Path, dataset: str) -> Path:
-    """The folder holding the batch files: ``data_root`` or ``data_root/<cifar-...>``. raises DatasetFormatError."""
+    """The folder to read: the one holding the batch files (``data_root`` or
+    ``data_root/<cifar-...>``), else ``data_root`` in the image-folder layout (with
+    ``train/`` and ``test/``; ``train/`` must hold exactly the data set's number of
+    class folders). raises DatasetFormatError.
+    """
     v = VARIANTS[dataset]
     root = Path(data_root).expanduser()
     if not root.is_dir():
@@ -168,11 +187,19 @@ def resolve_root(data_root: str | Path, dataset: str) -> Path:
             f"{root}: {dataset} data root does not exist; pass --data-root PATH (the {v.folder} folder or its parent)"
         )
     for cand in (root, root / v.folder):
-        if all((cand / f).is_file() for f in (*v.train, *v.test)):
+        if has_batches(cand, dataset):
             return cand.resolve()
+    if image_folder.is_image_folder(root):
+        classes = image_folder.list_classes(root)
+        if len(classes) != v.num_classes:
+            raise DatasetFormatError(
+                f"{root / 'train'}: {len(classes)} class folders; {dataset} has {v.num_classes} "
+                "(use --dataset image_folder for another image-folder data set)"
+            )
+        return root.resolve()
     raise DatasetFormatError(
-        f"{root}: not a {dataset} folder: expected {', '.join((*v.train, *v.test))} in it or in {root / v.folder}; "
-        "pass --data-root PATH"
+        f"{root}: not a {dataset} folder: expected {', '.join((*v.train, *v.test))} in it or in {root / v.folder}, "
+        "or the image-folder layout train/<class>/ and test/<class>/; pass --data-root PATH"
     )
 
 
@@ -209,3 +236,61 @@ def read_split(root: Path, dataset: str, split: str) -> tuple[np.ndarray, np.nda
     class_names(root, dataset)  # validates the meta file when present
     parts = [read_batch(root / f, v.label_key, v.num_classes) for f in (v.train if split == "train" else v.test)]
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+# ------------------------------------------------------------------ the registered data sets
+class _CifarSpec(image_folder.ImageFolderReader):
+    """CIFAR-10 / -100 in either layout: direct-encoded uint8 ``[3, 32, 32]`` images
+    (any same-size images, or ``data.image_size``, in the image-folder layout).
+    Augmentation defaults: random crop after 4-pixel zero padding, horizontal flip."""
+
+    aug_translate_px = 4
+    aug_hflip = True
+
+    def __init__(self) -> None:
+        self.num_classes = VARIANTS[type(self).variant].num_classes
+
+    def resolve_root(self, data_root: str | Path) -> Path:
+        return resolve_root(data_root, self.name)
+
+    def layout(self, root: Path) -> str:
+        return "python_batches" if has_batches(root, self.name) else image_folder.LAYOUT
+
+    def check_root(self, root: Path, cfg: DataConfig) -> None:
+        if cfg.image_size is not None and has_batches(root, self.name):
+            raise ConfigError(f"data.image_size={cfg.image_size!r}: {root} holds {self.name}'s python batches "
+                              "(32x32 images, not resized); data.image_size applies to the image-folder layout")
+
+    def source_files(self, root: Path, cfg: DataConfig) -> list[Path]:
+        if has_batches(root, self.name):
+            return source_files(root, self.name)
+        return image_folder.source_files(root)
+
+    def cache_settings(self, root: Path, cfg: DataConfig) -> dict:
+        return {} if has_batches(root, self.name) else self.folder_settings(cfg)
+
+    def read_split(self, root, split, cfg, progress=False, *, seed=0):
+        if has_batches(root, self.name):
+            return read_split(root, self.name, split)
+        return self.folder_split(root, split, cfg, progress)
+
+    def build_extra(self, arrays, root, cfg):
+        if has_batches(root, self.name):
+            return super(image_folder.ImageFolderReader, self).build_extra(arrays, root, cfg)
+        return self.folder_extra(arrays, root, cfg)
+
+    def class_names(self, root, cfg, extra):
+        names = extra.get("class_names")
+        if names is None and root is not None and has_batches(root, self.name):
+            names = class_names(root, self.name)
+        return list(names) if names is not None else None
+
+
+@register_dataset("cifar10")
+class Cifar10Spec(_CifarSpec):
+    variant = "cifar10"
+
+
+@register_dataset("cifar100")
+class Cifar100Spec(_CifarSpec):
+    variant = "cifar100"

@@ -32,6 +32,7 @@ from tqdm import tqdm
 from .aedat import read_aedat31
 from .errors import DatasetFormatError
 from .events import Events, downsample_frames, integrate_frames, stack_counts, to_storage
+from .registry import DatasetSpec, register_dataset
 
 NAME = "dvs_gesture"
 HEIGHT = 128
@@ -40,6 +41,10 @@ NUM_CLASSES = 11
 FOLDER = "DvsGesture"
 TRIAL_LISTS = {"train": "trials_to_train.txt", "test": "trials_to_test.txt"}
 CSV_COLUMNS = ("class", "startTime_usec", "endTime_usec")
+# label k = CSV class k + 1, as in the data set's README
+CLASS_NAMES = ("hand_clapping", "right_hand_wave", "left_hand_wave", "right_arm_clockwise",
+               "right_arm_counter_clockwise", "left_arm_clockwise", "left_arm_counter_clockwise", "arm_roll",
+               "air_drums", "air_guitar", "other_gestures")
 
 
 @dataclass(frozen=True)
@@ -208,3 +213,31 @@ def read_split(
             labels.append(w.label)
     shape = (frames, 2, HEIGHT // downsample, WIDTH // downsample)
     return stack_counts(out, shape), np.asarray(labels, dtype=np.int64)
+
+
+@register_dataset("dvs_gesture")
+class DVSGestureSpec(DatasetSpec):
+    """DVS128 Gesture: event counts ``[T, 2, 128/downsample, 128/downsample]``, 11 classes.
+
+    No horizontal flip by default: left- and right-hand gestures are different classes.
+    """
+
+    encoding = "events"
+    sensor_size = (HEIGHT, WIDTH)
+    num_classes = NUM_CLASSES
+
+    def resolve_root(self, data_root):
+        return resolve_root(data_root)
+
+    def layout(self, root):
+        return "aedat3.1"
+
+    def source_files(self, root, cfg):
+        return source_files(root)
+
+    def read_split(self, root, split, cfg, progress=False, *, seed=0):
+        return read_split(root, split, frames=cfg.frames, split_by=cfg.split_by, downsample=cfg.downsample,
+                          progress=progress)
+
+    def class_names(self, root, cfg, extra):
+        return list(CLASS_NAMES)

@@ -12,6 +12,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .errors import DatasetFormatError
+from .registry import DatasetSpec, register_dataset
 from .events import Events, downsample_frames, integrate_frames, stack_counts, to_storage
 
 NAME = "nmnist"
@@ -121,3 +122,28 @@ def read_split(
     shape = (frames, 2, HEIGHT // downsample, WIDTH // downsample)
     labels = np.asarray([label for _, label in samples], dtype=np.int64)
     return stack_counts(out, shape), labels
+
+
+@register_dataset("nmnist")
+class NMNISTSpec(DatasetSpec):
+    """N-MNIST: event counts ``[T, 2, 34/downsample, 34/downsample]``, 10 digit classes, no augmentation by default."""
+
+    encoding = "events"
+    sensor_size = (HEIGHT, WIDTH)
+    num_classes = NUM_CLASSES
+
+    def resolve_root(self, data_root):
+        return resolve_root(data_root)
+
+    def layout(self, root):
+        return "nmnist_bin"
+
+    def source_files(self, root, cfg):
+        return source_files(root)
+
+    def read_split(self, root, split, cfg, progress=False, *, seed=0):
+        return read_split(root, split, frames=cfg.frames, split_by=cfg.split_by, downsample=cfg.downsample,
+                          progress=progress)
+
+    def class_names(self, root, cfg, extra):
+        return [str(d) for d in range(NUM_CLASSES)]

@@ -21,7 +21,9 @@ import math
 
 import numpy as np
 
+from ..config import ConfigError
 from .events import Events, downsample_frames, integrate_frames, stack_counts, to_storage
+from .registry import DatasetSpec, register_dataset
 
 NAME = "synthetic"
 MAX_CLASSES = 8
@@ -121,3 +123,34 @@ def make_split(
             labels.append(c)
     shape = (frames, 2, size // downsample, size // downsample)
     return stack_counts(out, shape), np.asarray(labels, dtype=np.int64)
+
+
+@register_dataset("synthetic")
+class SyntheticSpec(DatasetSpec):
+    """The embedded moving-square events: ``data.synthetic_*`` set the size; generated from the seed, not cached."""
+
+    encoding = "events"
+    needs_root = False
+    cached = False
+
+    def sensor(self, cfg):
+        return cfg.synthetic_size, cfg.synthetic_size
+
+    def classes(self, cfg, extra):
+        return cfg.synthetic_classes
+
+    def layout(self, root):
+        return "generated"
+
+    def read_split(self, root, split, cfg, progress=False, *, seed=0):
+        per_class = cfg.synthetic_train_per_class if split == "train" else cfg.synthetic_test_per_class
+        try:
+            return make_split(split, seed=seed, num_classes=cfg.synthetic_classes, per_class=per_class,
+                              size=cfg.synthetic_size, frames=cfg.frames, split_by=cfg.split_by,
+                              downsample=cfg.downsample)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+
+    def class_names(self, root, cfg, extra):
+        # class c moves at angle 2*pi*c/K from +x (image coordinates: y grows downwards)
+        return [f"direction_{round(360 * c / cfg.synthetic_classes)}deg" for c in range(cfg.synthetic_classes)]

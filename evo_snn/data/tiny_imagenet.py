@@ -23,6 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .errors import DatasetFormatError
+from .registry import DatasetSpec, register_dataset
 
 NAME = "tiny_imagenet"
 FOLDER = "tiny-imagenet-200"
@@ -158,3 +159,41 @@ def read_split(root: Path, split: str, progress: bool = False) -> tuple[np.ndarr
     for i, (path, _) in enumerate(tqdm(items, desc=f"tiny_imagenet {split}", unit="img", disable=not progress)):
         images[i] = decode_image(path)
     return images, np.asarray([label for _, label in items], dtype=np.int64)
+
+
+@register_dataset("tiny_imagenet")
+class TinyImageNetSpec(DatasetSpec):
+    """Tiny-ImageNet-200: direct-encoded uint8 ``[3, 64, 64]`` images, 200 classes (sorted wnids).
+
+    Augmentation defaults: random crop after 8-pixel zero padding, horizontal flip.
+    """
+
+    encoding = "direct"
+    num_classes = None  # the wnids.txt count (200 in the real data set), stored with the arrays
+    aug_translate_px = 8
+    aug_hflip = True
+
+    def resolve_root(self, data_root):
+        return resolve_root(data_root)
+
+    def layout(self, root):
+        return "tiny_imagenet_200"
+
+    def check_root(self, root, cfg):
+        if cfg.image_size is not None:
+            from ..config import ConfigError
+
+            raise ConfigError(f"data.image_size={cfg.image_size!r}: tiny_imagenet images are read at 64x64; "
+                              "data.image_size applies to image-folder data sets")
+
+    def source_files(self, root, cfg):
+        return source_files(root)
+
+    def read_split(self, root, split, cfg, progress=False, *, seed=0):
+        return read_split(root, split, progress=progress)
+
+    def build_extra(self, arrays, root, cfg):
+        return {**super().build_extra(arrays, root, cfg), "num_classes": len(read_wnids(root / "wnids.txt"))}
+
+    def class_names(self, root, cfg, extra):
+        return read_wnids(root / "wnids.txt") if root is not None else None

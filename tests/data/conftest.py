@@ -14,6 +14,7 @@ from evo_snn.data import reference
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 NMNIST_ROOT = SHARED_DATA / "nmnist_subset"
 DVS_ROOT = SHARED_DATA / "dvs_gesture_mini" / "DvsGesture"
+CIFAR10_JPEG_ROOT = SHARED_DATA / "cifar10_jpeg"
 
 
 @pytest.fixture
@@ -28,6 +29,13 @@ def dvs_root() -> Path:
     if not (DVS_ROOT / "trials_to_train.txt").is_file():
         pytest.skip(f"real DVS128 Gesture fixture not found at {DVS_ROOT} (../shared/data is absent)")
     return DVS_ROOT
+
+
+@pytest.fixture
+def cifar10_jpeg_root() -> Path:
+    if not (CIFAR10_JPEG_ROOT / "train").is_dir():
+        pytest.skip(f"real CIFAR-10 JPEG folder not found at {CIFAR10_JPEG_ROOT} (../shared/data is absent)")
+    return CIFAR10_JPEG_ROOT
 
 
 # ----------------------------------------------------------------- writers
@@ -216,6 +224,35 @@ def make_tiny_imagenet_tree(root: Path, wnids=("n02", "n01", "n03"), per_class: 
     return folder
 
 
+def make_image_folder(root: Path, classes=("cat", "ant", "bee"), per_class: dict | None = None,
+                      size: tuple[int, int] = (6, 5), fmt: str = "PNG", seed: int = 0) -> dict[str, list]:
+    """A tiny image-folder data set: ``root/{train,test}/<class>/<i>.<ext>`` of random RGB images.
+
+    per_class: images per class and split (default train 4, test 2); size: (H, W);
+    fmt: a Pillow format ('PNG' is lossless, so tests can compare pixels exactly).
+    Returns ``{split: [(path, class name, uint8 [3, H, W] array), ...]}`` in the reader's order
+    (classes sorted, then file names).
+    """
+    from PIL import Image
+
+    per_class = per_class or {"train": 4, "test": 2}
+    ext = {"PNG": "png", "JPEG": "jpg", "BMP": "bmp", "WEBP": "webp"}[fmt]
+    rng = np.random.default_rng(seed)
+    out: dict[str, list] = {}
+    for split, n in per_class.items():
+        rows = []
+        for c in sorted(classes):
+            d = root / split / c
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                arr = rng.integers(0, 256, (size[0], size[1], 3), dtype=np.uint8)
+                path = d / f"{i:03d}.{ext}"
+                Image.fromarray(arr, "RGB").save(path, format=fmt, **({"lossless": True} if fmt == "WEBP" else {}))
+                rows.append((path, c, arr.transpose(2, 0, 1)))
+        out[split] = rows
+    return out
+
+
 class SpikingjellyReference:
     """spikingjelly's DVS128 Gesture pipeline, per event (``evo_snn.data.reference``)."""
 
@@ -235,6 +272,7 @@ class Writers:
     write_trial = staticmethod(write_trial)
     make_cifar_tree = staticmethod(make_cifar_tree)
     make_tiny_imagenet_tree = staticmethod(make_tiny_imagenet_tree)
+    make_image_folder = staticmethod(make_image_folder)
     cifar_image_rows = staticmethod(cifar_image_rows)
 
 

@@ -27,8 +27,9 @@ def _need_yaml(dataset: str) -> None:
 
 
 def _check_summary(out: dict, dataset: str) -> None:
-    assert set(out) == {"dataset", "encoding", "num_classes", "frame_shape", "splits"}
+    assert set(out) == {"dataset", "layout", "encoding", "num_classes", "classes", "frame_shape", "splits"}
     assert out["dataset"] == dataset
+    assert out["classes"] is None or len(out["classes"]) == out["num_classes"]
     assert set(out["splits"]) == {"train", "val", "test"}
     for split in out["splits"].values():
         assert set(split) == {"samples", "class_counts", "events_per_sample"}

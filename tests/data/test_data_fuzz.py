@@ -1,10 +1,11 @@
-"""Fuzz: random byte mutations of valid AEDAT 3.1 / N-MNIST files give a result or DatasetFormatError.
+"""Fuzz: random byte mutations of valid AEDAT 3.1 / N-MNIST / image files give a result or DatasetFormatError.
 
 Any other exception (IndexError, struct.error, MemoryError, ...) or a hang fails the test.
 """
 
 from __future__ import annotations
 
+import io
 import struct
 
 import numpy as np
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 
 from evo_snn.data import DatasetFormatError
 from evo_snn.data.aedat import parse_aedat31
+from evo_snn.data.image_folder import decode_image
 from evo_snn.data.nmnist import decode_bin
 
 
@@ -42,8 +44,18 @@ def _nmnist() -> bytes:
     return bytes(out)
 
 
+def _image(fmt: str) -> bytes:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (8, 6, 3), dtype=np.uint8)).save(buf, format=fmt)
+    return buf.getvalue()
+
+
 AEDAT = _aedat()
 NMNIST = _nmnist()
+IMAGES = {fmt: _image(fmt) for fmt in ("PNG", "JPEG", "BMP", "WEBP")}
 
 
 @st.composite
@@ -108,3 +120,31 @@ def test_random_bytes(data):
             parse(data, name)
         except DatasetFormatError:
             pass
+
+
+def _check_image(data: bytes, name: str) -> None:
+    try:
+        img = decode_image(io.BytesIO(data), name=name)
+    except DatasetFormatError as e:
+        assert str(e).startswith(f"{name}: ")
+        return
+    assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[0] == 3
+
+
+def test_unmutated_images_decode():
+    for fmt, data in IMAGES.items():
+        img = decode_image(io.BytesIO(data), name=fmt)
+        assert img.shape == (3, 8, 6) and img.dtype == np.uint8
+
+
+@FUZZ
+@given(st.sampled_from(sorted(IMAGES)).flatmap(lambda fmt: mutations(IMAGES[fmt]).map(lambda d: (fmt, d))))
+def test_image_mutations(case):
+    fmt, data = case
+    _check_image(data, f"fuzz.{fmt.lower()}")
+
+
+@FUZZ
+@given(st.binary(max_size=200))
+def test_random_bytes_as_image(data):
+    _check_image(data, "r.png")

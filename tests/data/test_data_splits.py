@@ -88,10 +88,10 @@ def test_frameset_helpers():
 
 def test_load_splits_argument_errors(tmp_path):
     cfg = DataConfig(cache_dir=str(tmp_path))
-    assert DATASETS == ("synthetic", "nmnist", "dvs_gesture", "cifar10", "cifar100", "tiny_imagenet")
+    assert DATASETS == ("synthetic", "nmnist", "dvs_gesture", "cifar10", "cifar100", "tiny_imagenet", "image_folder")
     with pytest.raises(ConfigError, match="unknown dataset"):
         load_splits("mnist", None, cfg, 0)
-    for name in ("nmnist", "dvs_gesture", "cifar10", "cifar100", "tiny_imagenet"):
+    for name in ("nmnist", "dvs_gesture", "cifar10", "cifar100", "tiny_imagenet", "image_folder"):
         with pytest.raises(DatasetFormatError, match="pass --data-root PATH"):
             load_splits(name, None, cfg, 0)
         with pytest.raises(DatasetFormatError, match="does not exist; pass --data-root PATH"):
