@@ -110,10 +110,14 @@ def _expected_first_loss(mode, ctx, teacher, ann, genome):
     z_s = _logits(sparse, x_seq, train_mode=True)  # the student starts as the sparse teacher, in train mode
     if mode == "none":
         return _ce(z_s, y)
-    if mode == "default":  # Eq. 6-7: p = a on the label, (1-a)/(C-1) elsewhere, softened as softmax(log p / tau)
+    if mode == "default":  # Eq. 6: p = a on the label, (1-a)/(C-1) elsewhere
         p = np.full((len(y), C), (1 - DEFAULT_PROB) / (C - 1))
         p[np.arange(len(y)), y] = DEFAULT_PROB
-        q = p ** (1 / TAU)
+        if getattr(ctx.cfg.kd, "default_form", "hinton") == "paper":
+            # Eq. 7: alpha * KL(softmax(p / tau) || softmax(z_s)) + (1 - alpha) * CE, no tau^2
+            q = np.exp(_log_softmax(p / TAU))
+            return ALPHA * float((q * (np.log(q) - _log_softmax(z_s))).sum(1).mean()) + (1 - ALPHA) * _ce(z_s, y)
+        q = p ** (1 / TAU)  # Hinton-style: softmax(log p / tau)
         return _kd(z_s, q / q.sum(1, keepdims=True), y)
     teaching = {"sparse": sparse, "self": teacher, "ann": ann}[mode]
     z_t = _logits(teaching, x_seq)
@@ -130,10 +134,14 @@ def test_the_teachers_disagree(setup):
     assert np.abs(z_ann - z_dense).max() > 0.1 and np.abs(z_ann - z_sparse).max() > 0.1
 
 
-@pytest.mark.parametrize("mode", ["sparse", "self", "ann", "default", "none"])
+@pytest.mark.parametrize("mode", ["sparse", "self", "ann", "default", "default-hinton", "none"])
 def test_student_loss_follows_kd_mode(setup, mode):
     """Catches: kd=sparse taught by the dense teacher; kd.mode ignored (always CE); student_init ignored."""
     ctx, teacher, ann, genome = setup
+    if mode == "default-hinton":
+        if not hasattr(ctx.cfg.kd, "default_form"):
+            pytest.skip("no kd.default_form")
+        mode, ctx = "default", _with_kd(ctx, default_form="hinton")
     res = GenomeFitness(_with_kd(ctx, mode=mode), torch.device("cpu"))(genome, seed=5)
     expected = {m: _expected_first_loss(m, ctx, teacher, ann, genome) for m in ("sparse", "self", "ann", "default", "none")}
     # the five values are far apart, so matching one of them identifies the teaching network
