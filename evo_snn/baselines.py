@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -50,7 +49,7 @@ from .checkpoint import CheckpointError, load_checkpoint
 from .config import Config, ConfigError
 from .data import DatasetFormatError, load_splits
 from .evaluator import make_evaluator
-from .fitness import FitnessContext, default_device
+from .fitness import FitnessContext, default_device, with_epochs
 from .genome import Genome, GenomeOps
 from .models import build_model
 from .nsga import eval_seed, nondominated, points_hypervolume
@@ -155,7 +154,7 @@ class Comparison:
     def evaluate(self, jobs: list[tuple[Genome, int]], epochs: float | None = None, desc: str = "evaluations"):
         """Fitness results (``FitnessResult`` or the Exception) of ``[(genome, seed)]`` in
         order; ``epochs`` replaces kd.epochs (retraining)."""
-        ctx = self.ctx if epochs is None else replace(self.ctx, cfg=replace(self.cfg, kd=replace(self.cfg.kd, epochs=epochs)))
+        ctx = self.ctx if epochs is None else with_epochs(self.ctx, epochs)
         out: list = [None] * len(jobs)
         if not jobs:
             return out

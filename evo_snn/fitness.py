@@ -10,7 +10,7 @@ import copy
 import os
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn as nn
@@ -39,6 +39,13 @@ class FitnessContext:
     teacher_state: dict[str, torch.Tensor]
     layers: tuple[str, ...]
     ann_teacher_state: dict[str, torch.Tensor] | None = None  # kd.mode 'ann' only
+
+
+def with_epochs(ctx: FitnessContext, epochs: float) -> FitnessContext:
+    """``ctx`` with the KD budget ``kd.epochs`` replaced: the final retraining of a
+    selected member (``search.final_epochs``) runs the same fitness for longer."""
+    cfg = ctx.cfg
+    return replace(ctx, cfg=replace(cfg, kd=replace(cfg.kd, epochs=epochs)))
 
 
 @dataclass

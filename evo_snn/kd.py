@@ -21,8 +21,6 @@ budget (``kd.epochs``) for every mode, so gains are measured at equal cost.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F

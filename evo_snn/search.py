@@ -31,7 +31,7 @@ from .config import Config, ConfigError, load_config
 from .data import DATASETS, DatasetFormatError, load_splits
 from .evaluator import make_evaluator
 from .export import choose_exports, export_member
-from .fitness import FitnessContext, default_device
+from .fitness import FitnessContext, GenomeFitness, default_device, with_epochs
 from .genome import GenomeOps
 from .models import build_model, model_names, select_backend
 from .nsga import StructureSearch, hypervolume
@@ -335,10 +335,16 @@ def _execute(run: RunDir, cfg: Config, splits, device, args, ckpt: Checkpoint | 
         by_uid = {ind.uid: ind for ind in front}
         exported = []
         model_args = (cfg.model, splits.frame_shape, splits.num_classes)
+        retrain = GenomeFitness(with_epochs(ctx, cfg.search.final_epochs)) if cfg.search.final_epochs > 0 else None
         for uid, r in roles.items():
             ind = by_uid[uid]
-            rec = export_member(run, uid, r, ind.genome, ind.metrics, search.results[ind.genome.key].student_state,
-                                teacher, model_args, splits.test, layers)
+            student_state, metrics = search.results[ind.genome.key].student_state, dict(ind.metrics)
+            if retrain is not None:  # select on validation, retrain, test once
+                res = retrain(ind.genome, ind.seed)
+                student_state = res.student_state
+                metrics.update(final_epochs=cfg.search.final_epochs, retrained_val_accuracy=res.metrics["accuracy"],
+                               retrain_samples=res.metrics["train_samples"])
+            rec = export_member(run, uid, r, ind.genome, metrics, student_state, teacher, model_args, splits.test, layers)
             exported.append(rec)
             tqdm.write(f"exported {uid} ({', '.join(r)}): val acc {rec['accuracy']:.3f}, test acc {rec['test_accuracy']:.3f}, "
                        f"sparsity {rec['sparsity']:.3f} -> {run.exported / uid}")

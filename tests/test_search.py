@@ -178,3 +178,21 @@ def test_sigterm_marks_the_run_interrupted(tmp_path):
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 130
     assert json.loads(manifest.read_text())["status"] == "interrupted"
+
+
+def test_final_retraining_before_the_test_measurement(tmp_path):
+    """search.final_epochs > 0: each exported member is retrained from its genome (masks kept)
+    before its single test measurement, and the retrained student is what is exported."""
+    out = tmp_path / "fe"
+    assert main(["--dataset", "synthetic", "--population", "4", "--generations", "0", "--seed", "3", "--out", str(out),
+                 "--no-progress", *TINY, "--set", "search.final_epochs=1"]) == 0
+    ckpt_students = out / "checkpoints" / "students"
+    for d in (out / "exported").iterdir():
+        m = json.loads((d / "metrics.json").read_text())
+        assert m["final_epochs"] == 1.0 and 0 <= m["retrained_val_accuracy"] <= 1 and m["retrain_samples"] > m["train_samples"]
+        exported = torch.load(d / "student.pt", weights_only=True)
+        searched = torch.load(ckpt_students / f"{m['genome_key']}.pt", weights_only=True)
+        assert any(not torch.equal(exported[k], searched[k]) for k in exported if exported[k].is_floating_point())
+        genome = Genome.load(d)
+        for name, mask in genome.mask_dict().items():  # pruned weights stay zero after retraining
+            assert (exported[name + ".weight"].numpy()[~mask] == 0).all()
