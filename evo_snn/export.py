@@ -5,10 +5,14 @@ The test split is used here only, once, at the end of a run, for exported member
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import torch.nn as nn
+from tqdm.auto import tqdm
 
-from .data import FrameSet
+from .data import FrameSet, Splits
+from .fitness import FitnessContext, GenomeFitness, with_epochs
 from .genome import Genome
 from .models import build_model
 from .pruning import sparse_copy, weight_sparsity
@@ -79,3 +83,41 @@ def export_member(run: RunDir, uid: str, roles: list[str], genome: Genome, metri
     record = {"uid": uid, "roles": roles, "genome_key": genome.key, **metrics, **test_metrics}
     run.write_json(f"exported/{uid}/metrics.json", record)
     return record
+
+
+def finalize(run: RunDir, ctx: FitnessContext, archive, results: dict, dense_teacher: nn.Module, splits: Splits,
+             teacher_metrics: dict) -> list[dict]:
+    """The end of a run, where the test split is used, once: choose the best-accuracy and
+    knee members of ``archive`` (validation front), retrain them for
+    ``search.final_epochs`` when > 0 (same KD settings, own seed), export them with
+    their test accuracy, remove exports of members no longer chosen (a resumed run),
+    and add the dense teacher's ``test_accuracy`` to ``teacher_metrics`` and
+    teacher/metrics.json. results: {genome key: FitnessResult} of the archive.
+    Returns the exported records.
+    """
+    cfg = ctx.cfg
+    front = [ind for ind in archive if ind.status != "failed"]
+    roles = choose_exports(front)
+    by_uid = {ind.uid: ind for ind in front}
+    model_args = (cfg.model, splits.frame_shape, splits.num_classes)
+    retrain = GenomeFitness(with_epochs(ctx, cfg.search.final_epochs)) if cfg.search.final_epochs > 0 else None
+    exported = []
+    for uid, r in roles.items():
+        ind = by_uid[uid]
+        student_state, metrics = results[ind.genome.key].student_state, dict(ind.metrics)
+        if retrain is not None:  # select on validation, retrain, test once
+            res = retrain(ind.genome, ind.seed)
+            student_state = res.student_state
+            metrics.update(final_epochs=cfg.search.final_epochs, retrained_val_accuracy=res.metrics["accuracy"],
+                           retrain_samples=res.metrics["train_samples"])
+        rec = export_member(run, uid, r, ind.genome, metrics, student_state, dense_teacher, model_args, splits.test, ctx.layers)
+        exported.append(rec)
+        tqdm.write(f"exported {uid} ({', '.join(r)}): val acc {rec['accuracy']:.3f}, test acc {rec['test_accuracy']:.3f}, "
+                   f"sparsity {rec['sparsity']:.3f} -> {run.exported / uid}")
+    for old in run.exported.iterdir():  # a resumed run may choose other members than before
+        if old.is_dir() and old.name not in roles:
+            shutil.rmtree(old)
+    teacher_metrics["test_accuracy"] = accuracy(dense_teacher, splits.test)
+    run.write_json("teacher/metrics.json", teacher_metrics)
+    tqdm.write(f"dense teacher: test accuracy {teacher_metrics['test_accuracy']:.3f}")
+    return exported

@@ -125,6 +125,17 @@ class RunDir:
     def write_csv(self, rel: str, df: pd.DataFrame) -> None:
         atomic_write_bytes(self.path / rel, df.to_csv(index=False).encode())
 
+    def save_teachers(self, teachers) -> None:
+        """teacher/teacher.pt, metrics.json, split.json (when known) and, for kd.mode 'ann',
+        ann_teacher.pt + ann_metrics.json of an ``evo_snn.teacher.Teachers``."""
+        save_state_dict(self.teacher / "teacher.pt", teachers.dense.state_dict())
+        self.write_json("teacher/metrics.json", teachers.metrics)
+        if teachers.split is not None:
+            self.write_json("teacher/split.json", teachers.split)
+        if teachers.ann_state is not None:
+            save_state_dict(self.teacher / "ann_teacher.pt", teachers.ann_state)
+            self.write_json("teacher/ann_metrics.json", teachers.ann_metrics)
+
     # ------------------------------------------------------------------ manifest
     def start(self, argv: list[str], seed: int, device: str, data_root: str | None = None) -> None:
         """Write manifest.json with status 'running'; ``data_root`` (absolute path or

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import time
 import traceback
@@ -30,16 +29,16 @@ from .checkpoint import Checkpoint, CheckpointError, CheckpointWriter, load_chec
 from .config import Config, ConfigError, load_config
 from .data import DATASETS, DatasetFormatError, load_splits
 from .evaluator import make_evaluator
-from .export import choose_exports, export_member
-from .fitness import FitnessContext, GenomeFitness, default_device, with_epochs
+from .export import finalize
+from .fitness import FitnessContext, default_device
 from .genome import GenomeOps
 from .models import build_model, model_names, select_backend
 from .nsga import StructureSearch, hypervolume
 from .plots import plot_run
 from .pruning import prunable_layers, weight_magnitudes
-from .rundir import RunDir, RunDirError, save_state_dict, sigterm_as_interrupt
-from .teacher import SPLIT_FILE, TeacherLoadError, check_split, load_teacher, read_state_dict, split_fingerprint, train_teacher
-from .train import accuracy
+from .rundir import RunDir, RunDirError, sigterm_as_interrupt
+from .teacher import TeacherLoadError, cpu_state
+from .teacher import prepare as prepare_teachers
 
 EXIT_USAGE = 2
 
@@ -255,109 +254,40 @@ def _evaluations_up_to(run: RunDir, gen: int) -> tuple[list[dict], int]:
 
 
 def _execute(run: RunDir, cfg: Config, splits, device, args, ckpt: Checkpoint | None = None, rows: list[dict] | None = None) -> int:
-    """Teacher -> search (fresh, or continued from ``ckpt``) -> export and plots; returns the exit code
-    and records the final status in manifest.json."""
+    """The stages in order: teachers -> search (fresh, or continued from ``ckpt``) ->
+    export (the test split, once) -> plots; returns the exit code and records the final
+    status in manifest.json."""
     progress = not args.no_progress
-    seed = cfg.search.seed
     tqdm.write(f"{cfg.dataset}: {len(splits.train)} train / {len(splits.val)} val / {len(splits.test)} test samples, "
                f"frames [T, C, H, W] = {list(splits.frame_shape)}, {splits.num_classes} classes")
     evaluator = None
     try:
         t0 = time.perf_counter()
-        if ckpt is not None:  # the run's own teacher(s)
-            teacher, loaded = load_teacher(run.teacher / "teacher.pt", cfg, splits, device)
-            mpath = run.teacher / "metrics.json"
-            tmetrics = json.loads(mpath.read_text()) if mpath.is_file() else loaded
-            if abs(tmetrics.get("val_accuracy", loaded["val_accuracy"]) - loaded["val_accuracy"]) > 1e-6:
-                tqdm.write(f"warning: the teacher's validation accuracy is {loaded['val_accuracy']:.4f} now, "
-                           f"{tmetrics['val_accuracy']:.4f} in {mpath}: has the data set changed?")
-        elif args.teacher:
-            fingerprint = split_fingerprint(cfg, splits)
-            warning = check_split(args.teacher, fingerprint)  # raises TeacherLoadError on another split
-            if warning:
-                tqdm.write(f"warning: {warning}")
-            teacher, tmetrics = load_teacher(args.teacher, cfg, splits, device)
-        else:
-            teacher, tmetrics = train_teacher(cfg, splits, seed, device, progress)
-            fingerprint = split_fingerprint(cfg, splits)
-        run.note(backend=select_backend(teacher, device))
-        if ckpt is None:
-            save_state_dict(run.teacher / "teacher.pt", teacher.state_dict())
-            run.write_json("teacher/metrics.json", tmetrics)
-            if not (args.teacher and warning):  # only a split the teacher is known to be trained on
-                run.write_json(f"teacher/{SPLIT_FILE}", fingerprint)
-        tqdm.write(f"dense teacher: validation accuracy {tmetrics['val_accuracy']:.3f} ({time.perf_counter() - t0:.0f} s)")
+        teachers = prepare_teachers(cfg, splits, device, run_teacher_dir=run.teacher, resume=ckpt is not None,
+                                    teacher_path=args.teacher, progress=progress)
+        if teachers.fresh:
+            run.save_teachers(teachers)
+        run.note(backend=select_backend(teachers.dense, device))
 
-        ann_state = None
-        if cfg.kd.mode == "ann" and ckpt is not None:
-            ann_state = read_state_dict(run.teacher / "ann_teacher.pt", "a kd.mode 'ann' run needs its ANN teacher to resume")
-        elif cfg.kd.mode == "ann":  # ANN-teacher KD: train the ReLU twin of the teacher once
-            ann_cfg = replace(cfg, model=cfg.model.ann_twin())
-            ann, ann_metrics = train_teacher(ann_cfg, splits, seed, device, progress)
-            ann_state = {k: v.detach().cpu() for k, v in ann.state_dict().items()}
-            save_state_dict(run.teacher / "ann_teacher.pt", ann_state)
-            run.write_json("teacher/ann_metrics.json", ann_metrics)
-            tqdm.write(f"ANN teacher: validation accuracy {ann_metrics['val_accuracy']:.3f}")
-
-        layers = tuple(prunable_layers(teacher, cfg.genome.prunable))
+        layers = tuple(prunable_layers(teachers.dense, cfg.genome.prunable))
         ctx = FitnessContext(cfg, splits.train, splits.val, splits.frame_shape, splits.num_classes,
-                             {k: v.detach().cpu() for k, v in teacher.state_dict().items()}, layers, ann_state)
-        ops = GenomeOps(weight_magnitudes(teacher, layers), cfg.genome)
+                             cpu_state(teachers.dense), layers, teachers.ann_state)
         evaluator = make_evaluator(ctx, cfg.search.workers, args.address)
-        logger = RunLogger(run)
-        checkpoints = CheckpointWriter(run.checkpoints)
-        search: StructureSearch | None = None
-
-        def on_generation(gen, pop, archive, n_evals, elapsed_s):
-            logger.on_generation(gen, pop, archive, n_evals, elapsed_s)
-            checkpoints.save(search.state_dict(), logger.generations)
-
-        search = StructureSearch(ops, evaluator, cfg.search, cfg.genome, logger.on_evaluation, on_generation, progress)
+        logger, checkpoints = RunLogger(run), CheckpointWriter(run.checkpoints)
+        search = StructureSearch(GenomeOps(weight_magnitudes(teachers.dense, layers), cfg.genome), evaluator, cfg.search,
+                                 cfg.genome, logger.on_evaluation, progress=progress)
+        search.on_generation = lambda *a: (logger.on_generation(*a), checkpoints.save(search.state_dict(), logger.generations))
         if ckpt is not None:
-            try:
-                search.load_state_dict(ckpt.state)
-            except ValueError as e:
-                raise CheckpointError(f"checkpoint in {run.checkpoints} does not fit {run.path / 'config.json'}: {e}") from e
-            if ckpt.torch_rng is not None:
-                torch.set_rng_state(ckpt.torch_rng)
-            checkpoints.adopt(search.results)
-            logger.rows = list(rows or [])
-            logger.generations = list(ckpt.logbook)
-            run.write_csv("generations.csv", pd.DataFrame(logger.generations))
-            run.write_csv("pareto.csv", pareto_frame(search.archive))
+            _restore(run, search, ckpt, logger, checkpoints, rows)
         archive = search.run()
         evaluator.close()
         evaluator = None
 
-        # --- the end of the run: the test split is used here, once ---
-        front = [ind for ind in archive if ind.status != "failed"]
-        roles = choose_exports(front)
-        by_uid = {ind.uid: ind for ind in front}
-        exported = []
-        model_args = (cfg.model, splits.frame_shape, splits.num_classes)
-        retrain = GenomeFitness(with_epochs(ctx, cfg.search.final_epochs)) if cfg.search.final_epochs > 0 else None
-        for uid, r in roles.items():
-            ind = by_uid[uid]
-            student_state, metrics = search.results[ind.genome.key].student_state, dict(ind.metrics)
-            if retrain is not None:  # select on validation, retrain, test once
-                res = retrain(ind.genome, ind.seed)
-                student_state = res.student_state
-                metrics.update(final_epochs=cfg.search.final_epochs, retrained_val_accuracy=res.metrics["accuracy"],
-                               retrain_samples=res.metrics["train_samples"])
-            rec = export_member(run, uid, r, ind.genome, metrics, student_state, teacher, model_args, splits.test, layers)
-            exported.append(rec)
-            tqdm.write(f"exported {uid} ({', '.join(r)}): val acc {rec['accuracy']:.3f}, test acc {rec['test_accuracy']:.3f}, "
-                       f"sparsity {rec['sparsity']:.3f} -> {run.exported / uid}")
-        for old in run.exported.iterdir():  # a resumed run may choose other members than before
-            if old.is_dir() and old.name not in roles:
-                shutil.rmtree(old)
-        tmetrics["test_accuracy"] = accuracy(teacher, splits.test)
-        run.write_json("teacher/metrics.json", tmetrics)
-        tqdm.write(f"dense teacher: test accuracy {tmetrics['test_accuracy']:.3f}")
-
+        exported = finalize(run, ctx, archive, search.results, teachers.dense, splits, teachers.metrics)
         evals = pd.DataFrame([r for r in logger.rows if r["status"] == "ok"])
-        plot_run(run.plots, evals, pareto_frame(archive), pd.DataFrame(logger.generations), tmetrics["val_accuracy"], exported)
-        run.finish("completed", n_evaluations=len(logger.rows), exported=sorted(roles), wall_s=time.perf_counter() - t0)
+        plot_run(run.plots, evals, pareto_frame(archive), pd.DataFrame(logger.generations), teachers.metrics["val_accuracy"], exported)
+        run.finish("completed", n_evaluations=len(logger.rows), exported=sorted(r["uid"] for r in exported),
+                   wall_s=time.perf_counter() - t0)
         tqdm.write(f"done: {run.path}")
         return 0
     except (TeacherLoadError, CheckpointError) as e:
@@ -374,6 +304,23 @@ def _execute(run: RunDir, cfg: Config, splits, device, args, ckpt: Checkpoint | 
     finally:
         if evaluator is not None:
             evaluator.close()
+
+
+def _restore(run: RunDir, search: StructureSearch, ckpt: Checkpoint, logger: RunLogger, checkpoints: CheckpointWriter,
+             rows: list[dict] | None) -> None:
+    """Continue ``search`` from ``ckpt``: its state, the driver's torch RNG, the logger's rows
+    and logbook, and the run's generations.csv / pareto.csv as of the checkpoint."""
+    try:
+        search.load_state_dict(ckpt.state)
+    except ValueError as e:
+        raise CheckpointError(f"checkpoint in {run.checkpoints} does not fit {run.path / 'config.json'}: {e}") from e
+    if ckpt.torch_rng is not None:
+        torch.set_rng_state(ckpt.torch_rng)
+    checkpoints.adopt(search.results)
+    logger.rows = list(rows or [])
+    logger.generations = list(ckpt.logbook)
+    run.write_csv("generations.csv", pd.DataFrame(logger.generations))
+    run.write_csv("pareto.csv", pareto_frame(search.archive))
 
 
 def main(argv: list[str] | None = None) -> int:

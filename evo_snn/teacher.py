@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -112,3 +113,65 @@ def load_teacher(path: str | Path, cfg: Config, splits: Splits, device: torch.de
                                f"(set model.* as in the run that trained it): {str(e).splitlines()[0]}") from e
     model.to(device).eval()
     return model, {"val_accuracy": accuracy(model, splits.val), "source": str(path)}
+
+
+@dataclass
+class Teachers:
+    """The networks that teach in a run.
+
+    dense: the dense SNN teacher (eval mode, on the run's device); metrics: its
+    ``val_accuracy`` and training record; split: the train/validation split
+    fingerprint to store beside teacher.pt (None when it cannot be vouched for: a
+    ``--teacher`` without split.json); ann_state / ann_metrics: the ReLU twin's
+    state_dict (CPU) and metrics, ``kd.mode='ann'`` only; fresh: not yet saved in the run.
+    """
+
+    dense: nn.Module
+    metrics: dict
+    split: dict | None = None
+    ann_state: dict[str, torch.Tensor] | None = None
+    ann_metrics: dict | None = None
+    fresh: bool = True
+
+
+def prepare(cfg: Config, splits: Splits, device: torch.device, *, run_teacher_dir: Path, resume: bool,
+            teacher_path: str | None = None, progress: bool = True) -> Teachers:
+    """The run's teachers: reloaded from ``run_teacher_dir`` when resuming, else loaded
+    from ``teacher_path`` (its split checked, ``check_split``) or trained; plus the ANN
+    twin for ``kd.mode='ann'`` (reloaded or trained). Writes no files.
+
+    raises TeacherLoadError (missing or unfitting checkpoint, another split).
+    """
+    t0 = time.perf_counter()
+    split = None
+    if resume:  # the run's own teacher(s)
+        dense, loaded = load_teacher(run_teacher_dir / "teacher.pt", cfg, splits, device)
+        mpath = run_teacher_dir / "metrics.json"
+        metrics = json.loads(mpath.read_text()) if mpath.is_file() else loaded
+        if abs(metrics.get("val_accuracy", loaded["val_accuracy"]) - loaded["val_accuracy"]) > 1e-6:
+            tqdm.write(f"warning: the teacher's validation accuracy is {loaded['val_accuracy']:.4f} now, "
+                       f"{metrics['val_accuracy']:.4f} in {mpath}: has the data set changed?")
+    elif teacher_path:
+        split = split_fingerprint(cfg, splits)
+        warning = check_split(teacher_path, split)
+        if warning:
+            tqdm.write(f"warning: {warning}")
+            split = None  # not vouched for: not stored
+        dense, metrics = load_teacher(teacher_path, cfg, splits, device)
+    else:
+        dense, metrics = train_teacher(cfg, splits, cfg.search.seed, device, progress)
+        split = split_fingerprint(cfg, splits)
+    tqdm.write(f"dense teacher: validation accuracy {metrics['val_accuracy']:.3f} ({time.perf_counter() - t0:.0f} s)")
+    teachers = Teachers(dense, metrics, split, fresh=not resume)
+    if cfg.kd.mode == "ann" and resume:
+        teachers.ann_state = read_state_dict(run_teacher_dir / "ann_teacher.pt", "a kd.mode 'ann' run needs its ANN teacher to resume")
+    elif cfg.kd.mode == "ann":  # ANN-teacher KD: train the ReLU twin of the teacher once
+        ann, teachers.ann_metrics = train_teacher(replace(cfg, model=cfg.model.ann_twin()), splits, cfg.search.seed, device, progress)
+        teachers.ann_state = cpu_state(ann)
+        tqdm.write(f"ANN teacher: validation accuracy {teachers.ann_metrics['val_accuracy']:.3f}")
+    return teachers
+
+
+def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """``model.state_dict()`` detached, on the CPU (what a FitnessContext and a checkpoint hold)."""
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
