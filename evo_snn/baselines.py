@@ -288,8 +288,20 @@ def compare(run: RunDir, methods=METHODS, ratios=DEFAULT_RATIOS, n_random: int |
     from .plots import plot_comparison  # matplotlib only where plots are drawn
 
     plot_comparison(run.plots / f"comparison{tag}.png", table, teacher_test, val=False)
-    plot_comparison(run.plots / f"pareto_baselines{tag}.png", table, None, val=True)
+    _redraw_pareto(run, table)
     return doc
+
+
+def _redraw_pareto(run: RunDir, table: pd.DataFrame) -> None:
+    """plots/pareto.png of the run again, with each baseline's validation front on it."""
+    from .plots import plot_run
+
+    rows = [json.loads(x) for x in (run.path / "evaluations.jsonl").read_text().splitlines()]
+    evals = pd.DataFrame([r for r in rows if r.get("status") == "ok"])
+    exported = [json.loads(p.read_text()) for p in sorted(run.exported.glob("*/metrics.json"))]
+    teacher_val = json.loads((run.teacher / "metrics.json").read_text())["val_accuracy"]
+    plot_run(run.plots, evals, pd.read_csv(run.path / "pareto.csv"), pd.read_csv(run.path / "generations.csv"),
+             teacher_val, exported, baselines=table)
 
 
 def format_comparison(doc: dict) -> str:

@@ -15,6 +15,9 @@ import pandas as pd  # noqa: E402
 from .rundir import atomic_write_bytes  # noqa: E402
 
 
+METHOD_COLOURS = {"search": "crimson", "global": "tab:blue", "uniform": "tab:green", "random": "tab:orange"}
+
+
 def _save(fig, path: Path) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
@@ -23,21 +26,27 @@ def _save(fig, path: Path) -> None:
 
 
 def plot_run(plots_dir: Path, evaluations: pd.DataFrame, pareto: pd.DataFrame, generations: pd.DataFrame,
-             dense_teacher_accuracy: float, exported: list[dict]) -> None:
+             dense_teacher_accuracy: float, exported: list[dict], baselines: pd.DataFrame | None = None) -> None:
     """Write pareto.png, hypervolume.png and (if any member was exported) layer_sparsity.png.
 
     evaluations: columns gen, accuracy, sparsity (status 'ok' rows); pareto: uid,
     accuracy, sparsity; generations: gen, hypervolume; accuracies/sparsities are fractions.
+    baselines: ``evo_snn.baselines``' table (method, selected, sparsity, val_accuracy):
+    each baseline's validation front is drawn on pareto.png in its own colour.
     """
     fig, ax = plt.subplots(figsize=(6, 4.5))
     sc = ax.scatter(evaluations["sparsity"], evaluations["accuracy"], c=evaluations["gen"], cmap="viridis", s=18, alpha=0.7, label="evaluated")
     fig.colorbar(sc, ax=ax, label="generation")
     front = pareto.sort_values("sparsity")
     ax.plot(front["sparsity"], front["accuracy"], "o-", color="crimson", label="Pareto front")
+    if baselines is not None:
+        for method, part in baselines[baselines["method"] != "search"].groupby("method", sort=False):
+            sel = part[part["selected"].astype(bool) & part["val_accuracy"].notna()].sort_values("sparsity")
+            ax.plot(sel["sparsity"], sel["val_accuracy"], "s--", ms=4, color=METHOD_COLOURS.get(method), label=f"{method} baseline")
     ax.axhline(dense_teacher_accuracy, ls="--", color="gray", label="dense teacher")
     ax.set_xlabel("student sparsity (fraction of zero weights)")
     ax.set_ylabel("student validation accuracy")
-    ax.legend(loc="lower left")
+    ax.legend(loc="lower left", fontsize=8)
     _save(fig, plots_dir / "pareto.png")
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -73,9 +82,6 @@ def plot_reproduction(summary: pd.DataFrame, path: Path) -> None:
     ax.set_ylabel("test accuracy (mean ± std over seeds)")
     ax.legend(fontsize=8)
     _save(fig, path)
-
-
-METHOD_COLOURS = {"search": "crimson", "global": "tab:blue", "uniform": "tab:green", "random": "tab:orange"}
 
 
 def plot_comparison(path: Path, table: pd.DataFrame, dense_teacher_accuracy: float | None, val: bool) -> None:
