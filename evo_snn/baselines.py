@@ -51,6 +51,7 @@ from .data import DatasetFormatError, load_splits
 from .evaluator import make_evaluator
 from .fitness import FitnessContext, default_device, with_epochs
 from .genome import Genome, GenomeOps
+from .kd import kd_mode
 from .models import build_model
 from .nsga import eval_seed, nondominated, points_hypervolume
 from .pruning import prunable_layers, weight_magnitudes
@@ -143,7 +144,7 @@ class Comparison:
         self.device = default_device()
         self.teacher, _ = load_teacher(run.teacher / "teacher.pt", cfg, self.splits, self.device)
         ann = read_state_dict(run.teacher / "ann_teacher.pt", "a kd.mode 'ann' run needs its ANN teacher") \
-            if cfg.kd.mode == "ann" else None
+            if kd_mode(cfg.kd.mode).needs_ann else None
         self.layers = tuple(prunable_layers(self.teacher, cfg.genome.prunable))
         self.ops = GenomeOps(weight_magnitudes(self.teacher, self.layers), cfg.genome)
         self.ctx = FitnessContext(self.cfg, self.splits.train, self.splits.val, self.splits.frame_shape,

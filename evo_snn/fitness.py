@@ -17,7 +17,7 @@ import torch.nn as nn
 from .config import Config
 from .data import FrameSet
 from .genome import Genome
-from .kd import student_loss, teacher_for
+from .kd import kd_mode, student_loss, teacher_for
 from .models import build_model, select_backend
 from .pruning import apply_masks, make_permanent, sparse_copy, weight_sparsity
 from .train import accuracy, samples_processed, train_steps
@@ -72,7 +72,7 @@ class GenomeFitness:
         self.teacher.requires_grad_(False).eval()
         self.backend = select_backend(self.teacher, self.device)  # students copy the teacher's nodes
         self.ann_teacher = None
-        if ctx.cfg.kd.mode == "ann":
+        if kd_mode(ctx.cfg.kd.mode).needs_ann:
             if ctx.ann_teacher_state is None:
                 raise ValueError("kd.mode 'ann' needs the ANN teacher's state_dict in the FitnessContext")
             self.ann_teacher = self.build(ann=True)

@@ -21,13 +21,52 @@ budget (``kd.epochs``) for every mode, so gains are measured at equal cost.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import KD_MODES  # noqa: F401  (re-exported)
 
-TEACHER_MODES = ("sparse", "self", "ann")  # modes that run a teacher network
+
+@dataclass(frozen=True)
+class KDMode:
+    """One KD variant: which network teaches (``teacher``: 'sparse' = the genome's masked
+    teacher, 'dense' = the unpruned teacher, 'ann' = the ReLU twin, None = no teacher
+    network) and the loss it trains the student with (``loss``: 'kd' = ``KDLoss``,
+    'virtual' = ``VirtualTeacherLoss``, 'ce' = cross-entropy only)."""
+
+    name: str
+    teacher: str | None
+    loss: str
+
+    @property
+    def needs_ann(self) -> bool:
+        """An ANN twin of the teacher must be trained first (once per run)."""
+        return self.teacher == "ann"
+
+    @property
+    def ratio_dependent(self) -> bool:
+        """The student's target depends on the genome (its prune ratios)."""
+        return self.teacher == "sparse"
+
+
+# The one table of KD modes: search, fitness, teacher preparation and reproduce query it.
+MODES = {m.name: m for m in (
+    KDMode("sparse", "sparse", "kd"),
+    KDMode("self", "dense", "kd"),
+    KDMode("default", None, "virtual"),
+    KDMode("ann", "ann", "kd"),
+    KDMode("none", None, "ce"),
+)}
+KD_MODES = tuple(MODES)
+
+
+def kd_mode(name: str) -> KDMode:
+    """The table entry of ``name``; raises ValueError naming the known modes."""
+    if name not in MODES:
+        raise ValueError(f"unknown kd mode {name!r}; known: {list(KD_MODES)}")
+    return MODES[name]
 
 
 def _check(alpha: float, temperature: float) -> None:
@@ -119,7 +158,7 @@ class VirtualTeacherLoss(nn.Module):
 def teacher_for(mode: str, *, sparse: nn.Module | None, dense: nn.Module | None, ann: nn.Module | None) -> nn.Module | None:
     """The network that teaches in ``mode``: the sparse (masked) teacher for 'sparse', the
     dense teacher for 'self', the ANN twin for 'ann'; None for 'default' and 'none'."""
-    return {"sparse": sparse, "self": dense, "ann": ann}.get(mode)
+    return {"sparse": sparse, "dense": dense, "ann": ann, None: None}[kd_mode(mode).teacher]
 
 
 def student_loss(kd_cfg, num_classes: int, teacher: nn.Module | None):
@@ -131,10 +170,10 @@ def student_loss(kd_cfg, num_classes: int, teacher: nn.Module | None):
     """
     from spikingjelly.activation_based import functional
 
-    mode = kd_cfg.mode
-    if mode in TEACHER_MODES:
+    mode = kd_mode(kd_cfg.mode)
+    if mode.loss == "kd":
         if teacher is None:
-            raise ValueError(f"kd mode {mode!r} needs a teacher network")
+            raise ValueError(f"kd mode {mode.name!r} needs a teacher network")
         kd = KDLoss(kd_cfg.alpha, kd_cfg.temperature)
 
         def loss_fn(z_s, y, x_seq):
@@ -144,9 +183,7 @@ def student_loss(kd_cfg, num_classes: int, teacher: nn.Module | None):
             return kd(z_s, z_t, y)
 
         return loss_fn
-    if mode == "default":
+    if mode.loss == "virtual":
         vt = VirtualTeacherLoss(kd_cfg.alpha, kd_cfg.temperature, kd_cfg.default_prob, kd_cfg.default_form)
         return lambda z_s, y, _x_seq: vt(z_s, y)
-    if mode == "none":
-        return lambda z_s, y, _x_seq: F.cross_entropy(z_s, y)
-    raise ValueError(f"unknown kd mode {mode!r}; known: {list(KD_MODES)}")
+    return lambda z_s, y, _x_seq: F.cross_entropy(z_s, y)

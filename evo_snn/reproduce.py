@@ -25,11 +25,11 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .config import KD_MODES, ConfigError, load_config
+from .config import ConfigError, load_config
 from .data import DATASETS, DatasetFormatError, load_splits
 from .fitness import default_device
 from .genome import GenomeOps
-from .kd import student_loss, teacher_for
+from .kd import KD_MODES, kd_mode, student_loss, teacher_for
 from .models import build_model, model_names
 from .plots import plot_reproduction
 from .pruning import prunable_layers, sparse_copy, weight_magnitudes
@@ -37,7 +37,6 @@ from .rundir import RunDir, RunDirError, save_state_dict, sigterm_as_interrupt
 from .teacher import train_teacher
 from .train import accuracy, train_steps
 
-RATIO_FREE = ("none", "default", "self", "ann")
 
 
 def _floats(text: str) -> list[float]:
@@ -133,7 +132,7 @@ def run(args, argv: list[str]) -> int:
             student_seed = int(np.random.SeedSequence([seed, 1]).generate_state(1)[0])
 
             def student_accuracy(mode: str, ratio: float, teaching) -> float:
-                key = (mode, 0.0 if mode in RATIO_FREE else ratio)
+                key = (mode, ratio if kd_mode(mode).ratio_dependent else 0.0)
                 if key not in cache:
                     torch.manual_seed(student_seed)
                     student = build_model(cfg.model, splits.frame_shape, splits.num_classes).to(device)

@@ -30,6 +30,7 @@ from .config import Config, ConfigError, load_config
 from .data import DATASETS, DatasetFormatError, load_splits
 from .evaluator import make_evaluator
 from .export import finalize
+from .kd import kd_mode
 from .fitness import FitnessContext, default_device
 from .genome import GenomeOps
 from .models import build_model, model_names, select_backend
@@ -186,7 +187,7 @@ def resume_search(args, argv: list[str]) -> int:
         if cfg.search.generations < ckpt.gen:
             raise ConfigError(f"{run.path} has completed generation {ckpt.gen}; --generations {cfg.search.generations} "
                               f"would go back (give --generations >= {ckpt.gen})")
-        needed = ["teacher.pt"] + (["ann_teacher.pt"] if cfg.kd.mode == "ann" else [])
+        needed = ["teacher.pt"] + (["ann_teacher.pt"] if kd_mode(cfg.kd.mode).needs_ann else [])
         for name in needed:
             if not (run.teacher / name).is_file():
                 raise RunDirError(f"{run.teacher / name} not found; a run resumes with its own teacher"

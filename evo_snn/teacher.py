@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from .config import Config
 from .data import Splits
+from .kd import kd_mode
 from .models import build_model
 from .train import accuracy, ce_loss, train_steps
 
@@ -163,9 +164,10 @@ def prepare(cfg: Config, splits: Splits, device: torch.device, *, run_teacher_di
         split = split_fingerprint(cfg, splits)
     tqdm.write(f"dense teacher: validation accuracy {metrics['val_accuracy']:.3f} ({time.perf_counter() - t0:.0f} s)")
     teachers = Teachers(dense, metrics, split, fresh=not resume)
-    if cfg.kd.mode == "ann" and resume:
+    needs_ann = kd_mode(cfg.kd.mode).needs_ann
+    if needs_ann and resume:
         teachers.ann_state = read_state_dict(run_teacher_dir / "ann_teacher.pt", "a kd.mode 'ann' run needs its ANN teacher to resume")
-    elif cfg.kd.mode == "ann":  # ANN-teacher KD: train the ReLU twin of the teacher once
+    elif needs_ann:  # ANN-teacher KD: train the ReLU twin of the teacher once
         ann, teachers.ann_metrics = train_teacher(replace(cfg, model=cfg.model.ann_twin()), splits, cfg.search.seed, device, progress)
         teachers.ann_state = cpu_state(ann)
         tqdm.write(f"ANN teacher: validation accuracy {teachers.ann_metrics['val_accuracy']:.3f}")

@@ -157,3 +157,23 @@ def test_virtual_teacher_paper_form_by_hand():
     assert got == pytest.approx(expected, rel=1e-6)
     with pytest.raises(ValueError, match="unknown virtual-teacher form"):
         virtual_teacher_probs(y, 3, a, tau, form="tf")
+
+
+def test_one_table_of_kd_modes():
+    """Config validation, teacher preparation and reproduce all read kd.MODES."""
+    from evo_snn.config import ConfigError, load_config
+    from evo_snn.kd import KD_MODES, MODES, kd_mode, teacher_for
+
+    assert KD_MODES == ("sparse", "self", "default", "ann", "none")
+    assert [m for m in KD_MODES if MODES[m].needs_ann] == ["ann"]
+    assert [m for m in KD_MODES if MODES[m].ratio_dependent] == ["sparse"]
+    nets = {"sparse": object(), "dense": object(), "ann": object()}
+    assert teacher_for("self", sparse=nets["sparse"], dense=nets["dense"], ann=nets["ann"]) is nets["dense"]
+    assert teacher_for("sparse", sparse=nets["sparse"], dense=nets["dense"], ann=nets["ann"]) is nets["sparse"]
+    assert teacher_for("default", sparse=nets["sparse"], dense=nets["dense"], ann=nets["ann"]) is None
+    for m in KD_MODES:
+        assert load_config("synthetic", overrides=[f"kd={m}"]).kd.mode == m
+    with pytest.raises(ConfigError, match="kd.mode must be one of"):
+        load_config("synthetic", overrides=["kd=teacherless"])
+    with pytest.raises(ValueError, match="unknown kd mode"):
+        kd_mode("teacherless")
