@@ -117,6 +117,7 @@ class GenomeFitness:
             "wall_s": time.perf_counter() - t0,
             "worker": f"{socket.gethostname()}:{os.getpid()}",
             "device": str(self.device),
+            "threads": torch.get_num_threads(),
             "backend": self.backend,
         }
         state = {k: v.detach().cpu() for k, v in student.state_dict().items()}

@@ -66,6 +66,7 @@ def test_ray_evaluator_matches_serial(ctx, ray_session):
     finally:
         ev.close()
     assert sorted(parallel) == [0, 1, 2]
+    assert all(parallel[i].metrics["threads"] == 1 for i in parallel)  # one thread per 1-CPU actor
     workers = {parallel[i].metrics["worker"] for i in parallel}
     assert not any(w.endswith(f":{os.getpid()}") for w in workers)  # ran in Ray actors, not here
     for i in range(3):
