@@ -8,7 +8,10 @@ per-genome budget, seed scheme):
 - ``uniform``: every layer pruned by its own |W| at one ratio, for each ``--ratios``;
 - ``global``: one |W| threshold over all prunable weights (Eq. 3 of the sparse-KD
   paper applied globally) at each ``--ratios`` sparsity;
-- ``random``: random genomes (``GenomeOps.random``), as many as the search evaluated.
+- ``random``: random genomes (``GenomeOps.random``), as many as the search evaluated;
+- ``global_long``: ``global`` at equal compute: each ratio's student is KD-trained for
+  the search's training samples divided by the number of ratios (kd.epochs scaled up),
+  what a user with the search's budget would do instead of searching.
 
 Protocol (the same rule for the search and every baseline):
 
@@ -59,12 +62,12 @@ from .rundir import RunDir, RunDirError, sigterm_as_interrupt
 from .teacher import TeacherLoadError, load_teacher, read_state_dict
 from .train import accuracy, samples_processed
 
-METHODS = ("uniform", "global", "random")
+METHODS = ("uniform", "global", "random", "global_long")
 DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 FIXED_SPARSITIES = (0.5, 0.7, 0.8, 0.9, 0.95)
 # seed streams: eval_seed(root seed, stream, index); far above any generation number,
 # so no baseline evaluation replays a search evaluation's seed
-STREAMS = {"uniform": 1_000_001, "global": 1_000_002, "random": 1_000_003}
+STREAMS = {"uniform": 1_000_001, "global": 1_000_002, "random": 1_000_003, "global_long": 1_000_004}
 EXIT_USAGE = 2
 
 
@@ -107,7 +110,7 @@ def baseline_genomes(method: str, ops: GenomeOps, ratios, n_random: int, rng: np
     """(genome, ratio) pairs of one baseline method; raises ValueError for an unknown method."""
     if method == "uniform":
         return [(ops.uniform_magnitude(r), r) for r in ratios]
-    if method == "global":
+    if method in ("global", "global_long"):
         return [(ops.global_magnitude(r), r) for r in ratios]
     if method == "random":
         return [(ops.random(rng), None) for _ in range(n_random)]
@@ -199,12 +202,17 @@ class Comparison:
                 samples += int(row.get("train_samples", per_eval)) if row.get("status") == "ok" else per_eval
         return n, samples
 
-    def baseline_members(self, method: str, ratios, n_random: int) -> list[Member]:
+    def baseline_members(self, method: str, ratios, n_random: int, search_samples: int = 0) -> list[Member]:
+        """Evaluate one baseline method on validation and mark its validation front.
+        search_samples: the search's training samples (``global_long`` spends as many)."""
         root = self.cfg.search.seed
         rng = np.random.default_rng([root, STREAMS[method]])
         pairs = baseline_genomes(method, self.ops, ratios, n_random, rng)
         jobs = [(g, eval_seed(root, STREAMS[method], i)) for i, (g, _) in enumerate(pairs)]
-        results = self.evaluate(jobs, desc=f"{method} baseline")
+        epochs = None
+        if method == "global_long":  # the search's budget, shared among the ratios
+            epochs = max(search_samples, 1) / (len(pairs) * max(len(self.splits.train), 1))
+        results = self.evaluate(jobs, epochs=epochs, desc=f"{method} baseline")
         members = []
         for i, ((g, ratio), (_, seed), res) in enumerate(zip(pairs, jobs, results)):
             uid = f"{method}-{i:04d}"
@@ -247,7 +255,7 @@ def compare(run: RunDir, methods=METHODS, ratios=DEFAULT_RATIOS, n_random: int |
     n_search, search_samples = cmp.search_compute()
     groups = {"search": cmp.search_members()}
     for method in methods:
-        groups[method] = cmp.baseline_members(method, ratios, n_search if n_random is None else n_random)
+        groups[method] = cmp.baseline_members(method, ratios, n_search if n_random is None else n_random, search_samples)
         if progress:
             tqdm.write(f"{method}: {len(groups[method])} evaluations, "
                        f"{sum(m.selected for m in groups[method])} on the validation front")
@@ -341,8 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m evo_snn.baselines", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory of evo_snn.search with checkpoints/")
-    p.add_argument("--methods", type=_methods, default=list(METHODS), help="comma-separated, from uniform,global,random, or 'none' (only the search front is "
-                   "measured) (default: all)")
+    p.add_argument("--methods", type=_methods, default=list(METHODS), help="comma-separated, from "
+                   f"{','.join(METHODS)}, or 'none' (only the search front is measured) (default: all)")
     p.add_argument("--suffix", default="", help="write baselines-SUFFIX.csv, comparison-SUFFIX.json and "
                    "plots/comparison-SUFFIX.png, e.g. to keep results with and without --final-epochs side by side")
     p.add_argument("--ratios", type=_floats, default=list(DEFAULT_RATIOS),

@@ -91,7 +91,7 @@ def run_dir(tmp_path_factory, one_torch_thread):
 def test_comparison_files_and_protocol(run_dir):
     doc = json.loads((run_dir / "comparison.json").read_text())
     table = pd.read_csv(run_dir / "baselines.csv")
-    assert set(doc["methods"]) == {"search", "uniform", "global", "random"}
+    assert set(doc["methods"]) == {"search", "uniform", "global", "random", "global_long"}
     assert (run_dir / "plots" / "comparison.png").is_file() and not list(run_dir.rglob("*.tmp-*"))
     counts = table.groupby("method").size().to_dict()
     assert counts["uniform"] == counts["global"] == 3 and counts["random"] == 3
@@ -120,6 +120,11 @@ def test_comparison_files_and_protocol(run_dir):
     assert doc["methods"]["search"]["evaluations"] == len(real)
     assert doc["methods"]["search"]["train_samples"] == sum(r["train_samples"] for r in real)
     assert doc["methods"]["uniform"]["train_samples"] == 3 * real[0]["train_samples"]
+    # global_long: the global genomes again, trained with the search's budget shared among the ratios
+    long, short = table[table.method == "global_long"], table[table.method == "global"]
+    assert list(long.genome_key) == list(short.genome_key)
+    spent, search_spent = doc["methods"]["global_long"]["train_samples"], doc["methods"]["search"]["train_samples"]
+    assert search_spent <= spent < search_spent + 3 * 32  # at most one extra batch per ratio
 
 
 def test_final_retraining_is_counted_and_changes_the_students(run_dir):
