@@ -193,6 +193,10 @@ class SearchConfig:
       its genome, with the same KD settings, before its single test measurement
       (``evo_snn.baselines``; the baselines get the same retraining); 0 = no
       retraining, the student trained during the search is measured.
+    inherit_weights: Lamarckian weight inheritance: a child's student starts from its
+      first parent's trained student (restricted to the child's masks; regrown
+      connections from the dense teacher) instead of from the teacher, so training
+      accumulates over generations. Each evaluation still spends kd.epochs (counted).
     """
 
     population: int = 8
@@ -201,6 +205,7 @@ class SearchConfig:
     seed: int = 0
     tag: str = "search"
     final_epochs: float = 0.0
+    inherit_weights: bool = False
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Evaluators: the one seam for parallelism (DEAP's ``toolbox.map``).
 
 ``SerialEvaluator`` and ``RayEvaluator`` are interchangeable: ``map(jobs)`` takes
-``[(genome, seed), ...]`` and yields ``(index, FitnessResult | Exception)`` as
+``[(genome, seed), ...]`` (or ``(genome, seed, init_state)``: a parent's student to
+start from, weight inheritance) and yields ``(index, FitnessResult | Exception)`` as
 results arrive; the caller orders them by index. An evaluation that raises is
 reported, not fatal, so one bad genome cannot end a long search.
 
@@ -21,7 +22,7 @@ import torch
 from .fitness import FitnessContext, FitnessResult, GenomeFitness
 from .genome import Genome
 
-Job = tuple[Genome, int]
+Job = tuple  # (Genome, seed) or (Genome, seed, init_state: state_dict | None)
 
 
 class SerialEvaluator:
@@ -33,9 +34,9 @@ class SerialEvaluator:
         self.fitness = GenomeFitness(ctx)
 
     def map(self, jobs: list[Job]) -> Iterator[tuple[int, FitnessResult | Exception]]:
-        for i, (genome, seed) in enumerate(jobs):
+        for i, job in enumerate(jobs):
             try:
-                yield i, self.fitness(genome, seed)
+                yield i, self.fitness(*job)
             except Exception as e:  # reported per evaluation by the caller
                 yield i, e
 
@@ -96,9 +97,9 @@ class _FitnessActor:
         torch.set_num_threads(num_threads)
         self.fitness = GenomeFitness(ctx)
 
-    def evaluate(self, index: int, genome: Genome, seed: int):
+    def evaluate(self, index: int, genome: Genome, seed: int, init_state: dict | None = None):
         try:
-            return index, self.fitness(genome, seed)
+            return index, self.fitness(genome, seed, init_state)
         except Exception as e:
             return index, e
 

@@ -79,12 +79,34 @@ class GenomeFitness:
             self.ann_teacher.load_state_dict(ctx.ann_teacher_state)
             self.ann_teacher.requires_grad_(False).eval()
 
+    def inherit(self, parent_state: dict[str, torch.Tensor]) -> nn.Module:
+        """A trainable student holding ``parent_state``, whose zero prunable weights (the
+        parent's pruned connections) are refilled from the dense teacher, so that a
+        connection the child regrows starts where the teacher had it."""
+        student = self.build()
+        state = {k: v.to(self.device) for k, v in parent_state.items()}
+        dense = self.teacher.state_dict()
+        for name in self.ctx.layers:
+            w = state[name + ".weight"]
+            state[name + ".weight"] = torch.where(w == 0, dense[name + ".weight"], w)
+        student.load_state_dict(state)
+        return student.requires_grad_(True)
+
     def build(self, ann: bool = False) -> nn.Module:
         c = self.ctx
         model_cfg = c.cfg.model.ann_twin() if ann else c.cfg.model
         return build_model(model_cfg, c.frame_shape, c.num_classes).to(self.device)
 
-    def __call__(self, genome: Genome, seed: int) -> FitnessResult:
+    def __call__(self, genome: Genome, seed: int, init_state: dict[str, torch.Tensor] | None = None) -> FitnessResult:
+        """KD-train a student for ``genome`` and score it on validation.
+
+        seed: drives the student's initialisation (``student_init='scratch'``), batch
+        order and augmentation. init_state: a parent's trained student (weight
+        inheritance, ``search.inherit_weights``): the student starts from it, with the
+        connections the parent had pruned and ``genome`` keeps (regrown) taken from the
+        dense teacher, and ``genome``'s masks applied. raises on a genome that does not
+        fit the model (the evaluator reports it).
+        """
         t0 = time.perf_counter()
         kd = self.ctx.cfg.kd
         torch.manual_seed(seed)
@@ -92,7 +114,9 @@ class GenomeFitness:
         teacher = sparse_copy(self.teacher, masks)  # frozen, eval mode
         teacher_acc = accuracy(teacher, self.ctx.val)
 
-        if kd.student_init == "teacher":
+        if init_state is not None:
+            student = self.inherit(init_state)
+        elif kd.student_init == "teacher":
             student = copy.deepcopy(teacher).requires_grad_(True)
         else:
             student = self.build()  # seeded above
@@ -118,6 +142,7 @@ class GenomeFitness:
             "worker": f"{socket.gethostname()}:{os.getpid()}",
             "device": str(self.device),
             "threads": torch.get_num_threads(),
+            "inherited": init_state is not None,
             "backend": self.backend,
         }
         state = {k: v.detach().cpu() for k, v in student.state_dict().items()}

@@ -47,6 +47,7 @@ class Individual:
     status: str = "pending"
     seed: int = 0
     fitness: Fitness = field(default_factory=Fitness)
+    init_key: str | None = None  # genome key of the parent whose student it inherits (search.inherit_weights)
 
 
 def eval_seed(root_seed: int, gen: int, index: int) -> int:
@@ -142,7 +143,7 @@ class StructureSearch:
             else:
                 first.add(ind.genome.key)
                 fresh.append(ind)
-        jobs = [(ind.genome, ind.seed) for ind in fresh]
+        jobs = [self._job(ind) for ind in fresh]
         failed: dict[str, dict] = {}
         bar = tqdm(total=len(jobs), desc=f"gen {gen} evaluations", unit="eval", disable=not self.progress, leave=False)
         for i, res in self.evaluator.map(jobs):
@@ -163,6 +164,13 @@ class StructureSearch:
             else:
                 self._assign(ind, self.results[ind.genome.key], "cached")
         return len(jobs)
+
+    def _job(self, ind: Individual) -> tuple:
+        """(genome, seed), or with ``search.inherit_weights`` (genome, seed, parent student state)."""
+        if not self.search.inherit_weights:
+            return ind.genome, ind.seed
+        parent = self.results.get(ind.init_key) if ind.init_key else None
+        return ind.genome, ind.seed, None if parent is None else parent.student_state
 
     def _fail(self, ind: Individual) -> None:
         ind.status = "failed"
@@ -210,14 +218,16 @@ class StructureSearch:
                 pa = pb = (a.uid, b.uid)
             else:
                 ga, gb, pa, pb = a.genome, b.genome, (a.uid,), (b.uid,)
-            for g, p in ((ga, pa), (gb, pb)):
+            for g, p, first in ((ga, pa, a), (gb, pb, b)):
                 child = self.ops.mutate(g, self.rng)
                 for _ in range(MAX_RESAMPLE):
                     if child.key not in seen:
                         break
                     child = self.ops.mutate(g, self.rng)
                 seen.add(child.key)
-                children.append(self._new(child, gen, p))
+                ind = self._new(child, gen, p)
+                ind.init_key = first.genome.key  # its own first parent: a for the first child, b for the second
+                children.append(ind)
         return children
 
     def survivors(self, candidates: list[Individual]) -> list[Individual]:

@@ -77,3 +77,26 @@ def test_ray_evaluator_matches_serial(ctx, ray_session):
         # same seed -> same student weights, up to float reduction order across thread counts
         for k, v in s["layer_sparsity"].items():
             assert p["layer_sparsity"][k] == v
+
+
+def test_weight_inheritance_starts_from_the_parent_student(ctx):
+    """search.inherit_weights: a child's student starts from its parent's trained student;
+    connections the parent had pruned and the child keeps come from the dense teacher."""
+    parent_g, child_g = _genomes(ctx, 2)
+    fit = GenomeFitness(ctx)
+    parent = fit(parent_g, seed=1)
+    start = fit.inherit(parent.student_state)
+    dense = fit.teacher.state_dict()
+    for name in ctx.layers:
+        p, s, t = parent.student_state[name + ".weight"], start.state_dict()[name + ".weight"], dense[name + ".weight"]
+        pruned = p == 0
+        assert pruned.any() and (~pruned).any()
+        assert torch.equal(s[pruned], t[pruned]) and torch.equal(s[~pruned], p[~pruned])
+    inherited = fit(child_g, seed=2, init_state=parent.student_state)
+    fresh = fit(child_g, seed=2)
+    assert inherited.metrics["inherited"] and not fresh.metrics["inherited"]
+    for name, mask in child_g.mask_dict().items():
+        w = inherited.student_state[name + ".weight"].numpy()
+        assert (w[~mask] == 0).all()  # the child's own masks hold
+    assert any(not torch.equal(inherited.student_state[k], fresh.student_state[k]) for k in fresh.student_state
+               if fresh.student_state[k].is_floating_point())

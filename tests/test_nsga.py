@@ -259,3 +259,26 @@ def test_seeding_puts_global_magnitude_genomes_in_generation_zero():
     rng = np.random.default_rng(2)
     again = [ops.random(rng) for _ in range(8)]
     assert [g.key for g in plain] == [g.key for g in again]
+
+
+def test_inherit_weights_sends_each_child_its_parents_student():
+    class StateEvaluator(AnalyticEvaluator):
+        def map(self, jobs):
+            self.jobs = getattr(self, "jobs", []) + [list(jobs)]
+            for i, (g, seed, *rest) in enumerate(jobs):
+                s = g.sparsity
+                yield i, FitnessResult({"accuracy": 1 - s**2, "sparsity": s}, {"w": np.array([g.key])})
+
+    ev, evaluated, gen0_keys = StateEvaluator(), {}, {}
+    search = StructureSearch(_ops(), ev, SearchConfig(population=4, generations=1, seed=3, inherit_weights=True),
+                             GenomeConfig(), on_evaluation=lambda ind, res: evaluated.setdefault(ind.genome.key, ind),
+                             progress=False)
+    search.on_generation = lambda gen, pop, *_: gen0_keys.update({ind.uid: ind.genome.key for ind in pop}) if gen == 0 else None
+    search.run()
+    gen0, gen1 = ev.jobs
+    assert all(len(j) == 3 and j[2] is None for j in gen0)  # generation 0 has no parents
+    assert gen1
+    for genome, _, state in gen1:
+        child = evaluated[genome.key]
+        assert child.gen == 1 and child.init_key in {gen0_keys[u] for u in child.parents}
+        assert state["w"][0] == child.init_key  # the student trained for that parent's genome
