@@ -130,6 +130,9 @@ class GenomeConfig:
     init_global_fraction: fraction in [0, 1] of the initial population seeded with
       global-magnitude genomes (one |W| threshold over all layers) at sparsities spread
       evenly over (ratio_min, ratio_max]; the rest are random. 0 = all random.
+    mask_mutation: 'random' (swap random survivors and pruned connections) | 'magnitude'
+      (prune the survivors of smallest |W| of the parent's trained student, regrow the
+      pruned connections of largest teacher |W|).
     """
 
     prunable: Any = "all"
@@ -142,6 +145,7 @@ class GenomeConfig:
     mask_swap_fraction: float = 0.01
     crossover_prob: float = 0.9
     init_global_fraction: float = 0.0
+    mask_mutation: str = "random"
 
 
 RESIZE_FILTERS = ("nearest", "box", "bilinear", "hamming", "bicubic", "lanczos")
@@ -277,6 +281,7 @@ class Config:
             (self.search.workers >= 1, "search.workers must be >= 1"),
             (self.search.final_epochs >= 0, "search.final_epochs must be >= 0"),
             (0.0 <= self.genome.init_global_fraction <= 1.0, "genome.init_global_fraction must be in [0, 1]"),
+            (self.genome.mask_mutation in ("random", "magnitude"), "genome.mask_mutation must be 'random' or 'magnitude'"),
         ]
         for ok, msg in checks:
             if not ok:

@@ -12,7 +12,9 @@ Operators (``GenomeOps``), all of which keep the zero count equal to round(r_l*n
 - ratio mutation: r_l += N(0, sigma), clipped to bounds; then prune the smallest
   surviving |W| or regrow the largest pruned |W| until the count matches;
 - mask mutation: prune k random survivors and regrow k random pruned connections
-  (pruning plus synaptic regeneration, as in SD-SNN);
+  (pruning plus synaptic regeneration, as in SD-SNN), or informed
+  (``genome.mask_mutation='magnitude'``): prune the survivors of smallest trained-student
+  |W|, regrow the pruned connections of largest teacher |W|;
 - crossover: per layer, each child takes (r_l, M_l) whole from one parent.
 """
 
@@ -186,15 +188,27 @@ class GenomeOps:
         masks = tuple(_swap(m, round(self.cfg.init_swap_fraction * int((~m).sum())), rng) for m in g.masks)
         return Genome(g.layers, g.ratios, masks)
 
-    def mutate(self, g: Genome, rng: np.random.Generator) -> Genome:
-        """Per layer: ratio mutation with prob ratio_mutation_prob, then mask swap with prob mask_mutation_prob."""
+    def mutate(self, g: Genome, rng: np.random.Generator, student_abs: dict[str, np.ndarray] | None = None) -> Genome:
+        """Per layer: ratio mutation with prob ratio_mutation_prob, then mask swap with prob mask_mutation_prob.
+
+        The swap prunes k survivors and regrows k pruned connections (k = mask_swap_fraction
+        of the layer): at random (``genome.mask_mutation='random'``), or informed
+        (``'magnitude'``): prune the k survivors of smallest trained-student |W|
+        (``student_abs``, the parent's student; the teacher's |W| without one) and regrow
+        the k pruned connections of largest teacher |W|.
+        """
         ratios, masks = list(g.ratios), list(g.masks)
         for i, name in enumerate(g.layers):
             if rng.random() < self.cfg.ratio_mutation_prob:
                 ratios[i] = self._clip(ratios[i] + rng.normal(0.0, self.cfg.ratio_mutation_sigma))
                 masks[i] = _match_count(masks[i], zeros_for(ratios[i], masks[i].size), self.abs[name])
             if rng.random() < self.cfg.mask_mutation_prob:
-                masks[i] = _swap(masks[i], max(1, round(self.cfg.mask_swap_fraction * masks[i].size)), rng)
+                k = max(1, round(self.cfg.mask_swap_fraction * masks[i].size))
+                if self.cfg.mask_mutation == "magnitude":
+                    prune_by = student_abs[name] if student_abs is not None and name in student_abs else self.abs[name]
+                    masks[i] = _informed_swap(masks[i], k, prune_by, self.abs[name])
+                else:
+                    masks[i] = _swap(masks[i], k, rng)
         return Genome(g.layers, tuple(ratios), tuple(masks))
 
     def crossover(self, a: Genome, b: Genome, rng: np.random.Generator) -> tuple[Genome, Genome]:
@@ -217,6 +231,21 @@ def _match_count(mask: np.ndarray, zeros: int, weight_abs: np.ndarray) -> np.nda
     elif diff < 0:
         pruned = np.flatnonzero(~flat)
         flat[pruned[np.argsort(-w[pruned], kind="stable")[:-diff]]] = True
+    return flat.reshape(mask.shape)
+
+
+def _informed_swap(mask: np.ndarray, k: int, prune_abs: np.ndarray, regrow_abs: np.ndarray) -> np.ndarray:
+    """Prune the k survivors of smallest ``prune_abs`` and regrow the k pruned connections of
+    largest ``regrow_abs`` (count unchanged; ties broken by position)."""
+    flat = mask.ravel().copy()
+    kept, pruned = np.flatnonzero(flat), np.flatnonzero(~flat)
+    k = int(min(k, kept.size, pruned.size))
+    if k <= 0:
+        return mask
+    drop = kept[np.argsort(prune_abs.ravel()[kept], kind="stable")[:k]]
+    grow = pruned[np.argsort(-regrow_abs.ravel()[pruned], kind="stable")[:k]]
+    flat[drop] = False
+    flat[grow] = True
     return flat.reshape(mask.shape)
 
 

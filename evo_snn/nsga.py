@@ -219,16 +219,28 @@ class StructureSearch:
             else:
                 ga, gb, pa, pb = a.genome, b.genome, (a.uid,), (b.uid,)
             for g, p, first in ((ga, pa, a), (gb, pb, b)):
-                child = self.ops.mutate(g, self.rng)
+                student_abs = self._student_abs(first)
+                child = self.ops.mutate(g, self.rng, student_abs)
                 for _ in range(MAX_RESAMPLE):
                     if child.key not in seen:
                         break
-                    child = self.ops.mutate(g, self.rng)
+                    child = self.ops.mutate(g, self.rng, student_abs)
                 seen.add(child.key)
                 ind = self._new(child, gen, p)
                 ind.init_key = first.genome.key  # its own first parent: a for the first child, b for the second
                 children.append(ind)
         return children
+
+    def _student_abs(self, parent: Individual) -> dict[str, np.ndarray] | None:
+        """|W| of the parent's trained student per prunable layer, for the informed mask
+        mutation (``genome.mask_mutation='magnitude'``); None otherwise or when unknown."""
+        if self.genome_cfg.mask_mutation != "magnitude":
+            return None
+        res = self.results.get(parent.genome.key)
+        if res is None:
+            return None
+        state = res.student_state
+        return {n: np.abs(np.asarray(state[n + ".weight"])) for n in self.ops.layers if n + ".weight" in state}
 
     def survivors(self, candidates: list[Individual]) -> list[Individual]:
         """NSGA-II survival (``selNSGA2``) of P from ``candidates`` with duplicate

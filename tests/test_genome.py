@@ -119,3 +119,26 @@ def test_key_is_stable_and_structure_sensitive():
     g1, g2 = ops.magnitude([0.5, 0.5]), ops.magnitude([0.5, 0.5])
     assert g1.key == g2.key and len(g1.key) == 16
     assert ops.magnitude([0.5, 0.6]).key != g1.key
+
+
+def test_informed_mask_mutation_prunes_weak_student_weights_and_regrows_strong_teacher_weights():
+    from evo_snn.config import GenomeConfig as GC
+    from evo_snn.genome import GenomeOps as Ops
+
+    rng = np.random.default_rng(0)
+    teacher_abs = {"a": rng.random((10, 10))}
+    ops = Ops(teacher_abs, GC(ratio_mutation_prob=0.0, mask_mutation_prob=1.0, mask_swap_fraction=0.05,
+                              mask_mutation="magnitude"))
+    g = ops.random(np.random.default_rng(1))
+    student_abs = {"a": rng.random((10, 10))}
+    child = ops.mutate(g, np.random.default_rng(2), student_abs)
+    before, after = g.masks[0], child.masks[0]
+    assert int((~after).sum()) == int((~before).sum())  # the prune ratio is kept
+    dropped, grown = before & ~after, ~before & after
+    assert dropped.sum() == grown.sum() == 5
+    # the dropped ones are the 5 survivors of smallest student |W|; the regrown ones the 5
+    # pruned connections of largest teacher |W|
+    assert set(np.flatnonzero(dropped)) == set(np.flatnonzero(before)[np.argsort(student_abs["a"][before])[:5]])
+    assert set(np.flatnonzero(grown)) == set(np.flatnonzero(~before)[np.argsort(-teacher_abs["a"][~before])[:5]])
+    # deterministic: the informed swap draws no random numbers of its own
+    assert ops.mutate(g, np.random.default_rng(3), student_abs).key == child.key
