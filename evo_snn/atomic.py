@@ -1,4 +1,5 @@
-"""Atomic file writes (no torch, so pure-data modules such as ``genome`` can use them)."""
+"""Atomic file writes and JSON conversion (no torch, so pure-data modules such as
+``genome``, ``config`` and ``nsga`` can use them)."""
 
 from __future__ import annotations
 
@@ -17,3 +18,25 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def to_jsonable(x):
+    """Tuples -> lists and numpy scalars -> Python numbers, recursively (dicts, lists, tuples)."""
+    if isinstance(x, dict):
+        return {k: to_jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [to_jsonable(v) for v in x]
+    if hasattr(x, "item") and getattr(x, "ndim", None) == 0:  # numpy / torch scalar
+        return x.item()
+    return x
+
+
+def json_default(x):
+    """``json.dumps(default=...)``: scalars with ``.item()`` (numpy, torch), sets and tuples, paths."""
+    if hasattr(x, "item"):
+        return x.item()
+    if isinstance(x, (set, tuple)):
+        return list(x)
+    if isinstance(x, Path):
+        return str(x)
+    raise TypeError(f"not JSON serialisable: {type(x).__name__}")

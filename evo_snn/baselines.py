@@ -60,7 +60,7 @@ from .nsga import eval_seed, nondominated, points_hypervolume
 from .pruning import prunable_layers, weight_magnitudes
 from .rundir import RunDir, RunDirError, sigterm_as_interrupt
 from .teacher import TeacherLoadError, load_teacher, read_state_dict
-from .train import accuracy, samples_processed
+from .train import accuracy, cpu_state, samples_processed
 
 METHODS = ("uniform", "global", "random", "global_long")
 DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
@@ -151,7 +151,7 @@ class Comparison:
         self.layers = tuple(prunable_layers(self.teacher, cfg.genome.prunable))
         self.ops = GenomeOps(weight_magnitudes(self.teacher, self.layers), cfg.genome)
         self.ctx = FitnessContext(self.cfg, self.splits.train, self.splits.val, self.splits.frame_shape,
-                                  self.splits.num_classes, {k: v.detach().cpu() for k, v in self.teacher.state_dict().items()},
+                                  self.splits.num_classes, cpu_state(self.teacher),
                                   self.layers, ann)
 
     # ------------------------------------------------------------ evaluation

@@ -32,9 +32,10 @@ from pathlib import Path
 
 import torch
 
+from .atomic import atomic_write_bytes, json_default
 from .fitness import FitnessResult
 from .genome import Genome
-from .rundir import atomic_write_bytes, now_iso, save_state_dict
+from .rundir import now_iso, save_state_dict
 
 CHECKPOINT_FORMAT = 1
 POINTER = "state.json"
@@ -101,7 +102,7 @@ class CheckpointWriter:
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir()
-        atomic_write_bytes(tmp / "search.json", (json.dumps(doc, indent=1, default=_json_default) + "\n").encode())
+        atomic_write_bytes(tmp / "search.json", (json.dumps(doc, indent=1, default=json_default) + "\n").encode())
         save_state_dict(tmp / "torch_rng.pt", {"cpu": torch.get_rng_state()})
         name = f"gen-{state['gen']:04d}-{uuid.uuid4().hex[:8]}"
         os.replace(tmp, self.root / name)
@@ -164,11 +165,3 @@ def load_checkpoint(directory: str | Path) -> Checkpoint:
 
 def _load_pt(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def _json_default(x):
-    if hasattr(x, "item"):
-        return x.item()
-    if isinstance(x, (set, tuple)):
-        return list(x)
-    raise TypeError(f"not JSON serialisable: {type(x).__name__}")

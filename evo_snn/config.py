@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from .atomic import to_jsonable
+
 SEARCH_SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 
 
@@ -229,7 +231,7 @@ class Config:
         return _from_dict(cls, d, prefix="")
 
     def to_dict(self) -> dict[str, Any]:
-        return _to_jsonable(dataclasses.asdict(self))
+        return to_jsonable(dataclasses.asdict(self))
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
@@ -350,11 +352,3 @@ def _from_dict(cls, d: Any, prefix: str):
         else:
             kwargs[name] = tuple(value) if isinstance(value, list) else value
     return cls(**kwargs)
-
-
-def _to_jsonable(x):
-    if isinstance(x, dict):
-        return {k: _to_jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_to_jsonable(v) for v in x]
-    return x

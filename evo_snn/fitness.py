@@ -14,13 +14,14 @@ from dataclasses import dataclass, replace
 
 import torch
 import torch.nn as nn
+
 from .config import Config
 from .data import FrameSet
 from .genome import Genome
 from .kd import kd_mode, student_loss, teacher_for
 from .models import build_model, select_backend
 from .pruning import apply_masks, make_permanent, sparse_copy, weight_sparsity
-from .train import accuracy, samples_processed, train_steps
+from .train import accuracy, cpu_state, samples_processed, train_steps
 
 
 @dataclass
@@ -145,5 +146,5 @@ class GenomeFitness:
             "inherited": init_state is not None,
             "backend": self.backend,
         }
-        state = {k: v.detach().cpu() for k, v in student.state_dict().items()}
+        state = cpu_state(student)
         return FitnessResult(metrics, state)

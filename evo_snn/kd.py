@@ -28,7 +28,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-
 @dataclass(frozen=True)
 class KDMode:
     """One KD variant: which network teaches (``teacher``: 'sparse' = the genome's masked

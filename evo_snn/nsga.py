@@ -18,10 +18,11 @@ from typing import Callable
 
 import numpy as np
 from deap import base, tools
-from deap.tools import sortNondominated
 from deap.benchmarks.tools import hypervolume as deap_hypervolume
+from deap.tools import sortNondominated
 from tqdm.auto import tqdm
 
+from .atomic import to_jsonable
 from .config import GenomeConfig, SearchConfig
 from .fitness import FitnessResult
 from .genome import Genome, GenomeOps
@@ -310,8 +311,8 @@ class StructureSearch:
             "counter": self._counter,
             "elapsed_s": float(self.elapsed_s),
             "seed": self.search.seed,
-            "numpy_rng": _jsonable(self.rng.bit_generator.state),
-            "python_random": _jsonable(random.getstate()),
+            "numpy_rng": to_jsonable(self.rng.bit_generator.state),
+            "python_random": to_jsonable(random.getstate()),
             "population": [_record(ind) for ind in self.population],
             "archive": [_record(ind) for ind in self.archive],
             "genomes": genomes,
@@ -368,17 +369,6 @@ class StructureSearch:
 def _record(ind: Individual) -> dict:
     cd = getattr(ind.fitness, "crowding_dist", None)
     return {"uid": ind.uid, "gen": ind.gen, "parents": list(ind.parents), "seed": int(ind.seed), "status": ind.status,
-            "metrics": _jsonable(ind.metrics), "fitness": list(ind.fitness.values) if ind.fitness.valid else None,
+            "metrics": to_jsonable(ind.metrics), "fitness": list(ind.fitness.values) if ind.fitness.valid else None,
             "crowding_dist": None if cd is None else ("inf" if math.isinf(cd) else float(cd)),
             "genome_key": ind.genome.key, "ratios": [float(r) for r in ind.genome.ratios]}
-
-
-def _jsonable(x):
-    """Tuples -> lists and numpy scalars -> Python numbers, recursively."""
-    if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.generic):
-        return x.item()
-    return x

@@ -14,7 +14,6 @@ import pandas as pd  # noqa: E402
 
 from .rundir import atomic_write_bytes  # noqa: E402
 
-
 METHOD_COLOURS = {"search": "crimson", "global": "tab:blue", "uniform": "tab:green", "random": "tab:orange",
                   "global_long": "tab:purple"}
 

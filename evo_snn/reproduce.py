@@ -38,7 +38,6 @@ from .teacher import train_teacher
 from .train import accuracy, train_steps
 
 
-
 def _floats(text: str) -> list[float]:
     try:
         vals = [float(v) for v in text.split(",") if v.strip()]

@@ -26,7 +26,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from .atomic import atomic_write_bytes  # noqa: F401  (re-exported for plots, checkpoint)
+from .atomic import atomic_write_bytes, json_default
+from .train import cpu_state
 
 PACKAGES = ("evo_snn", "torch", "spikingjelly", "deap", "ray", "numpy", "pandas")
 
@@ -42,7 +43,7 @@ def now_iso() -> str:
 def save_state_dict(path: Path, state: dict[str, torch.Tensor]) -> None:
     """torch.save of plain tensors only (loads with ``weights_only=True``), atomically."""
     buf = io.BytesIO()
-    torch.save({k: v.detach().cpu() for k, v in state.items()}, buf)
+    torch.save(cpu_state(state), buf)
     atomic_write_bytes(path, buf.getvalue())
 
 
@@ -112,15 +113,15 @@ class RunDir:
 
     # ------------------------------------------------------------------ writers
     def write_json(self, rel: str | Path, obj) -> None:
-        atomic_write_bytes(self.path / rel, (json.dumps(obj, indent=2, default=_json_default) + "\n").encode())
+        atomic_write_bytes(self.path / rel, (json.dumps(obj, indent=2, default=json_default) + "\n").encode())
 
     def append_jsonl(self, rel: str, obj) -> None:
         with open(self.path / rel, "a") as f:
-            f.write(json.dumps(obj, default=_json_default) + "\n")
+            f.write(json.dumps(obj, default=json_default) + "\n")
 
     def write_jsonl(self, rel: str, rows: list) -> None:
         """Replace ``rel`` with one JSON line per row, atomically."""
-        atomic_write_bytes(self.path / rel, "".join(json.dumps(r, default=_json_default) + "\n" for r in rows).encode())
+        atomic_write_bytes(self.path / rel, "".join(json.dumps(r, default=json_default) + "\n" for r in rows).encode())
 
     def write_csv(self, rel: str, df: pd.DataFrame) -> None:
         atomic_write_bytes(self.path / rel, df.to_csv(index=False).encode())
@@ -212,13 +213,3 @@ def sigterm_as_interrupt():
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-def _json_default(x):
-    if hasattr(x, "item"):
-        return x.item()
-    if isinstance(x, (set, tuple)):
-        return list(x)
-    if isinstance(x, Path):
-        return str(x)
-    raise TypeError(f"not JSON serialisable: {type(x).__name__}")

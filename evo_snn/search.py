@@ -30,16 +30,17 @@ from .config import Config, ConfigError, load_config
 from .data import DATASETS, DatasetFormatError, load_splits
 from .evaluator import make_evaluator
 from .export import finalize
-from .kd import kd_mode
 from .fitness import FitnessContext, default_device
 from .genome import GenomeOps
+from .kd import kd_mode
 from .models import build_model, model_names, select_backend
 from .nsga import StructureSearch, hypervolume
 from .plots import plot_run
 from .pruning import prunable_layers, weight_magnitudes
 from .rundir import RunDir, RunDirError, sigterm_as_interrupt
-from .teacher import TeacherLoadError, cpu_state
+from .teacher import TeacherLoadError
 from .teacher import prepare as prepare_teachers
+from .train import cpu_state
 
 EXIT_USAGE = 2
 

@@ -16,7 +16,7 @@ from .config import Config
 from .data import Splits
 from .kd import kd_mode
 from .models import build_model
-from .train import accuracy, ce_loss, train_steps
+from .train import accuracy, ce_loss, cpu_state, train_steps
 
 
 class TeacherLoadError(ValueError):
@@ -172,8 +172,3 @@ def prepare(cfg: Config, splits: Splits, device: torch.device, *, run_teacher_di
         teachers.ann_state = cpu_state(ann)
         tqdm.write(f"ANN teacher: validation accuracy {teachers.ann_metrics['val_accuracy']:.3f}")
     return teachers
-
-
-def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """``model.state_dict()`` detached, on the CPU (what a FitnessContext and a checkpoint hold)."""
-    return {k: v.detach().cpu() for k, v in model.state_dict().items()}

@@ -51,6 +51,13 @@ def accuracy(model: nn.Module, fs: FrameSet, batch_size: int = 64) -> float:
     return (predict_logits(model, fs, batch_size).argmax(1) == fs.labels).float().mean().item()
 
 
+def cpu_state(model_or_state: nn.Module | dict) -> dict[str, torch.Tensor]:
+    """A state_dict detached and on the CPU (what a FitnessContext, a FitnessResult and a
+    checkpoint hold), of a module or of a state_dict."""
+    state = model_or_state.state_dict() if isinstance(model_or_state, nn.Module) else model_or_state
+    return {k: v.detach().cpu() for k, v in state.items()}
+
+
 def samples_processed(n: int, batch_size: int, epochs: float) -> int:
     """Training samples that ``train_steps`` feeds forward and backward for a set of
     ``n`` samples: ``ceil(epochs * batches_per_epoch)`` steps (at least one), each
