@@ -33,8 +33,8 @@ from pathlib import Path
 import torch
 
 from .atomic import atomic_write_bytes, json_default
-from .fitness import FitnessResult
 from .genome import Genome
+from .outcome import FitnessResult
 from .rundir import now_iso, save_state_dict
 
 CHECKPOINT_FORMAT = 1

@@ -20,6 +20,7 @@ from .data import FrameSet
 from .genome import Genome
 from .kd import kd_mode, student_loss, teacher_for
 from .models import build_model, select_backend
+from .outcome import FitnessResult  # noqa: F401  (re-exported: evaluators and tests import it here)
 from .pruning import apply_masks, make_permanent, sparse_copy, weight_sparsity
 from .train import accuracy, cpu_state, samples_processed, train_steps
 
@@ -47,15 +48,6 @@ def with_epochs(ctx: FitnessContext, epochs: float) -> FitnessContext:
     selected member (``search.final_epochs``) runs the same fitness for longer."""
     cfg = ctx.cfg
     return replace(ctx, cfg=replace(cfg, kd=replace(cfg.kd, epochs=epochs)))
-
-
-@dataclass
-class FitnessResult:
-    """metrics: JSON-able dict (accuracy and sparsity are the objectives, fractions in
-    [0, 1]); student_state: the trained student's state_dict with masks folded in."""
-
-    metrics: dict
-    student_state: dict[str, torch.Tensor]
 
 
 def default_device() -> torch.device:

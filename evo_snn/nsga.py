@@ -24,8 +24,8 @@ from tqdm.auto import tqdm
 
 from .atomic import to_jsonable
 from .config import GenomeConfig, SearchConfig
-from .fitness import FitnessResult
 from .genome import Genome, GenomeOps
+from .outcome import FitnessResult
 
 OBJECTIVES = ("accuracy", "sparsity")
 STATE_FORMAT = 1  # version of the dict returned by StructureSearch.state_dict()

@@ -282,3 +282,14 @@ def test_inherit_weights_sends_each_child_its_parents_student():
         child = evaluated[genome.key]
         assert child.gen == 1 and child.init_key in {gen0_keys[u] for u in child.parents}
         assert state["w"][0] == child.init_key  # the student trained for that parent's genome
+
+
+def test_the_search_algorithm_does_not_load_torch():
+    """nsga (and the genome and the result record it holds) is plain data: importing it
+    loads neither torch nor spikingjelly."""
+    import subprocess
+    import sys
+
+    code = "import sys, evo_snn.nsga; print(sorted(m for m in ('torch', 'spikingjelly') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"
