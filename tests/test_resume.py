@@ -352,3 +352,17 @@ def test_resume_of_an_ann_kd_run_loads_the_ann_teacher(tmp_path, one_torch_threa
     assert main(["--resume", str(broken), "--generations", "1", "--no-progress"]) == 2
     assert "ann_teacher.pt not found" in capsys.readouterr().err
     assert (broken / "manifest.json").read_text() == before  # refused before anything is written
+
+
+def test_resume_with_inheritance_seeding_and_informed_mutation_equals_a_straight_run(tmp_path, one_torch_thread):
+    """Weight inheritance reads parents' students from the checkpoint; informed mutation their
+    |W|: a resumed run still equals a straight one."""
+    extra = ["--set", "search.inherit_weights=true", "--set", "genome.mask_mutation=magnitude",
+             "--set", "genome.init_global_fraction=0.5"]
+    a, b = tmp_path / "straight", tmp_path / "split"
+    assert main([*BASE, *extra, "--generations", "3", "--out", str(a)]) == 0
+    assert main([*BASE, *extra, "--generations", "1", "--out", str(b)]) == 0
+    assert _resume(b, "--generations", "3") == 0
+    assert_same_search(b, a)
+    rows = _evaluations(a)
+    assert all(r["inherited"] == (r["gen"] > 0) for r in rows if r["status"] == "ok")
