@@ -49,6 +49,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .checkpoint import CheckpointError, load_checkpoint
+from .cli import choice_list, ratio_list
 from .config import Config, ConfigError
 from .data import DatasetFormatError, load_splits
 from .evaluator import make_evaluator
@@ -325,35 +326,15 @@ def format_comparison(doc: dict) -> str:
         return pd.DataFrame(recs).to_string(index=False, float_format=lambda v: f"{v:.4f}")
 
 
-def _floats(text: str) -> list[float]:
-    try:
-        vals = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from e
-    if not vals or any(not 0.0 <= v < 1.0 for v in vals):
-        raise argparse.ArgumentTypeError(f"ratios must be in [0, 1), got {text!r}")
-    return vals
-
-
-def _methods(text: str) -> list[str]:
-    vals = [v.strip() for v in text.split(",") if v.strip()]
-    if text.strip() == "none":  # only the search's own front is measured
-        return []
-    bad = [v for v in vals if v not in METHODS]
-    if not vals or bad:
-        raise argparse.ArgumentTypeError(f"unknown method(s) {bad or text!r}; known: {list(METHODS)}")
-    return vals
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m evo_snn.baselines", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory of evo_snn.search with checkpoints/")
-    p.add_argument("--methods", type=_methods, default=list(METHODS), help="comma-separated, from "
+    p.add_argument("--methods", type=choice_list(METHODS, "method(s)", allow_none=True), default=list(METHODS), help="comma-separated, from "
                    f"{','.join(METHODS)}, or 'none' (only the search front is measured) (default: all)")
     p.add_argument("--suffix", default="", help="write baselines-SUFFIX.csv, comparison-SUFFIX.json and "
                    "plots/comparison-SUFFIX.png, e.g. to keep results with and without --final-epochs side by side")
-    p.add_argument("--ratios", type=_floats, default=list(DEFAULT_RATIOS),
+    p.add_argument("--ratios", type=ratio_list, default=list(DEFAULT_RATIOS),
                    help="prune ratios / sparsities of the uniform and global baselines (default: 0.1,...,0.9,0.95)")
     p.add_argument("--random-evals", type=int, default=None,
                    help="random genomes to evaluate (default: as many evaluations as the search made)")

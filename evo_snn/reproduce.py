@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from .cli import choice_list, ratio_list
 from .config import ConfigError, load_config
 from .data import DATASETS, DatasetFormatError, load_splits
 from .fitness import default_device
@@ -38,33 +39,15 @@ from .teacher import train_teacher
 from .train import accuracy, train_steps
 
 
-def _floats(text: str) -> list[float]:
-    try:
-        vals = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from e
-    if not vals or any(not 0.0 <= v < 1.0 for v in vals):
-        raise argparse.ArgumentTypeError(f"ratios must be in [0, 1), got {text!r}")
-    return vals
-
-
-def _modes(text: str) -> list[str]:
-    vals = [v.strip() for v in text.split(",") if v.strip()]
-    bad = [v for v in vals if v not in KD_MODES]
-    if not vals or bad:
-        raise argparse.ArgumentTypeError(f"unknown KD variant(s) {bad or text!r}; known: {list(KD_MODES)}")
-    return vals
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m evo_snn.reproduce", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", choices=DATASETS, default="synthetic", help="data set (default: synthetic)")
     p.add_argument("--data-root", default=None, help="folder of the real data set")
     p.add_argument("--model", default=None, choices=model_names(), help="model name (default: the search space's)")
-    p.add_argument("--ratios", type=_floats, default=[0.0, 0.1, 0.3, 0.5, 0.7],
+    p.add_argument("--ratios", type=ratio_list, default=[0.0, 0.1, 0.3, 0.5, 0.7],
                    help="teacher prune ratios, comma-separated (default: 0,0.1,0.3,0.5,0.7)")
-    p.add_argument("--kd", type=_modes, default=["sparse", "default", "none"],
+    p.add_argument("--kd", type=choice_list(KD_MODES, "KD variant(s)"), default=["sparse", "default", "none"],
                    help=f"KD variants, comma-separated, from {list(KD_MODES)} (default: sparse,default,none)")
     p.add_argument("--seeds", type=int, default=3, help="number of repeated seeds (default: 3)")
     p.add_argument("--student-epochs", type=float, default=None,

@@ -1,0 +1,33 @@
+"""argparse types shared by the command-line tools (search, baselines, reproduce)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def ratio_list(text: str) -> list[float]:
+    """``'0.1,0.5,0.9'`` -> [0.1, 0.5, 0.9]: prune ratios / sparsities, each in [0, 1);
+    raises argparse.ArgumentTypeError (argparse prints it and exits 2)."""
+    try:
+        vals = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from e
+    if not vals or any(not 0.0 <= v < 1.0 for v in vals):
+        raise argparse.ArgumentTypeError(f"ratios must be in [0, 1), got {text!r}")
+    return vals
+
+
+def choice_list(choices, what: str, allow_none: bool = False):
+    """An argparse type for comma-separated names from ``choices`` (``what`` names them in
+    the error); with ``allow_none``, the word ``none`` gives an empty list."""
+
+    def parse(text: str) -> list[str]:
+        if allow_none and text.strip() == "none":
+            return []
+        vals = [v.strip() for v in text.split(",") if v.strip()]
+        bad = [v for v in vals if v not in choices]
+        if not vals or bad:
+            raise argparse.ArgumentTypeError(f"unknown {what} {bad or text!r}; known: {list(choices)}")
+        return vals
+
+    return parse
