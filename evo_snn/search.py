@@ -148,6 +148,7 @@ def run_search(args, argv: list[str]) -> int:
         progress = not args.no_progress
         seed = cfg.search.seed
         splits = load_splits(cfg.dataset, args.data_root, cfg.data, seed=seed, progress=progress)
+        cfg = replace(cfg, data=replace(cfg.data, classes=splits.class_names or ()))  # into config.json
         check_model(cfg, splits)
         run = RunDir.create(args.out, cfg.dataset, cfg.search.tag)
     except (ConfigError, DatasetFormatError, RunDirError) as e:
