@@ -8,7 +8,8 @@
 # Usage: benchmarks/search_vs_baselines.sh DATASET DATA_ROOT OUT "SEEDS" [EXTRA --set ARGS...]
 #   e.g. benchmarks/search_vs_baselines.sh nmnist ../shared/data/nmnist_subset runs/cmp-nmnist "0 1 2"
 # VARIANTS="seeded=--set genome.init_global_fraction=0.5" (';'-separated) adds variants;
-# FINAL_EPOCHS=E also measures every front after E epochs of retraining (suffix fe).
+# FINAL_EPOCHS=E also measures every front after E epochs of retraining (files -feE),
+# from the same evaluation pass.
 # Heavy steps take /tmp/evo_cpu.lock so that two benchmarks never share the cores.
 set -euo pipefail
 DATASET=$1; ROOT=$2; OUT=$3; SEEDS=$4; shift 4
@@ -22,10 +23,8 @@ for s in $SEEDS; do
     rm -rf "$plain"
     run python -m evo_snn.search --dataset "$DATASET" --data-root "$ROOT" --seed "$s" --out "$plain" --no-progress "${EXTRA[@]}"
   fi
-  [ -f "$plain/comparison.json" ] || run python -m evo_snn.baselines "$plain" --no-progress
-  if [ -n "${FINAL_EPOCHS:-}" ] && [ ! -f "$plain/comparison-fe.json" ]; then
-    run python -m evo_snn.baselines "$plain" --no-progress --final-epochs "$FINAL_EPOCHS" --suffix fe
-  fi
+  FE="0${FINAL_EPOCHS:+,$FINAL_EPOCHS}"
+  [ -f "$plain/comparison.json" ] || run python -m evo_snn.baselines "$plain" --no-progress --final-epochs "$FE"
   IFS=';' read -ra variants <<< "${VARIANTS:-}"
   for v in "${variants[@]}"; do
     [ -z "$v" ] && continue
@@ -36,10 +35,7 @@ for s in $SEEDS; do
       run python -m evo_snn.search --dataset "$DATASET" --data-root "$ROOT" --seed "$s" --out "$dir" --no-progress \
         --teacher "$plain/teacher/teacher.pt" "${EXTRA[@]}" "${vargs[@]}"
     fi
-    [ -f "$dir/comparison.json" ] || run python -m evo_snn.baselines "$dir" --methods none --no-progress
-    if [ -n "${FINAL_EPOCHS:-}" ] && [ ! -f "$dir/comparison-fe.json" ]; then
-      run python -m evo_snn.baselines "$dir" --methods none --no-progress --final-epochs "$FINAL_EPOCHS" --suffix fe
-    fi
+    [ -f "$dir/comparison.json" ] || run python -m evo_snn.baselines "$dir" --methods none --no-progress --final-epochs "$FE"
   done
 done
 python -m evo_snn.results "$OUT" --markdown "$OUT/summary.md" || true

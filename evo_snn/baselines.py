@@ -49,10 +49,10 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .checkpoint import CheckpointError, load_checkpoint
-from .cli import choice_list, ratio_list
+from .cli import choice_list, epochs_list, ratio_list
 from .config import Config, ConfigError
 from .data import DatasetFormatError, load_splits
-from .evaluator import make_evaluator
+from .evaluator import genome_fitness, make_evaluator
 from .fitness import FitnessContext, default_device, with_epochs
 from .genome import Genome, GenomeOps
 from .kd import kd_mode
@@ -127,7 +127,7 @@ class Comparison:
     """
 
     def __init__(self, run: RunDir, data_root: str | None = None, workers: int | None = None,
-                 address: str | None = None, final_epochs: float | None = None, progress: bool = True):
+                 address: str | None = None, progress: bool = True):
         cfg_path = run.path / "config.json"
         if not cfg_path.is_file():
             raise ConfigError(f"{cfg_path} not found; RUN_DIR must be a run directory of evo_snn.search")
@@ -138,8 +138,6 @@ class Comparison:
         search = cfg.search
         if workers is not None:
             search = replace(search, workers=workers)
-        if final_epochs is not None:
-            search = replace(search, final_epochs=final_epochs)
         self.cfg = replace(cfg, search=search).validate()
         self.run, self.address, self.progress = run, address, progress
         self.ckpt = load_checkpoint(run.checkpoints)
@@ -163,10 +161,10 @@ class Comparison:
         out: list = [None] * len(jobs)
         if not jobs:
             return out
-        evaluator = make_evaluator(ctx, self.cfg.search.workers, self.address)
+        evaluator = make_evaluator(self.cfg.search.workers, self.address)
         try:
             bar = tqdm(total=len(jobs), desc=desc, unit="eval", disable=not self.progress, leave=False)
-            for i, res in evaluator.map(jobs):
+            for i, res in evaluator.map(genome_fitness(ctx, self.address), jobs):
                 out[i] = res
                 bar.update(1)
             bar.close()
@@ -183,11 +181,10 @@ class Comparison:
                 continue
             g = state["genomes"][rec["genome_key"]]
             genome = Genome(g.layers, tuple(float(r) for r in rec["ratios"]), g.masks)
-            res = state["results"].get(rec["genome_key"])
-            if res is None:
+            if rec["genome_key"] not in state["results"]:
                 raise CheckpointError(f"{self.run.checkpoints}: no student for archive member {rec['uid']}")
-            members.append(Member("search", rec["uid"], genome, int(rec["seed"]), dict(rec["metrics"]), res.student_state,
-                                  selected=True))
+            members.append(Member("search", rec["uid"], genome, int(rec["seed"]), dict(rec["metrics"]),
+                                  self.ckpt.students.get(rec["genome_key"]), selected=True))
         return members
 
     def search_compute(self) -> tuple[int, int]:
@@ -226,30 +223,34 @@ class Comparison:
             ok[i].selected = True
         return members
 
-    def measure(self, members: list[Member]) -> None:
-        """Retrain (``search.final_epochs > 0``) and measure each selected member once on test."""
+    def measure(self, members: list[Member], final_epochs: float) -> dict[str, dict]:
+        """{uid: test record} of each selected member: retrained for ``final_epochs`` KD
+        epochs when > 0 (from its genome, its own seed), then measured once on test
+        (``test_accuracy``; with retraining also ``retrained_val_accuracy``, ``retrain_samples``)."""
         chosen = [m for m in members if m.selected and m.ok]
-        fe = self.cfg.search.final_epochs
-        if fe > 0:
-            results = self.evaluate([(m.genome, m.seed) for m in chosen], epochs=fe, desc="final retraining")
+        out = {m.uid: {} for m in chosen}
+        states = {m.uid: m.student_state for m in chosen}
+        if final_epochs > 0:
+            results = self.evaluate([(m.genome, m.seed) for m in chosen], epochs=final_epochs, desc="final retraining")
             for m, res in zip(chosen, results):
                 if isinstance(res, Exception):
                     raise RuntimeError(f"final retraining of {m.uid} failed: {res}") from res
-                m.student_state = res.student_state
-                m.test["retrained_val_accuracy"] = res.metrics["accuracy"]
-                m.test["retrain_samples"] = res.metrics["train_samples"]
+                states[m.uid] = res.student_state
+                out[m.uid].update(retrained_val_accuracy=res.metrics["accuracy"], retrain_samples=res.metrics["train_samples"])
         model_args = (self.cfg.model, self.splits.frame_shape, self.splits.num_classes)
         for m in tqdm(chosen, desc="test accuracy", disable=not self.progress, leave=False):
             student = build_model(*model_args).to(self.device)
-            student.load_state_dict(m.student_state)
-            m.test["test_accuracy"] = accuracy(student, self.splits.test)
+            student.load_state_dict(states[m.uid])
+            out[m.uid]["test_accuracy"] = accuracy(student, self.splits.test)
+        return out
 
 
 def compare(run: RunDir, methods=METHODS, ratios=DEFAULT_RATIOS, n_random: int | None = None, suffix: str = "",
-            **kwargs) -> dict:
-    """Evaluate the baselines of ``run`` and measure everything on test; writes
-    baselines[-suffix].csv, comparison[-suffix].json and the plots; returns the
-    comparison dict. kwargs go to ``Comparison``."""
+            final_epochs: list[float] | None = None, **kwargs) -> list[dict]:
+    """Evaluate the baselines of ``run`` once, then for each of ``final_epochs`` (default:
+    the run's ``search.final_epochs``) retrain, measure everything on test and write
+    baselines<tag>.csv, comparison<tag>.json and the plots, with tag ``-SUFFIX`` and
+    ``-fe<E>`` for E > 0 joined; returns the comparison dicts. kwargs go to ``Comparison``."""
     t0 = time.perf_counter()
     cmp = Comparison(run, **kwargs)
     progress = cmp.progress
@@ -260,46 +261,50 @@ def compare(run: RunDir, methods=METHODS, ratios=DEFAULT_RATIOS, n_random: int |
         if progress:
             tqdm.write(f"{method}: {len(groups[method])} evaluations, "
                        f"{sum(m.selected for m in groups[method])} on the validation front")
-    for members in groups.values():
-        cmp.measure(members)
-
-    rows, summary = [], {}
-    for method, members in groups.items():
-        for m in members:
-            rows.append({"method": method, "uid": m.uid, "ratio": m.ratio, "genome_key": m.genome.key,
-                         "val_accuracy": m.metrics.get("accuracy"), "sparsity": m.metrics.get("sparsity", m.genome.sparsity),
-                         "selected": m.selected, "test_accuracy": m.test.get("test_accuracy"),
-                         "retrained_val_accuracy": m.test.get("retrained_val_accuracy"),
-                         "train_samples": m.metrics.get("train_samples"), "seed": m.seed,
-                         "error": m.metrics.get("error")})
-        sel = [m for m in members if m.selected and m.ok]
-        test_pts = [[m.test["test_accuracy"], m.metrics["sparsity"]] for m in sel]
-        val_pts = [[m.metrics["accuracy"], m.metrics["sparsity"]] for m in sel]
-        if method == "search":
-            n_eval, samples = n_search, search_samples
-        else:
-            n_eval = len(members)
-            samples = sum(int(m.metrics.get("train_samples", 0)) for m in members if m.ok)
-        retrain = sum(int(m.test.get("retrain_samples", 0)) for m in sel)
-        summary[method] = {"test": front_summary(test_pts), "val": front_summary(val_pts), "members": len(sel),
-                           "evaluations": n_eval, "train_samples": samples, "retrain_samples": retrain,
-                           "compute_samples": samples + retrain}
     teacher_test = accuracy(cmp.teacher, cmp.splits.test)
-    doc = {"run": str(run.path), "dataset": cmp.cfg.dataset, "model": cmp.cfg.model.name, "kd_mode": cmp.cfg.kd.mode,
-           "seed": cmp.cfg.search.seed, "generations": cmp.ckpt.gen, "population": cmp.cfg.search.population,
-           "final_epochs": cmp.cfg.search.final_epochs, "ratios": list(ratios), "methods": summary,
-           "dense_teacher_test_accuracy": teacher_test, "test_samples": len(cmp.splits.test),
-           "train_size": len(cmp.splits.train), "val_size": len(cmp.splits.val),
-           "wall_s": time.perf_counter() - t0}
-    table = pd.DataFrame(rows)
-    tag = f"-{suffix}" if suffix else ""
-    run.write_csv(f"baselines{tag}.csv", table)
-    run.write_json(f"comparison{tag}.json", doc)
-    from .plots import plot_comparison  # matplotlib only where plots are drawn
+    docs = []
+    for fe in (final_epochs if final_epochs is not None else [cmp.cfg.search.final_epochs]):
+        tests = {method: cmp.measure(members, fe) for method, members in groups.items()}
+        rows, summary = [], {}
+        for method, members in groups.items():
+            for m in members:
+                t = tests[method].get(m.uid, {})
+                rows.append({"method": method, "uid": m.uid, "ratio": m.ratio, "genome_key": m.genome.key,
+                             "val_accuracy": m.metrics.get("accuracy"), "sparsity": m.metrics.get("sparsity", m.genome.sparsity),
+                             "selected": m.selected, "test_accuracy": t.get("test_accuracy"),
+                             "retrained_val_accuracy": t.get("retrained_val_accuracy"),
+                             "train_samples": m.metrics.get("train_samples"), "seed": m.seed,
+                             "error": m.metrics.get("error")})
+            sel = [m for m in members if m.selected and m.ok]
+            test_pts = [[tests[method][m.uid]["test_accuracy"], m.metrics["sparsity"]] for m in sel]
+            val_pts = [[m.metrics["accuracy"], m.metrics["sparsity"]] for m in sel]
+            if method == "search":
+                n_eval, samples = n_search, search_samples
+            else:
+                n_eval = len(members)
+                samples = sum(int(m.metrics.get("train_samples", 0)) for m in members if m.ok)
+            retrain = sum(int(tests[method][m.uid].get("retrain_samples", 0)) for m in sel)
+            summary[method] = {"test": front_summary(test_pts), "val": front_summary(val_pts), "members": len(sel),
+                               "evaluations": n_eval, "train_samples": samples, "retrain_samples": retrain,
+                               "compute_samples": samples + retrain}
+        doc = {"run": str(run.path), "dataset": cmp.cfg.dataset, "model": cmp.cfg.model.name, "kd_mode": cmp.cfg.kd.mode,
+               "seed": cmp.cfg.search.seed, "generations": cmp.ckpt.gen, "population": cmp.cfg.search.population,
+               "final_epochs": fe, "ratios": list(ratios), "methods": summary,
+               "dense_teacher_test_accuracy": teacher_test, "test_samples": len(cmp.splits.test),
+               "train_size": len(cmp.splits.train), "val_size": len(cmp.splits.val),
+               "wall_s": time.perf_counter() - t0}
+        table = pd.DataFrame(rows)
+        tag = "".join(f"-{p}" for p in (suffix, f"fe{fe:g}" if fe > 0 else "") if p)
+        run.write_csv(f"baselines{tag}.csv", table)
+        run.write_json(f"comparison{tag}.json", doc)
+        from .plots import plot_comparison  # matplotlib only where plots are drawn
 
-    plot_comparison(run.plots / f"comparison{tag}.png", table, teacher_test, val=False)
-    _redraw_pareto(run, table)
-    return doc
+        plot_comparison(run.plots / f"comparison{tag}.png", table, teacher_test, val=False)
+        if fe == 0 or len(docs) == 0:
+            _redraw_pareto(run, table)
+        doc["files"] = {"json": f"comparison{tag}.json", "csv": f"baselines{tag}.csv"}
+        docs.append(doc)
+    return docs
 
 
 def _redraw_pareto(run: RunDir, table: pd.DataFrame) -> None:
@@ -333,13 +338,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", type=choice_list(METHODS, "method(s)", allow_none=True), default=list(METHODS), help="comma-separated, from "
                    f"{','.join(METHODS)}, or 'none' (only the search front is measured) (default: all)")
     p.add_argument("--suffix", default="", help="write baselines-SUFFIX.csv, comparison-SUFFIX.json and "
-                   "plots/comparison-SUFFIX.png, e.g. to keep results with and without --final-epochs side by side")
+                   "plots/comparison-SUFFIX.png, e.g. to keep several comparisons of one run side by side")
     p.add_argument("--ratios", type=ratio_list, default=list(DEFAULT_RATIOS),
                    help="prune ratios / sparsities of the uniform and global baselines (default: 0.1,...,0.9,0.95)")
     p.add_argument("--random-evals", type=int, default=None,
                    help="random genomes to evaluate (default: as many evaluations as the search made)")
-    p.add_argument("--final-epochs", type=float, default=None,
-                   help="retrain every selected member this many KD epochs before the test (default: the run's search.final_epochs)")
+    p.add_argument("--final-epochs", type=epochs_list, default=None,
+                   help="retrain every selected member this many KD epochs before the test; comma-separated for several "
+                   "measurements of one evaluation pass, e.g. 0,2 (files of E > 0 get -feE) (default: the run's "
+                   "search.final_epochs)")
     p.add_argument("--workers", type=int, default=None, help="parallel evaluations (default: the run's search.workers)")
     p.add_argument("--address", default=None, help="address of an existing Ray cluster")
     p.add_argument("--data-root", default=None, help="data root (default: the one recorded in manifest.json)")
@@ -357,17 +364,18 @@ def main(argv: list[str] | None = None) -> int:
             raise RunDirError(f"{Path(args.run_dir) / 'config.json'} not found; RUN_DIR must be a run directory of evo_snn.search")
         run = RunDir.open(args.run_dir)
         with sigterm_as_interrupt():
-            doc = compare(run, args.methods, args.ratios, args.random_evals, args.suffix, data_root=args.data_root, workers=args.workers,
-                          address=args.address, final_epochs=args.final_epochs, progress=not args.no_progress)
+            docs = compare(run, args.methods, args.ratios, args.random_evals, args.suffix, args.final_epochs,
+                           data_root=args.data_root, workers=args.workers, address=args.address, progress=not args.no_progress)
     except (ConfigError, DatasetFormatError, RunDirError, CheckpointError, TeacherLoadError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted (comparison.json not written)", file=sys.stderr)
         return 130
-    print(format_comparison(doc))
-    tag = f"-{args.suffix}" if args.suffix else ""
-    print(f"dense teacher test accuracy {doc['dense_teacher_test_accuracy']:.4f}; wrote {run.path / f'comparison{tag}.json'}")
+    for doc in docs:
+        print(f"final retraining {doc['final_epochs']:g} epochs:")
+        print(format_comparison(doc))
+        print(f"dense teacher test accuracy {doc['dense_teacher_test_accuracy']:.4f}; wrote {run.path / doc['files']['json']}")
     return 0
 
 

@@ -17,6 +17,17 @@ def ratio_list(text: str) -> list[float]:
     return vals
 
 
+def epochs_list(text: str) -> list[float]:
+    """``'0,2'`` -> [0.0, 2.0]: training budgets in epochs, each >= 0; raises argparse.ArgumentTypeError."""
+    try:
+        vals = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from e
+    if not vals or any(v < 0 for v in vals):
+        raise argparse.ArgumentTypeError(f"epochs must be >= 0, got {text!r}")
+    return vals
+
+
 def choice_list(choices, what: str, allow_none: bool = False):
     """An argparse type for comma-separated names from ``choices`` (``what`` names them in
     the error); with ``allow_none``, the word ``none`` gives an empty list."""
