@@ -26,7 +26,7 @@ def test_cifar10_jpeg_search_run_directory_is_complete(cifar10_jpeg_root, tmp_pa
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "completed" and manifest["data_root"] == str(cifar10_jpeg_root.resolve())
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["model"]["name"] == "vgg16_tiny"
+    assert cfg["model"]["name"] == "resnet18_tiny"
     assert cfg["data"]["classes"][:3] == ["airplane", "automobile", "bird"] and len(cfg["data"]["classes"]) == 10
     teacher = json.loads((out / "teacher" / "metrics.json").read_text())
     assert 0.1 < teacher["test_accuracy"] <= 1  # one epoch at T=1 already beats chance (0.1)
