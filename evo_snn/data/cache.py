@@ -11,7 +11,8 @@ with ``np.load(path, mmap_mode=...)``, so several processes (Ray workers) on one
 machine share one copy in the page cache.
 
 The key is a sha256 of the data set name, :data:`FORMAT_VERSION`, every setting
-that changes the arrays (``settings``: T, split_by, downsample for event data)
+that changes the arrays (``settings``: T, split_by, downsample for event data;
+layout, image size and resize filter for image folders)
 and the path (relative to the data root) and **content checksum** (blake2b-128
 of the bytes) of every source file. Changing a source file or a setting
 therefore selects another folder; a stale one is never served.
