@@ -5,20 +5,23 @@ Layout (every file written atomically: tmp + ``os.replace``)::
   checkpoints/
     state.json              the pointer, replaced last: {"format", "gen", "dir", "written"}
     gen-0003-<token>/       one generation's search state (the one state.json names)
-      search.json           StructureSearch.state_dict() minus genomes/students, plus
-                            "results" ({genome key: metrics}) and "logbook" (generations.csv rows)
+      search.json           StructureSearch.state_dict() minus genomes (its "results" are
+                            {genome key: metrics}), plus "logbook" (generations.csv rows)
       torch_rng.pt          {"cpu": torch.get_rng_state()} (uint8 tensor)
     genomes/<key>/          genome.json + masks.npz (``Genome.save``) of every live genome
-    students/<key>.pt       student state_dict of every live genome with a result
+    students/<key>.pt       the run's ``StudentStore`` (``evo_snn.store``): the search puts each
+                            student there as its result arrives; a checkpoint references them
 
 A generation is written into ``checkpoints/tmp-<pid>/`` first, renamed to a fresh
 ``gen-<GGGG>-<token>/`` and only then does ``state.json`` switch to it; genome and
 student files it needs are in place before that. So an interruption at any point
 leaves ``state.json`` naming a complete checkpoint. Files no longer referenced
-(older generation folders, genomes and students that left the population and the
-archive, stale tmp folders) are deleted after the switch, which keeps the folder
-bounded by the population plus the archive. Every ``.pt`` holds plain tensors only
-and loads with ``torch.load(path, weights_only=True)``.
+(older generation folders, genomes that left the population and the archive, stale
+tmp folders) are deleted after the switch, and the store is told that the checkpoint
+needs only its own students (``StudentStore.retain``): the store deletes a student
+once neither the search nor the last complete checkpoint needs it, which keeps the
+folder bounded by the population plus the archive. Every ``.pt`` holds plain tensors
+only and loads with ``torch.load(path, weights_only=True)``.
 """
 
 from __future__ import annotations
@@ -29,16 +32,19 @@ import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 from .atomic import atomic_write_bytes, json_default
 from .genome import Genome
-from .outcome import FitnessResult
 from .rundir import now_iso, save_state_dict
+from .store import StudentStore
 
 CHECKPOINT_FORMAT = 1
 POINTER = "state.json"
+STUDENTS = "students"  # the run's StudentStore folder, inside checkpoints/
+CHECKPOINT_OWNER = "checkpoint"  # its StudentStore.retain owner: the students of the last complete checkpoint
 
 
 class CheckpointError(RuntimeError):
@@ -50,14 +56,17 @@ class Checkpoint:
     """A loaded checkpoint.
 
     gen: last completed generation; state: input for ``StructureSearch.load_state_dict``
-    (with ``genomes`` {key: Genome} and ``results`` {key: FitnessResult}); logbook: the
-    generations.csv rows up to ``gen``; torch_rng: the driver's torch CPU RNG state (uint8).
+    (with ``genomes`` {key: Genome} and ``results`` {key: metrics}); logbook: the
+    generations.csv rows up to ``gen``; torch_rng: the driver's torch CPU RNG state (uint8);
+    students: the run's ``StudentStore`` (``checkpoints/students/``), holding a student
+    for every key of ``state['results']``.
     """
 
     gen: int
     state: dict
     logbook: list[dict]
     torch_rng: torch.Tensor | None
+    students: StudentStore
 
 
 def has_checkpoint(directory: str | Path) -> bool:
@@ -65,38 +74,54 @@ def has_checkpoint(directory: str | Path) -> bool:
     return (Path(directory) / POINTER).is_file()
 
 
+def student_store(directory: str | Path) -> StudentStore:
+    """The run's ``StudentStore``: ``<directory>/students/`` (directory: the run's ``checkpoints/``)."""
+    return StudentStore(Path(directory) / STUDENTS)
+
+
 class CheckpointWriter:
     """Writes ``StructureSearch.state_dict()`` after each generation (see the module docstring).
 
-    directory: the run's ``checkpoints/`` folder (created if needed).
+    directory: the run's ``checkpoints/`` folder (created if needed). store: the run's
+    ``student_store(directory)``, which the search fills; a checkpoint references its
+    files and, once it is complete, lets the store delete the students no longer
+    referenced. logbook: returns the generations.csv rows so far (saved with each
+    checkpoint when the writer is called as a search callback). raises ValueError for
+    a store that is not ``<directory>/students``.
     """
 
-    def __init__(self, directory: str | Path):
+    def __init__(self, directory: str | Path, store: StudentStore, logbook: Callable[[], list[dict]] | None = None):
         self.root = Path(directory)
         self.genomes = self.root / "genomes"
-        self.students = self.root / "students"
-        self._written: dict[str, FitnessResult] = {}  # key -> result whose student file is on disk
+        if store.directory is None or Path(store.directory).resolve() != (self.root / STUDENTS).resolve():
+            raise ValueError(f"checkpoints in {self.root} reference students in {self.root / STUDENTS}, "
+                             f"not in {store.directory or 'memory'}")
+        self.store = store
+        self.logbook = logbook or list
 
-    def adopt(self, results: dict[str, FitnessResult]) -> None:
-        """Mark the students of ``results`` (loaded from this folder) as already written."""
-        self._written = dict(results)
+    def __call__(self, search) -> None:
+        """Search callback: checkpoint ``search`` after the generation it just finished."""
+        self.save(search.state_dict(), self.logbook())
+
+    def adopt(self, ckpt: Checkpoint) -> None:
+        """Continue after ``ckpt`` (loaded from this folder): its students stay until a newer
+        checkpoint replaces it; students of an unfinished generation are deleted."""
+        self.store.retain(CHECKPOINT_OWNER, ckpt.state["results"])
 
     def save(self, state: dict, logbook: list[dict] | tuple = ()) -> Path:
         """Write one generation's checkpoint; returns its folder. ``state``: a
-        ``StructureSearch.state_dict()``; ``logbook``: the generations.csv rows so far."""
+        ``StructureSearch.state_dict()`` whose students are in the store; ``logbook``:
+        the generations.csv rows so far. raises CheckpointError (before anything of this
+        checkpoint counts) when a student is missing from the store."""
+        missing = [key for key in state["results"] if key not in self.store]
+        if missing:
+            raise CheckpointError(f"{self.store.directory} lacks the students of {missing}: not checkpointed")
         self.genomes.mkdir(parents=True, exist_ok=True)
-        self.students.mkdir(parents=True, exist_ok=True)
         for key, genome in state["genomes"].items():  # a key fixes the masks: write once
             if not (self.genomes / key / "genome.json").is_file():
                 genome.save(self.genomes / key)
-        for key, res in state["results"].items():
-            path = self.students / f"{key}.pt"
-            if self._written.get(key) is not res or not path.is_file():
-                save_state_dict(path, res.student_state)
-                self._written[key] = res
 
-        doc = {k: v for k, v in state.items() if k not in ("genomes", "results")}
-        doc["results"] = {key: res.metrics for key, res in state["results"].items()}
+        doc = {k: v for k, v in state.items() if k != "genomes"}
         doc["logbook"] = list(logbook)
         tmp = self.root / f"tmp-{os.getpid()}"
         if tmp.exists():
@@ -108,11 +133,12 @@ class CheckpointWriter:
         os.replace(tmp, self.root / name)
         pointer = {"format": CHECKPOINT_FORMAT, "gen": state["gen"], "dir": name, "written": now_iso()}
         atomic_write_bytes(self.root / POINTER, (json.dumps(pointer, indent=2) + "\n").encode())
-        self._collect(name, set(state["genomes"]), set(state["results"]))
+        self._collect(name, set(state["genomes"]))
+        self.store.retain(CHECKPOINT_OWNER, state["results"])
         return self.root / name
 
-    def _collect(self, current: str, genome_keys: set[str], student_keys: set[str]) -> None:
-        """Delete what the checkpoint named ``current`` does not reference."""
+    def _collect(self, current: str, genome_keys: set[str]) -> None:
+        """Delete the generation folders and genomes the checkpoint named ``current`` does not reference."""
         for p in self.root.iterdir():
             if p.is_dir() and (p.name.startswith("gen-") or p.name.startswith("tmp-")) and p.name != current:
                 shutil.rmtree(p, ignore_errors=True)
@@ -125,23 +151,20 @@ class CheckpointWriter:
                 shutil.rmtree(p, ignore_errors=True)
             else:
                 p.unlink(missing_ok=True)
-        for p in self.students.iterdir():
-            if p.suffix != ".pt" or p.stem not in student_keys:
-                p.unlink(missing_ok=True)
-                self._written.pop(p.stem, None)
 
 
 def load_checkpoint(directory: str | Path) -> Checkpoint:
     """Read the checkpoint that ``<directory>/state.json`` names.
 
-    Students load with ``torch.load(weights_only=True)`` onto the CPU. Raises
-    CheckpointError (no pointer, a missing or unreadable file, a genome that does not
-    match its key).
+    The students stay on disk (``Checkpoint.students``); each referenced one must be
+    there. Raises CheckpointError (no pointer, a missing or unreadable file, a genome
+    that does not match its key).
     """
     root = Path(directory)
     if not has_checkpoint(root):
         raise CheckpointError(f"{root.parent} has no checkpoints/{POINTER}: nothing to resume "
                               "(only runs started by this version, after generation 0, can be resumed)")
+    students = student_store(root)
     try:
         pointer = json.loads((root / POINTER).read_text())
         if pointer.get("format") != CHECKPOINT_FORMAT:
@@ -150,8 +173,9 @@ def load_checkpoint(directory: str | Path) -> Checkpoint:
         doc = json.loads((folder / "search.json").read_text())
         keys = {rec["genome_key"] for rec in doc["population"] + doc["archive"]}
         genomes = {key: Genome.load(root / "genomes" / key) for key in sorted(keys)}
-        results = {key: FitnessResult(metrics, _load_pt(root / "students" / f"{key}.pt"))
-                   for key, metrics in doc.pop("results").items()}
+        for key in doc["results"]:
+            if key not in students:
+                raise FileNotFoundError(f"{students.path(key)} not found")
         rng_file = folder / "torch_rng.pt"
         torch_rng = _load_pt(rng_file)["cpu"] if rng_file.is_file() else None
     except CheckpointError:
@@ -159,8 +183,8 @@ def load_checkpoint(directory: str | Path) -> Checkpoint:
     except (OSError, ValueError, KeyError, RuntimeError) as e:
         raise CheckpointError(f"checkpoint in {root} is incomplete or unreadable: {type(e).__name__}: {e}") from e
     logbook = doc.pop("logbook", [])
-    state = {**doc, "genomes": genomes, "results": results}
-    return Checkpoint(int(doc["gen"]), state, logbook, torch_rng)
+    state = {**doc, "genomes": genomes}
+    return Checkpoint(int(doc["gen"]), state, logbook, torch_rng, students)
 
 
 def _load_pt(path: Path) -> dict:

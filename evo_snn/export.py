@@ -17,6 +17,7 @@ from .genome import Genome
 from .models import build_model
 from .pruning import sparse_copy, weight_sparsity
 from .rundir import RunDir, save_state_dict
+from .store import StudentStore
 from .train import accuracy
 
 
@@ -85,15 +86,16 @@ def export_member(run: RunDir, uid: str, roles: list[str], genome: Genome, metri
     return record
 
 
-def finalize(run: RunDir, ctx: FitnessContext, archive, results: dict, dense_teacher: nn.Module, splits: Splits,
+def finalize(run: RunDir, ctx: FitnessContext, archive, students: StudentStore, dense_teacher: nn.Module, splits: Splits,
              teacher_metrics: dict) -> list[dict]:
     """The end of a run, where the test split is used, once: choose the best-accuracy and
     knee members of ``archive`` (validation front), retrain them for
     ``search.final_epochs`` when > 0 (same KD settings, own seed), export them with
     their test accuracy, remove exports of members no longer chosen (a resumed run),
     and add the dense teacher's ``test_accuracy`` to ``teacher_metrics`` and
-    teacher/metrics.json. results: {genome key: FitnessResult} of the archive.
-    Returns the exported records.
+    teacher/metrics.json. students: the run's ``StudentStore``, holding the student of
+    every archive member (read only when ``search.final_epochs`` is 0; KeyError when
+    one is missing). Returns the exported records.
     """
     cfg = ctx.cfg
     front = [ind for ind in archive if ind.status != "failed"]
@@ -104,8 +106,10 @@ def finalize(run: RunDir, ctx: FitnessContext, archive, results: dict, dense_tea
     exported = []
     for uid, r in roles.items():
         ind = by_uid[uid]
-        student_state, metrics = results[ind.genome.key].student_state, dict(ind.metrics)
-        if retrain is not None:  # select on validation, retrain, test once
+        metrics = dict(ind.metrics)
+        if retrain is None:
+            student_state = students.get(ind.genome.key)
+        else:  # select on validation, retrain, test once
             res = retrain(ind.genome, ind.seed)
             student_state = res.student_state
             metrics.update(final_epochs=cfg.search.final_epochs, retrained_val_accuracy=res.metrics["accuracy"],

@@ -1,8 +1,11 @@
 """NSGA-II structure search over genomes (DEAP ``selNSGA2`` + ``ParetoFront``).
 
-The algorithm writes no files: observers receive each evaluation and each
-generation through callbacks (``evo_snn.search`` attaches the run-directory writer
-and the checkpoint writer, ``evo_snn.checkpoint``). ``StructureSearch.state_dict()``
+The algorithm writes no files itself: students go to a ``StudentStore`` (``evo_snn.store``)
+as results arrive, and observers receive each evaluation and each generation through
+callbacks that get the search object (``evo_snn.search`` attaches the run logger and
+the checkpoint writer, ``evo_snn.checkpoint``). The operators (sampling, crossover,
+mutation, parent selection, survival) and the evaluator are passed in, with today's
+NSGA-II choices as defaults. ``StructureSearch.state_dict()``
 / ``load_state_dict()`` hand the whole search state out and back in as data, so that
 an interrupted search continues where it stopped. Objective directions are declared
 once, in ``Fitness.weights``.
@@ -14,7 +17,8 @@ import math
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from functools import partial
+from typing import Callable, Sequence
 
 import numpy as np
 from deap import base, tools
@@ -24,8 +28,9 @@ from tqdm.auto import tqdm
 
 from .atomic import to_jsonable
 from .config import GenomeConfig, SearchConfig
+from .evaluator import SerialEvaluator
 from .genome import Genome, GenomeOps
-from .outcome import FitnessResult
+from .store import StudentStore
 
 OBJECTIVES = ("accuracy", "sparsity")
 STATE_FORMAT = 1  # version of the dict returned by StructureSearch.state_dict()
@@ -90,32 +95,83 @@ def nondominated(points) -> list[int]:
     return [i for i, p in enumerate(pts) if id(p) in ids]
 
 
-class StructureSearch:
-    """NSGA-II over genomes.
+def initial_genomes(ops: GenomeOps, cfg: GenomeConfig, n: int, rng: np.random.Generator) -> list[Genome]:
+    """The default sampling: ``n`` generation-0 genomes. ``round(cfg.init_global_fraction * n)``
+    global-magnitude genomes at sparsities spread evenly over (ratio_min, ratio_max]
+    (seeding: elitism then keeps the front at least as good as one-shot pruning on
+    validation), the rest ``ops.random(rng)``."""
+    k = int(round(cfg.init_global_fraction * n))
+    lo, hi = cfg.ratio_min, cfg.ratio_max
+    seeded = [ops.global_magnitude(lo + (hi - lo) * (i + 1) / k) for i in range(k)]
+    return seeded + [ops.random(rng) for _ in range(n - k)]
 
-    evaluator: object with ``map([(genome, seed), ...])`` yielding
-      ``(index, FitnessResult | Exception)`` (``evo_snn.evaluator``).
-    on_evaluation(ind, result): called once per evaluated (or cache-hit) individual.
-    on_generation(gen, population, archive, n_evals, elapsed_s): called after each
-      generation (gen 0 = the initial population); ``state_dict()`` called from here
-      describes the search right after that generation.
+
+def select_distinct_nsga2(individuals: list, k: int) -> list:
+    """The default survival: NSGA-II (``selNSGA2``, which also assigns crowding distances)
+    of ``k`` from ``individuals`` with duplicate genomes removed first (the oldest copy
+    stays); duplicates fill up only when fewer than ``k`` distinct genomes exist."""
+    unique, dups, keys = [], [], set()
+    for ind in individuals:
+        (dups if ind.genome.key in keys else unique).append(ind)
+        keys.add(ind.genome.key)
+    pool = unique if len(unique) >= k else unique + dups
+    return tools.selNSGA2(pool, k)
+
+
+class StructureSearch:
+    """NSGA-II over genomes, with its operators passed in (as pymoo's ``NSGA2(sampling=...)``).
+
+    ops: the genome operators of the model (its prunable layers; default operators).
+    fitness: ``fitness(genome, seed[, init_state])`` -> an object with ``metrics`` (dict
+      with the objectives ``accuracy`` and ``sparsity``, fractions in [0, 1]) and
+      ``student_state`` (the trained student's state_dict), e.g. ``FitnessResult``; it
+      may raise (the individual then fails). Applied through ``evaluator.map(fitness,
+      jobs)``; with ``search.inherit_weights`` jobs carry ``init_state``, the first
+      parent's student (None when unknown).
+    evaluator: ``map(fn, jobs)`` yielding ``(index, result | Exception)``
+      (``evo_snn.evaluator``; default ``SerialEvaluator()``).
+    store: where students go as results arrive and are read from (``StudentStore``;
+      default in memory). The search keeps metrics only (``results``).
+    sampling(n, rng) -> n genomes of generation 0 (default ``initial_genomes``).
+    crossover(a, b, rng) -> two child genomes (default ``ops.crossover``), applied with
+      probability ``genome.crossover_prob`` per pair.
+    mutation(genome, rng, student_abs) -> genome (default ``ops.mutate``); student_abs:
+      {layer: |W| of the first parent's student} with ``genome.mask_mutation='magnitude'``,
+      else None.
+    parent_selection(population, k) -> k parents (default ``tools.selTournamentDCD``).
+    survival(candidates, k) -> k survivors (default ``select_distinct_nsga2``).
+    callbacks: each ``cb(search)`` is called after every generation (gen 0 = the initial
+      population), in order, where ``search.gen``, ``population``, ``archive``,
+      ``n_evals`` (real evaluations of that generation) and ``elapsed_s`` describe it and
+      ``state_dict()`` is the state right after it; a callback with an
+      ``on_evaluation(ind, metrics)`` method also gets every evaluated (or cache-hit)
+      individual as it arrives (``metrics`` None when it failed).
 
     ``run()`` evaluates generations 0..``search.generations``; after
     ``load_state_dict(state)`` it continues from generation ``state['gen'] + 1``.
     """
 
-    def __init__(self, ops: GenomeOps, evaluator, search: SearchConfig, genome_cfg: GenomeConfig,
-                 on_evaluation: Callable | None = None, on_generation: Callable | None = None, progress: bool = True):
-        self.ops, self.evaluator, self.search, self.genome_cfg = ops, evaluator, search, genome_cfg
-        self.on_evaluation = on_evaluation or (lambda *_: None)
-        self.on_generation = on_generation or (lambda *_: None)
+    def __init__(self, ops: GenomeOps, fitness: Callable, search: SearchConfig, genome_cfg: GenomeConfig, *,
+                 evaluator=None, store: StudentStore | None = None, sampling: Callable | None = None,
+                 crossover: Callable | None = None, mutation: Callable | None = None,
+                 parent_selection: Callable = tools.selTournamentDCD, survival: Callable = select_distinct_nsga2,
+                 callbacks: Sequence[Callable] = (), progress: bool = True):
+        self.ops, self.fitness, self.search, self.genome_cfg = ops, fitness, search, genome_cfg
+        self.evaluator = SerialEvaluator() if evaluator is None else evaluator
+        self.store = StudentStore() if store is None else store
+        self.sampling = sampling or partial(initial_genomes, ops, genome_cfg)
+        self.crossover = crossover or ops.crossover
+        self.mutation = mutation or ops.mutate
+        self.parent_selection, self.survival = parent_selection, survival
+        self.callbacks = list(callbacks)
         self.progress = progress
         self.rng = np.random.default_rng(search.seed)
         random.seed(search.seed)  # DEAP's selTournamentDCD draws from `random`
         self.archive = tools.ParetoFront(similar=lambda a, b: a.genome.key == b.genome.key)
-        self.results: dict[str, FitnessResult] = {}  # genome key -> result (kept for cache and export)
+        self.results: dict[str, dict] = {}  # genome key -> metrics (the cache); students: self.store
         self.population: list[Individual] = []
         self.gen = -1  # last completed generation (-1: none yet)
+        self.n_evals = 0  # real evaluations of generation `gen`
         self.elapsed_s = 0.0  # search wall time up to the end of generation `gen`, over all sessions
         self._counter = 0
 
@@ -129,7 +185,8 @@ class StructureSearch:
         """Evaluate individuals without a valid fitness; returns the number of real evaluations.
 
         A genome already in the cache, or equal to another one of this call, is
-        evaluated once: the others get its result with status 'cached'.
+        evaluated once: the others get its result with status 'cached'. Each student
+        goes to the store as its result arrives.
         """
         todo = [ind for ind in individuals if not ind.fitness.valid]
         fresh: list[Individual] = []
@@ -147,15 +204,16 @@ class StructureSearch:
         jobs = [self._job(ind) for ind in fresh]
         failed: dict[str, dict] = {}
         bar = tqdm(total=len(jobs), desc=f"gen {gen} evaluations", unit="eval", disable=not self.progress, leave=False)
-        for i, res in self.evaluator.map(jobs):
+        for i, res in self.evaluator.map(self.fitness, jobs):
             ind = fresh[i]
             if isinstance(res, Exception):
                 ind.metrics = {"error": f"{type(res).__name__}: {res}"}
                 failed[ind.genome.key] = ind.metrics
                 self._fail(ind)
             else:
-                self.results[ind.genome.key] = res
-                self._assign(ind, res, "ok")
+                self.store.put(ind.genome.key, res.student_state)
+                self.results[ind.genome.key] = res.metrics
+                self._assign(ind, res.metrics, "ok")
             bar.update(1)
         bar.close()
         for ind in twins:
@@ -166,66 +224,73 @@ class StructureSearch:
                 self._assign(ind, self.results[ind.genome.key], "cached")
         return len(jobs)
 
+    def student(self, key: str) -> dict | None:
+        """The trained student of genome ``key`` from the store, or None when it has none."""
+        if key not in self.results or key not in self.store:
+            return None
+        return self.store.get(key)
+
     def _job(self, ind: Individual) -> tuple:
         """(genome, seed), or with ``search.inherit_weights`` (genome, seed, parent student state)."""
         if not self.search.inherit_weights:
             return ind.genome, ind.seed
-        parent = self.results.get(ind.init_key) if ind.init_key else None
-        return ind.genome, ind.seed, None if parent is None else parent.student_state
+        return ind.genome, ind.seed, self.student(ind.init_key) if ind.init_key else None
+
+    def _notify(self, ind: Individual, metrics: dict | None) -> None:
+        for cb in self.callbacks:
+            on_evaluation = getattr(cb, "on_evaluation", None)
+            if on_evaluation is not None:
+                on_evaluation(ind, metrics)
 
     def _fail(self, ind: Individual) -> None:
         ind.status = "failed"
         ind.fitness.values = (0.0, 0.0)  # worst possible: a failed genome never survives
-        self.on_evaluation(ind, None)
+        self._notify(ind, None)
 
-    def _assign(self, ind: Individual, res: FitnessResult, status: str) -> None:
-        ind.metrics = dict(res.metrics)
+    def _assign(self, ind: Individual, metrics: dict, status: str) -> None:
+        ind.metrics = dict(metrics)
         ind.status = status
-        ind.fitness.values = tuple(float(res.metrics[k]) for k in OBJECTIVES)
-        self.on_evaluation(ind, res)
+        ind.fitness.values = tuple(float(metrics[k]) for k in OBJECTIVES)
+        self._notify(ind, metrics)
 
     def _forget_unused(self, keep: list[Individual]) -> None:
-        """Drop cached student weights of genomes no longer in the population or archive."""
+        """Drop the cached metrics of genomes no longer in the population or archive, and
+        tell the store that the search needs only the live genomes' students."""
         live = {ind.genome.key for ind in keep} | {ind.genome.key for ind in self.archive}
         self.results = {k: v for k, v in self.results.items() if k in live}
+        self.store.retain("search", live)
 
     def _finish_generation(self, gen: int, pop: list[Individual], n: int, t0: float) -> None:
-        self.population, self.gen = pop, gen
+        self.population, self.gen, self.n_evals = pop, gen, n
         self.elapsed_s = time.perf_counter() - t0
-        self.on_generation(gen, pop, self.archive, n, self.elapsed_s)
+        for cb in self.callbacks:
+            cb(self)
 
     def initial_genomes(self) -> list[Genome]:
-        """The generation-0 genomes: ``round(init_global_fraction * P)`` global-magnitude
-        genomes at sparsities spread evenly over (ratio_min, ratio_max] (seeding: elitism
-        then keeps the front at least as good as one-shot pruning on validation), the
-        rest ``GenomeOps.random``."""
-        P, cfg = self.search.population, self.genome_cfg
-        k = int(round(cfg.init_global_fraction * P))
-        lo, hi = cfg.ratio_min, cfg.ratio_max
-        seeded = [self.ops.global_magnitude(lo + (hi - lo) * (i + 1) / k) for i in range(k)]
-        return seeded + [self.ops.random(self.rng) for _ in range(P - k)]
+        """The generation-0 genomes: ``sampling(search.population, rng)``."""
+        return self.sampling(self.search.population, self.rng)
 
     def offspring(self, pop: list[Individual], gen: int) -> list[Individual]:
-        """Tournament (DCD) -> layer-wise crossover -> mutation. A child whose genome
-        equals one in ``pop`` or an earlier child is mutated again, up to
+        """Parent selection (default: tournament DCD) -> crossover -> mutation. A child
+        whose genome equals one in ``pop`` or an earlier child is mutated again, up to
         ``MAX_RESAMPLE`` times (then kept: the cache serves it without training)."""
         P = self.search.population
-        parents = tools.selTournamentDCD(pop, P)
+        parents = self.parent_selection(pop, P)
         seen = {ind.genome.key for ind in pop}
         children: list[Individual] = []
         for a, b in zip(parents[::2], parents[1::2]):
             if self.rng.random() < self.genome_cfg.crossover_prob:
-                ga, gb = self.ops.crossover(a.genome, b.genome, self.rng)
+                ga, gb = self.crossover(a.genome, b.genome, self.rng)
                 pa = pb = (a.uid, b.uid)
             else:
                 ga, gb, pa, pb = a.genome, b.genome, (a.uid,), (b.uid,)
             for g, p, first in ((ga, pa, a), (gb, pb, b)):
                 student_abs = self._student_abs(first)
-                child = self.ops.mutate(g, self.rng, student_abs)
+                child = self.mutation(g, self.rng, student_abs)
                 for _ in range(MAX_RESAMPLE):
                     if child.key not in seen:
                         break
-                    child = self.ops.mutate(g, self.rng, student_abs)
+                    child = self.mutation(g, self.rng, student_abs)
                 seen.add(child.key)
                 ind = self._new(child, gen, p)
                 ind.init_key = first.genome.key  # its own first parent: a for the first child, b for the second
@@ -237,23 +302,14 @@ class StructureSearch:
         mutation (``genome.mask_mutation='magnitude'``); None otherwise or when unknown."""
         if self.genome_cfg.mask_mutation != "magnitude":
             return None
-        res = self.results.get(parent.genome.key)
-        if res is None:
+        state = self.student(parent.genome.key)
+        if state is None:
             return None
-        state = res.student_state
         return {n: np.abs(np.asarray(state[n + ".weight"])) for n in self.ops.layers if n + ".weight" in state}
 
     def survivors(self, candidates: list[Individual]) -> list[Individual]:
-        """NSGA-II survival (``selNSGA2``) of P from ``candidates`` with duplicate
-        genomes removed first (the oldest copy stays); duplicates fill up only when
-        fewer than P distinct genomes exist."""
-        P = self.search.population
-        unique, dups, keys = [], [], set()
-        for ind in candidates:
-            (dups if ind.genome.key in keys else unique).append(ind)
-            keys.add(ind.genome.key)
-        pool = unique if len(unique) >= P else unique + dups
-        return tools.selNSGA2(pool, P)  # also assigns crowding distances
+        """``survival(candidates, search.population)``."""
+        return self.survival(candidates, self.search.population)
 
     def run(self) -> tools.ParetoFront:
         """Run (or continue) the search up to generation ``search.generations``; returns the archive.
@@ -269,6 +325,7 @@ class StructureSearch:
             n = self.evaluate(pop, 0)
             self.archive.update(pop)
             pop = self.survivors(pop)
+            self._forget_unused(pop)
             self._finish_generation(0, pop, n, t0)
         for gen in range(self.gen + 1, G + 1):
             pop = self.population
@@ -284,7 +341,8 @@ class StructureSearch:
     def state_dict(self) -> dict:
         """The whole search state after generation ``self.gen``, as data.
 
-        Returns a dict whose entries are JSON-able except ``genomes`` and ``results``:
+        Returns a dict whose entries are JSON-able (``json_default`` for tuples and
+        numpy scalars in metrics) except ``genomes``:
 
         - ``format`` (int), ``gen`` (last completed generation, -1 before gen 0),
           ``counter`` (the uid counter: the next individual gets uid ``GG-<counter>``),
@@ -299,8 +357,8 @@ class StructureSearch:
         - ``genomes``: ``{genome key: Genome}`` for every key in the records (a key
           fixes the masks; each record carries its own ``ratios``, since two ratios
           can round to the same zero count);
-        - ``results``: ``{genome key: FitnessResult}``, the evaluation cache (metrics
-          and student state_dict) of every live genome.
+        - ``results``: ``{genome key: metrics}``, the evaluation cache of every live
+          genome; their students are in ``store`` (``StudentStore``), not in the state.
         """
         genomes: dict[str, Genome] = {}
         for ind in list(self.population) + list(self.archive):
@@ -322,9 +380,10 @@ class StructureSearch:
     def load_state_dict(self, state: dict) -> None:
         """Restore a ``state_dict()`` (after a JSON round trip of its JSON-able part).
 
-        Sets the global ``random`` state too. Raises ValueError when the state does
-        not fit this search (format, seed, population size, genome layers or a
-        missing genome).
+        Sets the global ``random`` state too. The students of ``state['results']`` must
+        be in this search's ``store`` (a resumed run opens the run's student folder).
+        Raises ValueError when the state does not fit this search (format, seed,
+        population size, genome layers, a missing genome or student).
         """
         if state.get("format") != STATE_FORMAT:
             raise ValueError(f"search state format {state.get('format')!r}, expected {STATE_FORMAT}")
@@ -337,6 +396,9 @@ class StructureSearch:
         for key, g in genomes.items():
             if tuple(g.layers) != tuple(self.ops.layers):
                 raise ValueError(f"genome {key} has layers {list(g.layers)}, the model's prunable layers are {list(self.ops.layers)}")
+        missing = [key for key in state["results"] if key not in self.store]
+        if missing:
+            raise ValueError(f"the student store lacks the students of {len(missing)} evaluated genome(s), e.g. {missing[0]}")
 
         def individual(rec: dict) -> Individual:
             if rec["genome_key"] not in genomes:

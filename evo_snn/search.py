@@ -5,8 +5,10 @@ teacher -> KD-trained student -> validation accuracy and sparsity) -> Pareto fro
 -> run directory -> export of the best-accuracy and knee members (test accuracy
 measured once, here, at the end).
 
-After every generation the search state goes to ``<run>/checkpoints/``
-(``evo_snn.checkpoint``); ``--resume RUN_DIR`` continues an interrupted (or completed,
+Each trained student goes to the run's ``StudentStore`` (``<run>/checkpoints/students/``,
+``evo_snn.store``) as its result arrives; the run logger and the checkpoint writer are
+search callbacks (``cb(search)``). After every generation the search state goes to
+``<run>/checkpoints/`` (``evo_snn.checkpoint``); ``--resume RUN_DIR`` continues an interrupted (or completed,
 with a larger ``--generations``) run from its last checkpoint with the run's own
 config.json, data root and teacher.
 """
@@ -25,10 +27,10 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .checkpoint import Checkpoint, CheckpointError, CheckpointWriter, load_checkpoint
+from .checkpoint import Checkpoint, CheckpointError, CheckpointWriter, load_checkpoint, student_store
 from .config import Config, ConfigError, load_config
 from .data import DATASETS, DatasetFormatError, load_splits
-from .evaluator import make_evaluator
+from .evaluator import genome_fitness, make_evaluator
 from .export import finalize
 from .fitness import FitnessContext, default_device
 from .genome import GenomeOps
@@ -92,20 +94,22 @@ def _cli_overrides(args) -> list[str]:
 
 
 class RunLogger:
-    """Writes evaluations.jsonl, generations.csv and pareto.csv as the search goes."""
+    """Search callback: writes evaluations.jsonl (``on_evaluation``, as each result arrives),
+    generations.csv and pareto.csv (``logger(search)``, after each generation)."""
 
     def __init__(self, run: RunDir):
         self.run = run
         self.rows: list[dict] = []
         self.generations: list[dict] = []
 
-    def on_evaluation(self, ind, result) -> None:
+    def on_evaluation(self, ind, metrics) -> None:
         row = {"gen": ind.gen, "uid": ind.uid, "parents": list(ind.parents), "genome_key": ind.genome.key,
                "status": ind.status, "seed": ind.seed, "ratios": [round(r, 6) for r in ind.genome.ratios], **ind.metrics}
         self.rows.append(row)
         self.run.append_jsonl("evaluations.jsonl", row)
 
-    def on_generation(self, gen, pop, archive, n_evals, elapsed_s) -> None:
+    def __call__(self, search) -> None:
+        gen, pop, archive, n_evals, elapsed_s = search.gen, search.population, search.archive, search.n_evals, search.elapsed_s
         front = pareto_frame(archive)
         rec = {"gen": gen, "n_evals": n_evals, "hypervolume": hypervolume(list(archive)),
                "best_accuracy": max(ind.fitness.values[0] for ind in pop),
@@ -275,18 +279,20 @@ def _execute(run: RunDir, cfg: Config, splits, device, args, ckpt: Checkpoint | 
         layers = tuple(prunable_layers(teachers.dense, cfg.genome.prunable))
         ctx = FitnessContext(cfg, splits.train, splits.val, splits.frame_shape, splits.num_classes,
                              cpu_state(teachers.dense), layers, teachers.ann_state)
-        evaluator = make_evaluator(ctx, cfg.search.workers, args.address)
-        logger, checkpoints = RunLogger(run), CheckpointWriter(run.checkpoints)
-        search = StructureSearch(GenomeOps(weight_magnitudes(teachers.dense, layers), cfg.genome), evaluator, cfg.search,
-                                 cfg.genome, logger.on_evaluation, progress=progress)
-        search.on_generation = lambda *a: (logger.on_generation(*a), checkpoints.save(search.state_dict(), logger.generations))
+        evaluator = make_evaluator(cfg.search.workers, args.address)
+        students = student_store(run.checkpoints)  # filled as results arrive; checkpoints reference it
+        logger = RunLogger(run)
+        checkpoints = CheckpointWriter(run.checkpoints, students, logbook=lambda: logger.generations)
+        search = StructureSearch(GenomeOps(weight_magnitudes(teachers.dense, layers), cfg.genome),
+                                 genome_fitness(ctx, args.address), cfg.search, cfg.genome, evaluator=evaluator,
+                                 store=students, callbacks=[logger, checkpoints], progress=progress)
         if ckpt is not None:
             _restore(run, search, ckpt, logger, checkpoints, rows)
         archive = search.run()
         evaluator.close()
         evaluator = None
 
-        exported = finalize(run, ctx, archive, search.results, teachers.dense, splits, teachers.metrics)
+        exported = finalize(run, ctx, archive, students, teachers.dense, splits, teachers.metrics)
         evals = pd.DataFrame([r for r in logger.rows if r["status"] == "ok"])
         plot_run(run.plots, evals, pareto_frame(archive), pd.DataFrame(logger.generations), teachers.metrics["val_accuracy"], exported)
         run.finish("completed", n_evaluations=len(logger.rows), exported=sorted(r["uid"] for r in exported),
@@ -319,7 +325,7 @@ def _restore(run: RunDir, search: StructureSearch, ckpt: Checkpoint, logger: Run
         raise CheckpointError(f"checkpoint in {run.checkpoints} does not fit {run.path / 'config.json'}: {e}") from e
     if ckpt.torch_rng is not None:
         torch.set_rng_state(ckpt.torch_rng)
-    checkpoints.adopt(search.results)
+    checkpoints.adopt(ckpt)
     logger.rows = list(rows or [])
     logger.generations = list(ckpt.logbook)
     run.write_csv("generations.csv", pd.DataFrame(logger.generations))

@@ -1,4 +1,4 @@
-"""The serial and the Ray evaluator are interchangeable behind ``map``."""
+"""The serial and the Ray evaluator are interchangeable behind ``map(fn, jobs)``."""
 
 import os
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from evo_snn.evaluator import RayEvaluator, SerialEvaluator
+from evo_snn.evaluator import PerWorker, RayEvaluator, SerialEvaluator, genome_fitness
 from evo_snn.fitness import FitnessContext, GenomeFitness
 from evo_snn.genome import Genome, GenomeOps
 from evo_snn.models import build_model
@@ -52,17 +52,17 @@ def test_student_options_scratch_and_dense(ctx):
 
 def test_failed_evaluation_is_reported_not_raised(ctx):
     bad = Genome(("nope",), (0.0,), (np.ones(3, dtype=bool),))
-    results = dict(SerialEvaluator(ctx).map([(bad, 0)]))
+    results = dict(SerialEvaluator().map(genome_fitness(ctx), [(bad, 0)]))
     assert isinstance(results[0], Exception)
 
 
 def test_ray_evaluator_matches_serial(ctx, ray_session):
     genomes = _genomes(ctx, 3)
     jobs = [(g, 10 + i) for i, g in enumerate(genomes)]
-    serial = dict(SerialEvaluator(ctx).map(jobs))
-    ev = RayEvaluator(ctx, workers=2)
+    serial = dict(SerialEvaluator().map(genome_fitness(ctx), jobs))
+    ev = RayEvaluator(workers=2)
     try:
-        parallel = dict(ev.map(jobs))
+        parallel = dict(ev.map(genome_fitness(ctx), jobs))
     finally:
         ev.close()
     assert sorted(parallel) == [0, 1, 2]
@@ -100,3 +100,54 @@ def test_weight_inheritance_starts_from_the_parent_student(ctx):
         assert (w[~mask] == 0).all()  # the child's own masks hold
     assert any(not torch.equal(inherited.student_state[k], fresh.student_state[k]) for k in fresh.student_state
                if fresh.student_state[k].is_floating_point())
+
+
+# ------------------------------------------------------- map(fn, jobs) with plain functions
+BUILT = []
+
+
+def _make_adder():
+    BUILT.append(1)
+    return lambda x, y=0: x + y
+
+
+def _broken_factory():
+    raise ValueError("bad config")
+
+
+def test_serial_map_applies_a_plain_function_and_reports_errors_per_job():
+    out = dict(SerialEvaluator().map(lambda a, b: a // b, [(7, 2), (1, 0), (9, 3)]))
+    assert out[0] == 3 and out[2] == 3 and isinstance(out[1], ZeroDivisionError)
+    assert list(SerialEvaluator().map(lambda: 1 / 0, [])) == []
+
+
+def test_per_worker_builds_once_and_ships_only_its_factory():
+    import pickle
+
+    BUILT.clear()
+    fn = PerWorker(_make_adder)
+    assert dict(SerialEvaluator().map(fn, [(1,), (2, 3)])) == {0: 1, 1: 5}
+    assert dict(SerialEvaluator().map(fn, [(4,)])) == {0: 4}
+    assert len(BUILT) == 1  # built on first use, then kept
+    copy = pickle.loads(pickle.dumps(fn))
+    assert copy._fn is None and copy.factory is _make_adder  # a worker builds its own
+    assert copy(5, 5) == 10 and len(BUILT) == 2
+
+
+def test_a_fitness_that_cannot_be_built_stops_the_map_instead_of_failing_each_job():
+    with pytest.raises(ValueError, match="bad config"):
+        list(SerialEvaluator().map(PerWorker(_broken_factory), [(1,), (2,)]))
+
+
+def test_ray_map_applies_any_picklable_function(ray_session):
+    ev = RayEvaluator(workers=1)
+    try:
+        out = dict(ev.map(pow, [(2, 3), (3, 2), (0, -1)]))
+        assert out[0] == 8 and out[1] == 9 and isinstance(out[2], ZeroDivisionError)
+        assert dict(ev.map(max, [(2, 3), (5, 1)])) == {0: 3, 1: 5}  # a new function reaches the actors
+        from functools import partial
+
+        with pytest.raises(Exception, match="bad config"):  # built in the actor: int('bad config') raises
+            list(ev.map(PerWorker(partial(int, "bad config")), [(1,)]))
+    finally:
+        ev.close()

@@ -201,16 +201,16 @@ def test_ray_actor_evaluates_with_the_job_seed(setup, ray_session):
     weights and the batch order: the Ray result for (genome, seed) must equal the serial
     one for the same pair, and differ from the serial one for another seed.
     """
-    from evo_snn.evaluator import RayEvaluator, SerialEvaluator
+    from evo_snn.evaluator import RayEvaluator, SerialEvaluator, genome_fitness
 
     ctx, teacher, ann, genome = setup
     ctx = _with_kd(ctx, mode="sparse", student_init="scratch", batch_size=8)
     other = GenomeOps(weight_magnitudes(teacher, ctx.layers), ctx.cfg.genome).magnitude([0.3] * len(ctx.layers))
     jobs = [(genome, 11), (other, 12), (genome, 13)]
-    serial = dict(SerialEvaluator(ctx).map(jobs))
-    ev = RayEvaluator(ctx, workers=1)
+    serial = dict(SerialEvaluator().map(genome_fitness(ctx), jobs))
+    ev = RayEvaluator(workers=1)
     try:
-        remote = dict(ev.map(jobs))
+        remote = dict(ev.map(genome_fitness(ctx), jobs))
     finally:
         ev.close()
 

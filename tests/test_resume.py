@@ -18,7 +18,7 @@ import torch
 
 import evo_snn.checkpoint as checkpoint_mod
 import evo_snn.search as search_mod
-from evo_snn.checkpoint import CheckpointError, CheckpointWriter, load_checkpoint
+from evo_snn.checkpoint import CheckpointError, CheckpointWriter, load_checkpoint, student_store
 from evo_snn.config import GenomeConfig, SearchConfig
 from evo_snn.fitness import FitnessResult
 from evo_snn.genome import GenomeOps
@@ -254,34 +254,34 @@ def test_resume_errors_are_one_line_and_exit_2(split, tmp_path, capsys):
 
 
 # ----------------------------------------------------------------- the writer, without training
-class _Analytic:
-    def map(self, jobs):
-        for i, (g, _seed) in enumerate(jobs):
-            s = g.sparsity
-            yield i, FitnessResult({"accuracy": 1 - s**2 - 0.05 * g.ratios[0], "sparsity": s},
-                                   {"w": torch.full((2,), float(s))})
+def _analytic(g, _seed):
+    s = g.sparsity
+    return FitnessResult({"accuracy": 1 - s**2 - 0.05 * g.ratios[0], "sparsity": s}, {"w": torch.full((2,), float(s))})
 
 
 def test_writer_keeps_the_folder_bounded_and_round_trips(tmp_path):
     rng = np.random.default_rng(0)
     ops = GenomeOps({"a": np.abs(rng.normal(size=(8, 4))), "b": np.abs(rng.normal(size=(20,)))},
                     GenomeConfig(ratio_mutation_prob=0.5, mask_mutation_prob=0.5))
-    writer = CheckpointWriter(tmp_path / "checkpoints")
+    store = student_store(tmp_path / "checkpoints")
+    writer = CheckpointWriter(tmp_path / "checkpoints", store)
     seen = []
 
-    def on_generation(gen, pop, archive, n, t):
+    def on_generation(search):
+        gen, pop, archive = search.gen, search.population, search.archive
         writer.save(search.state_dict(), [{"gen": gen}])
         ck = load_checkpoint(tmp_path / "checkpoints")
         live = {i.genome.key for i in pop} | {i.genome.key for i in archive}
         assert ck.gen == gen and set(ck.state["genomes"]) == live
         assert {p.stem for p in (tmp_path / "checkpoints" / "students").iterdir()} == set(search.results)
-        for key, res in ck.state["results"].items():
-            assert torch.equal(res.student_state["w"], search.results[key].student_state["w"])
-            assert res.metrics == search.results[key].metrics
+        for key, metrics in ck.state["results"].items():
+            sparsity = search.results[key]["sparsity"]
+            assert torch.equal(ck.students.get(key)["w"], torch.full((2,), float(sparsity)))
+            assert metrics == search.results[key]
         seen.append(gen)
 
-    search = StructureSearch(ops, _Analytic(), SearchConfig(population=8, generations=4, seed=0), GenomeConfig(),
-                             on_generation=on_generation, progress=False)
+    search = StructureSearch(ops, _analytic, SearchConfig(population=8, generations=4, seed=0), GenomeConfig(),
+                             store=store, callbacks=[on_generation], progress=False)
     search.run()
     assert seen == [0, 1, 2, 3, 4]
     with pytest.raises(CheckpointError, match="nothing to resume"):

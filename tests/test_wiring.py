@@ -1,8 +1,8 @@
 """Wiring of the search: crossover, NSGA-II survival, export roles, test accuracy of exports.
 
 Each test is built so that a specific broken stage gives a different value (issue 7,
-"tests that would catch a broken stage"). The search runs with a cheap evaluator (no
-training) whose fitness is known in closed form; only the last test runs the CLI, on a
+"tests that would catch a broken stage"). The search runs with a cheap fitness function (no
+training) known in closed form; only the last test runs the CLI, on a
 tiny synthetic search (about 2 s).
 """
 
@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from evo_snn.config import GenomeConfig, SearchConfig
+from evo_snn.evaluator import SerialEvaluator
 from evo_snn.export import choose_exports
 from evo_snn.fitness import FitnessResult
 from evo_snn.genome import Genome, GenomeOps
@@ -24,25 +25,22 @@ from evo_snn.nsga import StructureSearch
 
 
 # ----------------------------------------------------------------- fakes
-class TradeOffEvaluator:
-    """accuracy = 1 - sparsity: every genome lies on one front, no training.
+def trade_off(g: Genome, _seed: int) -> FitnessResult:
+    """accuracy = 1 - sparsity: every genome lies on one front, no training."""
+    s = g.sparsity
+    return FitnessResult({"accuracy": 1.0 - s, "sparsity": s, "teacher_accuracy": 1.0 - s}, {})
 
-    Accepts ``map(jobs)`` and ``map(fn, jobs)`` (DEAP's toolbox.map) alike; records the
-    genomes of each call.
-    """
+
+class TradeOffEvaluator(SerialEvaluator):
+    """The serial evaluator (``map(fn, jobs)``, DEAP's toolbox.map); records the genomes of each call."""
 
     def __init__(self):
         self.calls: list[list[Genome]] = []
 
-    def map(self, *args):
-        jobs = list(args[-1])
+    def map(self, fn, jobs):
+        jobs = list(jobs)
         self.calls.append([g for g, _ in jobs])
-        for i, (g, _seed) in enumerate(jobs):
-            s = g.sparsity
-            yield i, FitnessResult({"accuracy": 1.0 - s, "sparsity": s, "teacher_accuracy": 1.0 - s}, {})
-
-    def close(self):
-        pass
+        yield from super().map(fn, jobs)
 
 
 def _ops(n_layers: int = 3, cfg: GenomeConfig | None = None) -> GenomeOps:
@@ -52,8 +50,8 @@ def _ops(n_layers: int = 3, cfg: GenomeConfig | None = None) -> GenomeOps:
 
 
 def _search(ops, ev, population, generations, genome_cfg, seed=0):
-    return StructureSearch(ops, ev, SearchConfig(population=population, generations=generations, seed=seed), genome_cfg,
-                           progress=False)
+    return StructureSearch(ops, trade_off, SearchConfig(population=population, generations=generations, seed=seed), genome_cfg,
+                           evaluator=ev, progress=False)
 
 
 # ------------------------------------------------------------- crossover
