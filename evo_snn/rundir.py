@@ -25,8 +25,10 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
 from .atomic import atomic_write_bytes, json_default
+from .nsga import hypervolume
 from .train import cpu_state
 
 PACKAGES = ("evo_snn", "torch", "spikingjelly", "deap", "ray", "numpy", "pandas")
@@ -137,6 +139,28 @@ class RunDir:
             save_state_dict(self.teacher / "ann_teacher.pt", teachers.ann_state)
             self.write_json("teacher/ann_metrics.json", teachers.ann_metrics)
 
+    def truncate_evaluations(self, gen: int) -> tuple[list[dict], int]:
+        """Rows of evaluations.jsonl with ``gen <= gen``, and how many other lines there were
+        (an unfinished generation, or a line cut short by a crash); rewrites the file
+        atomically without those lines (``--resume``)."""
+        path = self.path / "evaluations.jsonl"
+        if not path.is_file():
+            return [], 0
+        rows, dropped = [], 0
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                dropped += 1
+                continue
+            if isinstance(row, dict) and isinstance(row.get("gen"), int) and row["gen"] <= gen:
+                rows.append(row)
+            else:
+                dropped += 1
+        if dropped:
+            self.write_jsonl("evaluations.jsonl", rows)
+        return rows, dropped
+
     # ------------------------------------------------------------------ manifest
     def start(self, argv: list[str], seed: int, device: str, data_root: str | None = None) -> None:
         """Write manifest.json with status 'running'; ``data_root`` (absolute path or
@@ -213,3 +237,46 @@ def sigterm_as_interrupt():
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+class RunLogger:
+    """Search callback of ``evo_snn.search``: writes evaluations.jsonl (``on_evaluation``, as each result arrives),
+    generations.csv and pareto.csv (``logger(search)``, after each generation)."""
+
+    def __init__(self, run: RunDir):
+        self.run = run
+        self.rows: list[dict] = []
+        self.generations: list[dict] = []
+
+    def on_evaluation(self, ind, metrics) -> None:
+        row = {"gen": ind.gen, "uid": ind.uid, "parents": list(ind.parents), "genome_key": ind.genome.key,
+               "status": ind.status, "seed": ind.seed, "ratios": [round(r, 6) for r in ind.genome.ratios], **ind.metrics}
+        self.rows.append(row)
+        self.run.append_jsonl("evaluations.jsonl", row)
+
+    def __call__(self, search) -> None:
+        gen, pop, archive, n_evals, elapsed_s = search.gen, search.population, search.archive, search.n_evals, search.elapsed_s
+        front = pareto_frame(archive)
+        rec = {"gen": gen, "n_evals": n_evals, "hypervolume": hypervolume(list(archive)),
+               "best_accuracy": max(ind.fitness.values[0] for ind in pop),
+               "mean_sparsity": sum(ind.fitness.values[1] for ind in pop) / len(pop),
+               "front_size": len(front), "elapsed_s": elapsed_s}
+        self.generations.append(rec)
+        self.run.write_csv("generations.csv", pd.DataFrame(self.generations))
+        self.run.write_csv("pareto.csv", front)
+        top = front.sort_values("accuracy").iloc[-1]
+        sparse = front.sort_values("sparsity").iloc[-1]
+        tqdm.write(f"gen {gen}: {n_evals} evals, front {len(front)}, HV {rec['hypervolume']:.4f}, "
+                   f"best acc {top.accuracy:.3f} @ sparsity {top.sparsity:.2f}, "
+                   f"sparsest {sparse.sparsity:.2f} @ acc {sparse.accuracy:.3f}, {elapsed_s:.0f} s")
+
+
+def pareto_frame(archive) -> pd.DataFrame:
+    """pareto.csv: one row per non-failed archive member (uid, accuracy, sparsity as
+    fractions, the sparse teacher's accuracy, ...), sorted by sparsity."""
+    cols = ["uid", "accuracy", "sparsity", "teacher_accuracy", "genome_sparsity", "gen", "genome_key", "parents"]
+    rows = [{"uid": ind.uid, "accuracy": ind.fitness.values[0], "sparsity": ind.fitness.values[1],
+             "teacher_accuracy": ind.metrics.get("teacher_accuracy"), "genome_sparsity": ind.genome.sparsity,
+             "gen": ind.gen, "genome_key": ind.genome.key, "parents": " ".join(ind.parents)}
+            for ind in archive if ind.status != "failed"]
+    return pd.DataFrame(rows, columns=cols).sort_values("sparsity", ignore_index=True)

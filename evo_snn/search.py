@@ -27,7 +27,13 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .checkpoint import Checkpoint, CheckpointError, CheckpointWriter, load_checkpoint, student_store
+from .checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    CheckpointWriter,
+    load_checkpoint,
+    student_store,
+)
 from .config import Config, ConfigError, load_config
 from .data import DATASETS, DatasetFormatError, load_splits
 from .evaluator import genome_fitness, make_evaluator
@@ -36,10 +42,10 @@ from .fitness import FitnessContext, default_device
 from .genome import GenomeOps
 from .kd import kd_mode
 from .models import build_model, model_names, select_backend
-from .nsga import StructureSearch, hypervolume
+from .nsga import StructureSearch
 from .plots import plot_run
 from .pruning import prunable_layers, weight_magnitudes
-from .rundir import RunDir, RunDirError, sigterm_as_interrupt
+from .rundir import RunDir, RunDirError, RunLogger, pareto_frame, sigterm_as_interrupt
 from .teacher import TeacherLoadError
 from .teacher import prepare as prepare_teachers
 from .train import cpu_state
@@ -91,47 +97,6 @@ def _cli_overrides(args) -> list[str]:
     flags = {"model": "model.name", "population": "search.population", "generations": "search.generations",
              "workers": "search.workers", "seed": "search.seed"}
     return [f"{key}={getattr(args, name)}" for name, key in flags.items() if getattr(args, name) is not None]
-
-
-class RunLogger:
-    """Search callback: writes evaluations.jsonl (``on_evaluation``, as each result arrives),
-    generations.csv and pareto.csv (``logger(search)``, after each generation)."""
-
-    def __init__(self, run: RunDir):
-        self.run = run
-        self.rows: list[dict] = []
-        self.generations: list[dict] = []
-
-    def on_evaluation(self, ind, metrics) -> None:
-        row = {"gen": ind.gen, "uid": ind.uid, "parents": list(ind.parents), "genome_key": ind.genome.key,
-               "status": ind.status, "seed": ind.seed, "ratios": [round(r, 6) for r in ind.genome.ratios], **ind.metrics}
-        self.rows.append(row)
-        self.run.append_jsonl("evaluations.jsonl", row)
-
-    def __call__(self, search) -> None:
-        gen, pop, archive, n_evals, elapsed_s = search.gen, search.population, search.archive, search.n_evals, search.elapsed_s
-        front = pareto_frame(archive)
-        rec = {"gen": gen, "n_evals": n_evals, "hypervolume": hypervolume(list(archive)),
-               "best_accuracy": max(ind.fitness.values[0] for ind in pop),
-               "mean_sparsity": sum(ind.fitness.values[1] for ind in pop) / len(pop),
-               "front_size": len(front), "elapsed_s": elapsed_s}
-        self.generations.append(rec)
-        self.run.write_csv("generations.csv", pd.DataFrame(self.generations))
-        self.run.write_csv("pareto.csv", front)
-        top = front.sort_values("accuracy").iloc[-1]
-        sparse = front.sort_values("sparsity").iloc[-1]
-        tqdm.write(f"gen {gen}: {n_evals} evals, front {len(front)}, HV {rec['hypervolume']:.4f}, "
-                   f"best acc {top.accuracy:.3f} @ sparsity {top.sparsity:.2f}, "
-                   f"sparsest {sparse.sparsity:.2f} @ acc {sparse.accuracy:.3f}, {elapsed_s:.0f} s")
-
-
-def pareto_frame(archive) -> pd.DataFrame:
-    cols = ["uid", "accuracy", "sparsity", "teacher_accuracy", "genome_sparsity", "gen", "genome_key", "parents"]
-    rows = [{"uid": ind.uid, "accuracy": ind.fitness.values[0], "sparsity": ind.fitness.values[1],
-             "teacher_accuracy": ind.metrics.get("teacher_accuracy"), "genome_sparsity": ind.genome.sparsity,
-             "gen": ind.gen, "genome_key": ind.genome.key, "parents": " ".join(ind.parents)}
-            for ind in archive if ind.status != "failed"]
-    return pd.DataFrame(rows, columns=cols).sort_values("sparsity", ignore_index=True)
 
 
 def check_model(cfg, splits) -> None:
@@ -210,7 +175,7 @@ def resume_search(args, argv: list[str]) -> int:
         return EXIT_USAGE
 
     device = default_device()
-    rows, dropped = _evaluations_up_to(run, ckpt.gen)
+    rows, dropped = run.truncate_evaluations(ckpt.gen)
     run.write_json("config.json", cfg.to_dict())  # search.generations / workers may have changed
     if args.data_root:
         run.manifest["data_root"] = str(Path(args.data_root).resolve())
@@ -235,29 +200,6 @@ def read_run_config(path: Path, args) -> Config:
         raise ConfigError(f"{path} not found; RUN_DIR must be a run directory of evo_snn.search") from e
     except (OSError, ValueError) as e:  # ConfigError and json.JSONDecodeError are ValueErrors
         raise ConfigError(f"{path}: {e}") from e
-
-
-def _evaluations_up_to(run: RunDir, gen: int) -> tuple[list[dict], int]:
-    """Rows of evaluations.jsonl with ``gen <= gen``, and how many other lines there were
-    (an unfinished generation, or a line cut short by a crash); rewrites the file
-    atomically without those lines."""
-    path = run.path / "evaluations.jsonl"
-    if not path.is_file():
-        return [], 0
-    rows, dropped = [], 0
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            dropped += 1
-            continue
-        if isinstance(row, dict) and isinstance(row.get("gen"), int) and row["gen"] <= gen:
-            rows.append(row)
-        else:
-            dropped += 1
-    if dropped:
-        run.write_jsonl("evaluations.jsonl", rows)
-    return rows, dropped
 
 
 def _execute(run: RunDir, cfg: Config, splits, device, args, ckpt: Checkpoint | None = None, rows: list[dict] | None = None) -> int:
