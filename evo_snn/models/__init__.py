@@ -17,7 +17,15 @@ Registered models (``model_names()``):
 ``*_tiny``               the same topology at 4-32 channels, for tests
 =======================  ==================================================
 
-``ModelConfig.neuron = 'relu'`` builds the ANN twin of any of them.
+Nets and builders take plain arguments (``channels``, ``widths``, ``dropout``, ...) and
+the neuron as a factory, as spikingjelly's own models do::
+
+    net = SpikingResNet(3, 10, (4, 8, 16, 32), (2, 2, 2, 2),
+                        spiking_neuron=partial(neuron.IFNode, surrogate_function=surrogate.ATan()))
+
+``build_model(cfg, frame_shape, num_classes)`` is the one reader of ``ModelConfig``: it
+turns the neuron settings into that factory (``neuron_factory``) and sets step mode 'm'.
+``ModelConfig.neuron = 'relu'`` builds the ANN twin of any of them (factory ``nn.ReLU``).
 ``select_backend(net, device)`` picks the spikingjelly neuron backend on a GPU.
 """
 
@@ -26,8 +34,10 @@ from .neurons import (
     NEURON_CHOICES,
     NEURONS,
     SURROGATES,
+    NeuronFactory,
+    SpikingNeuronFactory,
+    neuron_factory,
     select_backend,
-    spiking_neuron,
     spiking_nodes,
 )
 from .registry import ModelBuilder, build_model, model_names, register_model, scale_width
@@ -38,9 +48,9 @@ from .wrn import SpikingWideResNet, wrn16_4, wrn16_4_tiny
 from .vgg import SpikingVGG, vgg16, vgg16_tiny
 
 __all__ = [
-    "ANN_ACTIVATIONS", "NEURON_CHOICES", "NEURONS", "SURROGATES", "ModelBuilder",
-    "SpikingNet", "SpikingResNet", "SpikingVGG", "SpikingWideResNet",
+    "ANN_ACTIVATIONS", "NEURON_CHOICES", "NEURONS", "SURROGATES", "ModelBuilder", "NeuronFactory",
+    "SpikingNet", "SpikingNeuronFactory", "SpikingResNet", "SpikingVGG", "SpikingWideResNet",
     "build_model", "conv_snn", "dvs_gesture_net", "dvs_gesture_net_tiny", "model_names",
-    "register_model", "resnet18", "resnet18_tiny", "scale_width", "select_backend",
-    "spiking_neuron", "spiking_nodes", "vgg16", "vgg16_tiny", "wrn16_4", "wrn16_4_tiny",
+    "neuron_factory", "register_model", "resnet18", "resnet18_tiny", "scale_width", "select_backend",
+    "spiking_nodes", "vgg16", "vgg16_tiny", "wrn16_4", "wrn16_4_tiny",
 ]

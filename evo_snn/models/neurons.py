@@ -13,11 +13,17 @@ Neurons (spikingjelly ``activation_based.neuron``, hard reset to ``v_reset``):
 
 Surrogate gradients (``activation_based.surrogate``): ``atan`` (ATan, alpha=2),
 ``sigmoid`` (Sigmoid, alpha=4), ``rect`` (Rect, alpha=1), at spikingjelly's defaults.
+
+The nets take the neuron as a factory (``spiking_neuron=...``, as spikingjelly's own
+models do); ``neuron_factory(cfg)`` turns a ``ModelConfig`` into one, and only
+``build_model`` calls it.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -52,27 +58,49 @@ def check_neuron_config(cfg: ModelConfig) -> None:
         raise ValueError(f"model.tau must be > 1 for LIF/PLIF, got {cfg.tau}")
 
 
-def spiking_neuron(cfg: ModelConfig) -> nn.Module:
-    """One neuron layer as configured (IF by default, as in the sparse-KD paper).
+NeuronFactory = Callable[..., nn.Module]
+"""What a net takes as ``spiking_neuron``: called with no arguments (or keyword overrides),
+it returns one new shape-preserving neuron layer, ``[T, N, ...] -> [T, N, ...]``
+(spikingjelly's models take ``partial(neuron.IFNode, surrogate_function=surrogate.ATan())``)."""
 
-    Returns a spikingjelly node (``cfg.neuron`` in 'if' | 'lif' | 'plif') with
-    ``v_threshold``, ``v_reset``, ``detach_reset`` and the ``cfg.surrogate``
-    surrogate gradient; or ``nn.ReLU()`` for ``cfg.neuron == 'relu'`` (the ANN twin).
-    Shape-preserving: ``[T, N, ...] -> [T, N, ...]`` in multi-step mode.
 
-    raises ValueError for an unknown neuron or surrogate name.
+@dataclass(frozen=True)
+class SpikingNeuronFactory:
+    """``cls(**kwargs, surrogate_function=surrogate(), **overrides)`` on each call.
+
+    Unlike ``partial(cls, surrogate_function=surrogate())``, every neuron gets its own
+    surrogate instance (as each layer always has). Picklable (Ray actors) and printable.
+    """
+
+    cls: type
+    kwargs: dict
+    surrogate: type
+
+    def __call__(self, **overrides) -> nn.Module:
+        return self.cls(**{**self.kwargs, "surrogate_function": self.surrogate(), **overrides})
+
+
+def neuron_factory(cfg: ModelConfig) -> NeuronFactory:
+    """The ``spiking_neuron`` factory of ``cfg`` (IF by default, as in the sparse-KD paper).
+
+    ``cfg.neuron`` in 'if' | 'lif' | 'plif': a ``SpikingNeuronFactory`` of that spikingjelly
+    node with ``v_threshold``, ``v_reset``, ``detach_reset``, the ``cfg.surrogate``
+    surrogate gradient and (LIF) ``tau`` / (PLIF) ``init_tau`` = ``cfg.tau``;
+    ``cfg.neuron == 'relu'``: ``nn.ReLU`` itself (the ANN twin). Each call returns a
+    new layer, shape-preserving: ``[T, N, ...] -> [T, N, ...]`` in multi-step mode.
+
+    raises ValueError for an unknown neuron or surrogate name, or a bad v_reset / tau.
     """
     check_neuron_config(cfg)
     if cfg.neuron in ANN_ACTIVATIONS:
-        return ANN_ACTIVATIONS[cfg.neuron]()
+        return ANN_ACTIVATIONS[cfg.neuron]
     v_reset = None if cfg.v_reset is None else float(cfg.v_reset)
-    kwargs = dict(v_threshold=float(cfg.v_threshold), v_reset=v_reset,
-                  surrogate_function=SURROGATES[cfg.surrogate](), detach_reset=bool(cfg.detach_reset))
+    kwargs = dict(v_threshold=float(cfg.v_threshold), v_reset=v_reset, detach_reset=bool(cfg.detach_reset))
     if cfg.neuron == "lif":
         kwargs["tau"] = float(cfg.tau)
     elif cfg.neuron == "plif":
         kwargs["init_tau"] = float(cfg.tau)
-    return NEURONS[cfg.neuron](**kwargs)
+    return SpikingNeuronFactory(NEURONS[cfg.neuron], kwargs, SURROGATES[cfg.surrogate])
 
 
 def spiking_nodes(net: nn.Module) -> list[nn.Module]:

@@ -1,21 +1,29 @@
 """The model registry: builders by name, ``build_model`` (timm ``_registry`` style).
 
-A builder has the signature ``builder(cfg: ModelConfig, frame_shape, num_classes)
--> nn.Module`` with ``frame_shape = (T, C, H, W)``. Every registered net takes
-``x_seq: [T, N, C, H, W]`` float32 and returns ``[N, num_classes]`` logits.
+A builder has the signature ``builder(frame_shape, num_classes, *, spiking_neuron, **arch)
+-> nn.Module`` with ``frame_shape = (T, C, H, W)``, ``spiking_neuron`` a neuron factory
+(``evo_snn.models.neurons.NeuronFactory``) and ``arch`` those of the plain
+architecture arguments ``channels``, ``hidden``, ``dropout``, ``width`` that the builder
+names in its signature. Every registered net takes ``x_seq: [T, N, C, H, W]`` float32
+and returns ``[N, num_classes]`` logits. Only ``build_model`` reads ``ModelConfig``.
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 import torch.nn as nn
 from spikingjelly.activation_based import functional
 
 from ..config import ModelConfig
-from .neurons import check_neuron_config
+from .neurons import check_neuron_config, neuron_factory
 
-ModelBuilder = Callable[[ModelConfig, tuple[int, int, int, int], int], nn.Module]
+ModelBuilder = Callable[..., nn.Module]
+"""``builder(frame_shape, num_classes, *, spiking_neuron, **arch) -> nn.Module``."""
+
+ARCH_FIELDS = ("channels", "hidden", "dropout", "width")
+"""The ``ModelConfig`` fields ``build_model`` hands to a builder that names them."""
 
 _REGISTRY: dict[str, ModelBuilder] = {}
 
@@ -41,8 +49,10 @@ def build_model(cfg: ModelConfig, frame_shape: tuple[int, int, int, int], num_cl
     """Build ``cfg.name`` for inputs of ``frame_shape`` = (T, C, H, W); step mode 'm'.
 
     The net maps ``x_seq: [T, N, C, H, W]`` to ``[N, num_classes]`` logits.
-    ``cfg.neuron == 'relu'`` gives the ANN twin of the same model (see
-    ``evo_snn.models.neurons.spiking_neuron``).
+    ``cfg.neuron``, ``surrogate``, ``tau``, ``v_threshold``, ``v_reset`` and
+    ``detach_reset`` become the ``spiking_neuron`` factory (``neurons.neuron_factory``;
+    ``cfg.neuron == 'relu'`` gives the ANN twin of the same model); ``channels``,
+    ``hidden``, ``dropout`` and ``width`` are passed to the builders that take them.
 
     raises ValueError for an unknown model, neuron or surrogate name, a bad
     ``frame_shape``, ``num_classes < 1`` or ``cfg.width <= 0``.
@@ -56,9 +66,21 @@ def build_model(cfg: ModelConfig, frame_shape: tuple[int, int, int, int], num_cl
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     if not cfg.width > 0:
         raise ValueError(f"model.width must be > 0, got {cfg.width}")
-    net = _REGISTRY[cfg.name](cfg, tuple(int(s) for s in frame_shape), num_classes)
+    builder = _REGISTRY[cfg.name]
+    net = builder(tuple(int(s) for s in frame_shape), num_classes, spiking_neuron=neuron_factory(cfg),
+                  **arch_arguments(builder, cfg))
     functional.set_step_mode(net, "m")
     return net
+
+
+def arch_arguments(builder: ModelBuilder, cfg: ModelConfig) -> dict:
+    """The ``ARCH_FIELDS`` of ``cfg`` that ``builder`` takes (all of them for ``**kwargs``),
+    as plain values (``channels`` a tuple of ints)."""
+    params = inspect.signature(builder).parameters
+    takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    values = {"channels": tuple(int(c) for c in cfg.channels), "hidden": int(cfg.hidden),
+              "dropout": float(cfg.dropout), "width": float(cfg.width)}
+    return {k: v for k, v in values.items() if takes_all or k in params}
 
 
 def scale_width(channels: int, width: float) -> int:

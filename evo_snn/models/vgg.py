@@ -13,8 +13,7 @@ import torch
 import torch.nn as nn
 from spikingjelly.activation_based import layer
 
-from ..config import ModelConfig
-from .neurons import spiking_neuron
+from .neurons import NeuronFactory
 from .registry import PooledReadoutNet, register_model, scale_width
 
 VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
@@ -23,12 +22,13 @@ VGG16_TINY_CFG = tuple(c if c == "M" else c // 16 for c in VGG16_CFG)  # 4, 4, M
 
 class SpikingVGG(PooledReadoutNet):
     """``features`` (conv3x3 - BN - neuron blocks and max-pools from ``plan``), global
-    average pool, Flatten, [Dropout], FC ``fc`` (non-spiking readout).
+    average pool, Flatten, [Dropout(dropout) if dropout > 0], FC ``fc`` (non-spiking
+    readout). plan: conv widths, ``"M"`` for a max-pool; every neuron is ``spiking_neuron()``.
 
     x_seq: [T, N, C, H, W] (any H, W >= 1) -> [N, num_classes] = mean over T of the FC output.
     """
 
-    def __init__(self, in_channels: int, num_classes: int, plan, cfg: ModelConfig):
+    def __init__(self, in_channels: int, num_classes: int, plan, *, spiking_neuron: NeuronFactory, dropout: float = 0.0):
         super().__init__()
         feats: list[nn.Module] = []
         c_in = in_channels
@@ -36,10 +36,10 @@ class SpikingVGG(PooledReadoutNet):
             if v == "M":
                 feats.append(layer.MaxPool2d(2, 2, ceil_mode=True))
             else:
-                feats += [layer.Conv2d(c_in, v, 3, padding=1, bias=False), layer.BatchNorm2d(v), spiking_neuron(cfg)]
+                feats += [layer.Conv2d(c_in, v, 3, padding=1, bias=False), layer.BatchNorm2d(v), spiking_neuron()]
                 c_in = v
         self.features = nn.Sequential(*feats)
-        self._init_readout(c_in, num_classes, cfg.dropout)
+        self._init_readout(c_in, num_classes, dropout)
 
     def trunk(self, x_seq: torch.Tensor) -> torch.Tensor:
         return self.features(x_seq)  # (T, N, c_last, H', W')
@@ -50,15 +50,17 @@ def _scaled(plan, width: float):
 
 
 @register_model("vgg16")
-def vgg16(cfg: ModelConfig, frame_shape, num_classes: int) -> nn.Module:
+def vgg16(frame_shape, num_classes: int, *, spiking_neuron: NeuronFactory, width: float = 1.0,
+          dropout: float = 0.0) -> SpikingVGG:
     """Spiking VGG16-BN, CIFAR style (14.72M parameters at width 1, 3 inputs, 10 classes).
 
-    Conv widths of configuration D times ``cfg.width``; input channels ``frame_shape[1]``.
+    Conv widths of configuration D times ``width``; input channels ``frame_shape[1]`` of (T, C, H, W).
     """
-    return SpikingVGG(frame_shape[1], num_classes, _scaled(VGG16_CFG, cfg.width), cfg)
+    return SpikingVGG(frame_shape[1], num_classes, _scaled(VGG16_CFG, width), spiking_neuron=spiking_neuron, dropout=dropout)
 
 
 @register_model("vgg16_tiny")
-def vgg16_tiny(cfg: ModelConfig, frame_shape, num_classes: int) -> nn.Module:
-    """``vgg16`` with widths / 16 (4 ... 32, times ``cfg.width``): same layers and names, for tests."""
-    return SpikingVGG(frame_shape[1], num_classes, _scaled(VGG16_TINY_CFG, cfg.width), cfg)
+def vgg16_tiny(frame_shape, num_classes: int, *, spiking_neuron: NeuronFactory, width: float = 1.0,
+               dropout: float = 0.0) -> SpikingVGG:
+    """``vgg16`` with widths / 16 (4 ... 32, times ``width``): same layers and names, for tests."""
+    return SpikingVGG(frame_shape[1], num_classes, _scaled(VGG16_TINY_CFG, width), spiking_neuron=spiking_neuron, dropout=dropout)
