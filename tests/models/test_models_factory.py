@@ -22,12 +22,11 @@ from evo_snn.models import (
     resnet18_tiny,
     spiking_nodes,
     vgg16_tiny,
-    wrn16_4_tiny,
 )
 from evo_snn.models.registry import _REGISTRY, arch_arguments
 from evo_snn.models.resnet import RESNET18_BLOCKS, RESNET18_TINY_WIDTHS
 from evo_snn.models.vgg import VGG16_TINY_CFG
-from evo_snn.models.wrn import WRN16_4_TINY_WIDTHS, WRN16_DEPTH
+from evo_snn.models.wrn import WRN16_DEPTH
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -67,7 +66,7 @@ DIRECT = {
     "resnet18_tiny": (dict(dropout=0.1),
                       lambda f: SpikingResNet(2, 5, RESNET18_TINY_WIDTHS, RESNET18_BLOCKS, spiking_neuron=f, dropout=0.1)),
     "wrn16_4_tiny": (dict(width=0.5),
-                     lambda f: SpikingWideResNet(2, 5, (2, 4, 8, 16), WRN16_DEPTH, spiking_neuron=f)),
+                     lambda f: SpikingWideResNet(2, 5, (2, 4, 8, 16), WRN16_DEPTH, spiking_neuron=f)),  # 4-8-16-32 x 0.5
     "vgg16_tiny": (dict(), lambda f: SpikingVGG(2, 5, VGG16_TINY_CFG, spiking_neuron=f)),
 }
 
@@ -143,7 +142,6 @@ def test_no_builder_or_net_takes_a_model_config():
         assert params["spiking_neuron"].kind is inspect.Parameter.KEYWORD_ONLY
     for cls in (SpikingResNet, SpikingWideResNet, SpikingVGG):
         assert "cfg" not in inspect.signature(cls).parameters
-    assert wrn16_4_tiny.__name__ == "wrn16_4_tiny"
 
 
 # state_dict keys of checkpoints written before nets took a factory: they must still load.

@@ -1,0 +1,112 @@
+"""evo_snn.plots: each figure is a valid PNG, written atomically, with the methods' colours drawn."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.colors import to_rgb
+from PIL import Image
+
+from evo_snn import atomic, plots
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _frames():
+    evaluations = pd.DataFrame({"gen": [0, 0, 1, 1], "accuracy": [0.6, 0.8, 0.7, 0.9], "sparsity": [0.9, 0.5, 0.8, 0.3]})
+    pareto = pd.DataFrame({"uid": ["a", "b", "c"], "accuracy": [0.9, 0.7, 0.6], "sparsity": [0.3, 0.8, 0.9]})
+    generations = pd.DataFrame({"gen": [0, 1], "hypervolume": [0.4, 0.55]})
+    exported = [{"uid": "a", "roles": ["best_accuracy"], "layer_sparsity": {"features.0": 0.2, "classifier.1": 0.4}},
+                {"uid": "c", "roles": ["sparsest", "knee"], "layer_sparsity": {"features.0": 0.85, "classifier.1": 0.95}}]
+    return evaluations, pareto, generations, exported
+
+
+def _baselines():
+    return pd.DataFrame({
+        "method": ["search", "search", "global", "global", "global"],
+        "selected": [True, True, True, True, False],
+        "sparsity": [0.3, 0.8, 0.5, 0.9, 0.7],
+        "val_accuracy": [0.9, 0.7, 0.75, 0.5, 0.4],
+        "test_accuracy": [0.88, 0.69, 0.7, 0.45, np.nan],
+    })
+
+
+def _image(path) -> np.ndarray:
+    data = path.read_bytes()
+    assert data[:8] == PNG_MAGIC
+    with Image.open(path) as im:
+        im.verify()  # a complete, uncorrupted PNG
+    with Image.open(path) as im:
+        assert im.format == "PNG"
+        return np.asarray(im.convert("RGB"))
+
+
+def _has_colour(img: np.ndarray, colour: str, tol: int = 3) -> bool:
+    rgb = np.array([round(255 * c) for c in to_rgb(colour)])
+    return bool((np.abs(img.astype(int) - rgb).max(axis=-1) <= tol).any())
+
+
+def _record_writes(monkeypatch):
+    """Route plots' atomic writer through a recorder (and still write)."""
+    written = []
+
+    def record(path, data):
+        written.append(path.name)
+        atomic.atomic_write_bytes(path, data)
+
+    monkeypatch.setattr(plots, "atomic_write_bytes", record)
+    return written
+
+
+def test_plot_run_writes_three_valid_pngs_atomically(tmp_path, monkeypatch):
+    written = _record_writes(monkeypatch)
+    evaluations, pareto, generations, exported = _frames()
+    plt.close("all")
+    plots.plot_run(tmp_path, evaluations, pareto, generations, 0.95, exported, baselines=_baselines())
+    assert written == ["pareto.png", "hypervolume.png", "layer_sparsity.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hypervolume.png", "layer_sparsity.png", "pareto.png"]
+    assert plt.get_fignums() == []  # every figure closed
+    front = _image(tmp_path / "pareto.png")
+    assert front.shape[0] > 200 and front.shape[1] > 300
+    assert _has_colour(front, "crimson") and _has_colour(front, plots.METHOD_COLOURS["global"])  # search and baseline fronts
+    assert not _has_colour(front, plots.METHOD_COLOURS["uniform"])  # no uniform baseline in the table
+    assert _has_colour(_image(tmp_path / "hypervolume.png"), "tab:blue")
+    _image(tmp_path / "layer_sparsity.png")
+
+
+def test_plot_run_without_exports_or_baselines_and_replacing_old_plots(tmp_path):
+    evaluations, pareto, generations, _ = _frames()
+    (tmp_path / "pareto.png").write_bytes(b"old")
+    plots.plot_run(tmp_path, evaluations, pareto, generations, 0.95, [])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hypervolume.png", "pareto.png"]  # no tmp files left
+    front = _image(tmp_path / "pareto.png")
+    assert _has_colour(front, "crimson") and not _has_colour(front, plots.METHOD_COLOURS["global"])
+
+
+@pytest.mark.parametrize("val", [True, False])
+def test_plot_comparison_draws_each_method_and_writes_atomically(tmp_path, monkeypatch, val):
+    written = _record_writes(monkeypatch)
+    out = tmp_path / "plots" / "comparison.png"  # the folder is made
+    plots.plot_comparison(out, _baselines(), 0.95 if val else None, val=val)
+    assert written == ["comparison.png"]
+    assert [p.name for p in out.parent.iterdir()] == ["comparison.png"]
+    img = _image(out)
+    assert _has_colour(img, plots.METHOD_COLOURS["search"]) and _has_colour(img, plots.METHOD_COLOURS["global"])
+    assert not _has_colour(img, plots.METHOD_COLOURS["random"])
+
+
+def test_a_failed_replace_keeps_the_previous_png(tmp_path, monkeypatch):
+    out = tmp_path / "comparison.png"
+    plots.plot_comparison(out, _baselines(), 0.95, val=False)
+    before = out.read_bytes()
+
+    def failing_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(atomic.os, "replace", failing_replace)
+    with pytest.raises(OSError, match="disk full"):
+        plots.plot_comparison(out, _baselines(), 0.95, val=True)
+    assert out.read_bytes() == before
+    assert plt.get_fignums() == []  # the figure was closed before the write
