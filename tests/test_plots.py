@@ -109,4 +109,5 @@ def test_a_failed_replace_keeps_the_previous_png(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         plots.plot_comparison(out, _baselines(), 0.95, val=True)
     assert out.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["comparison.png"]  # no tmp file left behind
     assert plt.get_fignums() == []  # the figure was closed before the write
