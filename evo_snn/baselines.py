@@ -41,7 +41,7 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -50,17 +50,17 @@ from tqdm.auto import tqdm
 
 from .checkpoint import CheckpointError, load_checkpoint
 from .cli import choice_list, epochs_list, ratio_list
-from .config import Config, ConfigError
+from .config import ConfigError, read_run_config
 from .data import DatasetFormatError, load_splits
 from .evaluator import genome_fitness, make_evaluator
 from .fitness import FitnessContext, default_device, with_epochs
 from .genome import Genome, GenomeOps
-from .kd import kd_mode
 from .models import build_model
 from .nsga import eval_seed, nondominated, points_hypervolume
 from .pruning import prunable_layers, weight_magnitudes
 from .rundir import RunDir, RunDirError, sigterm_as_interrupt
-from .teacher import TeacherLoadError, load_teacher, read_state_dict
+from .teacher import TeacherLoadError
+from .teacher import prepare as prepare_teachers
 from .train import accuracy, cpu_state, samples_processed
 
 METHODS = ("uniform", "global", "random", "global_long")
@@ -128,25 +128,16 @@ class Comparison:
 
     def __init__(self, run: RunDir, data_root: str | None = None, workers: int | None = None,
                  address: str | None = None, progress: bool = True):
-        cfg_path = run.path / "config.json"
-        if not cfg_path.is_file():
-            raise ConfigError(f"{cfg_path} not found; RUN_DIR must be a run directory of evo_snn.search")
-        try:
-            cfg = Config.from_dict(json.loads(cfg_path.read_text())).validate()
-        except ValueError as e:
-            raise ConfigError(f"{cfg_path}: {e}") from e
-        search = cfg.search
-        if workers is not None:
-            search = replace(search, workers=workers)
-        self.cfg = replace(cfg, search=search).validate()
+        self.cfg = cfg = read_run_config(run.path / "config.json", workers=workers)
         self.run, self.address, self.progress = run, address, progress
         self.ckpt = load_checkpoint(run.checkpoints)
         root = data_root or run.manifest.get("data_root")
         self.splits = load_splits(cfg.dataset, root, cfg.data, seed=cfg.search.seed, progress=progress)
         self.device = default_device()
-        self.teacher, _ = load_teacher(run.teacher / "teacher.pt", cfg, self.splits, self.device)
-        ann = read_state_dict(run.teacher / "ann_teacher.pt", "a kd.mode 'ann' run needs its ANN teacher") \
-            if kd_mode(cfg.kd.mode).needs_ann else None
+        # the run's own teacher (and ANN twin), reloaded as --resume does
+        teachers = prepare_teachers(cfg, self.splits, self.device, run_teacher_dir=run.teacher, resume=True,
+                                    progress=progress)
+        self.teacher, ann = teachers.dense, teachers.ann_state
         self.layers = tuple(prunable_layers(self.teacher, cfg.genome.prunable))
         self.ops = GenomeOps(weight_magnitudes(self.teacher, self.layers), cfg.genome)
         self.ctx = FitnessContext(self.cfg, self.splits.train, self.splits.val, self.splits.frame_shape,

@@ -291,6 +291,25 @@ class Config:
         return self
 
 
+def read_run_config(path: str | Path, generations: int | None = None, workers: int | None = None) -> Config:
+    """The resolved config of a run (its config.json), with ``search.generations`` /
+    ``search.workers`` replaced where given (``--resume``, ``evo_snn.baselines``);
+    raises ConfigError naming the file."""
+    path = Path(path)
+    try:
+        cfg = Config.from_dict(json.loads(path.read_text()))
+        search = cfg.search
+        if generations is not None:
+            search = dataclasses.replace(search, generations=generations)
+        if workers is not None:
+            search = dataclasses.replace(search, workers=workers)
+        return dataclasses.replace(cfg, search=search).validate()
+    except FileNotFoundError as e:
+        raise ConfigError(f"{path} not found; RUN_DIR must be a run directory of evo_snn.search") from e
+    except (OSError, ValueError) as e:  # ConfigError and json.JSONDecodeError are ValueErrors
+        raise ConfigError(f"{path}: {e}") from e
+
+
 def _kd_modes() -> tuple[str, ...]:
     from .kd import KD_MODES  # the one table of KD modes lives with the losses
 

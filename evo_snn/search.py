@@ -16,7 +16,6 @@ config.json, data root and teacher.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 import traceback
@@ -34,7 +33,7 @@ from .checkpoint import (
     load_checkpoint,
     student_store,
 )
-from .config import Config, ConfigError, load_config
+from .config import Config, ConfigError, load_config, read_run_config
 from .data import DATASETS, DatasetFormatError, load_splits
 from .evaluator import genome_fitness, make_evaluator
 from .export import finalize
@@ -154,7 +153,7 @@ def resume_search(args, argv: list[str]) -> int:
     try:
         run = RunDir.open(args.resume)
         ckpt = load_checkpoint(run.checkpoints)
-        cfg = read_run_config(run.path / "config.json", args)
+        cfg = read_run_config(run.path / "config.json", generations=args.generations, workers=args.workers)
         if cfg.search.generations < ckpt.gen:
             raise ConfigError(f"{run.path} has completed generation {ckpt.gen}; --generations {cfg.search.generations} "
                               f"would go back (give --generations >= {ckpt.gen})")
@@ -183,23 +182,6 @@ def resume_search(args, argv: list[str]) -> int:
     tqdm.write(f"resuming {run.path} after generation {ckpt.gen} (up to generation {cfg.search.generations})"
                + (f"; {dropped} evaluations of an unfinished generation are redone" if dropped else ""))
     return _execute(run, cfg, splits, device, args, ckpt=ckpt, rows=rows)
-
-
-def read_run_config(path: Path, args) -> Config:
-    """The resolved config of a run (config.json), with ``--generations`` / ``--workers``
-    applied; raises ConfigError naming the file."""
-    try:
-        cfg = Config.from_dict(json.loads(path.read_text()))
-        search = cfg.search
-        if args.generations is not None:
-            search = replace(search, generations=args.generations)
-        if args.workers is not None:
-            search = replace(search, workers=args.workers)
-        return replace(cfg, search=search).validate()
-    except FileNotFoundError as e:
-        raise ConfigError(f"{path} not found; RUN_DIR must be a run directory of evo_snn.search") from e
-    except (OSError, ValueError) as e:  # ConfigError and json.JSONDecodeError are ValueErrors
-        raise ConfigError(f"{path}: {e}") from e
 
 
 def _execute(run: RunDir, cfg: Config, splits, device, args, ckpt: Checkpoint | None = None, rows: list[dict] | None = None) -> int:
