@@ -140,6 +140,7 @@ class Comparison:
         self.teacher, ann = teachers.dense, teachers.ann_state
         self.layers = tuple(prunable_layers(self.teacher, cfg.genome.prunable))
         self.ops = GenomeOps(weight_magnitudes(self.teacher, self.layers), cfg.genome)
+        self._evaluator, self._fitness = None, {}
         self.ctx = FitnessContext(self.cfg, self.splits.train, self.splits.val, self.splits.frame_shape,
                                   self.splits.num_classes, cpu_state(self.teacher),
                                   self.layers, ann)
@@ -148,20 +149,25 @@ class Comparison:
     def evaluate(self, jobs: list[tuple[Genome, int]], epochs: float | None = None, desc: str = "evaluations"):
         """Fitness results (``FitnessResult`` or the Exception) of ``[(genome, seed)]`` in
         order; ``epochs`` replaces kd.epochs (retraining)."""
-        ctx = self.ctx if epochs is None else with_epochs(self.ctx, epochs)
         out: list = [None] * len(jobs)
         if not jobs:
             return out
-        evaluator = make_evaluator(self.cfg.search.workers, self.address)
-        try:
-            bar = tqdm(total=len(jobs), desc=desc, unit="eval", disable=not self.progress, leave=False)
-            for i, res in evaluator.map(genome_fitness(ctx, self.address), jobs):
-                out[i] = res
-                bar.update(1)
-            bar.close()
-        finally:
-            evaluator.close()
+        if self._evaluator is None:  # one evaluator (Ray started once) for the whole comparison
+            self._evaluator = make_evaluator(self.cfg.search.workers, self.address)
+        if epochs not in self._fitness:  # built once per budget, on each worker
+            self._fitness[epochs] = genome_fitness(self.ctx if epochs is None else with_epochs(self.ctx, epochs), self.address)
+        bar = tqdm(total=len(jobs), desc=desc, unit="eval", disable=not self.progress, leave=False)
+        for i, res in self._evaluator.map(self._fitness[epochs], jobs):
+            out[i] = res
+            bar.update(1)
+        bar.close()
         return out
+
+    def close(self) -> None:
+        """Stop the evaluator (and the Ray instance it started)."""
+        if self._evaluator is not None:
+            self._evaluator.close()
+            self._evaluator = None
 
     def search_members(self) -> list[Member]:
         """The search's archive (its validation front) from the last checkpoint."""
@@ -244,57 +250,60 @@ def compare(run: RunDir, methods=METHODS, ratios=DEFAULT_RATIOS, n_random: int |
     ``-fe<E>`` for E > 0 joined; returns the comparison dicts. kwargs go to ``Comparison``."""
     t0 = time.perf_counter()
     cmp = Comparison(run, **kwargs)
-    progress = cmp.progress
-    n_search, search_samples = cmp.search_compute()
-    groups = {"search": cmp.search_members()}
-    for method in methods:
-        groups[method] = cmp.baseline_members(method, ratios, n_search if n_random is None else n_random, search_samples)
-        if progress:
-            tqdm.write(f"{method}: {len(groups[method])} evaluations, "
-                       f"{sum(m.selected for m in groups[method])} on the validation front")
-    teacher_test = accuracy(cmp.teacher, cmp.splits.test)
-    docs = []
-    for fe in (final_epochs if final_epochs is not None else [cmp.cfg.search.final_epochs]):
-        tests = {method: cmp.measure(members, fe) for method, members in groups.items()}
-        rows, summary = [], {}
-        for method, members in groups.items():
-            for m in members:
-                t = tests[method].get(m.uid, {})
-                rows.append({"method": method, "uid": m.uid, "ratio": m.ratio, "genome_key": m.genome.key,
-                             "val_accuracy": m.metrics.get("accuracy"), "sparsity": m.metrics.get("sparsity", m.genome.sparsity),
-                             "selected": m.selected, "test_accuracy": t.get("test_accuracy"),
-                             "retrained_val_accuracy": t.get("retrained_val_accuracy"),
-                             "train_samples": m.metrics.get("train_samples"), "seed": m.seed,
-                             "error": m.metrics.get("error")})
-            sel = [m for m in members if m.selected and m.ok]
-            test_pts = [[tests[method][m.uid]["test_accuracy"], m.metrics["sparsity"]] for m in sel]
-            val_pts = [[m.metrics["accuracy"], m.metrics["sparsity"]] for m in sel]
-            if method == "search":
-                n_eval, samples = n_search, search_samples
-            else:
-                n_eval = len(members)
-                samples = sum(int(m.metrics.get("train_samples", 0)) for m in members if m.ok)
-            retrain = sum(int(tests[method][m.uid].get("retrain_samples", 0)) for m in sel)
-            summary[method] = {"test": front_summary(test_pts), "val": front_summary(val_pts), "members": len(sel),
-                               "evaluations": n_eval, "train_samples": samples, "retrain_samples": retrain,
-                               "compute_samples": samples + retrain}
-        doc = {"run": str(run.path), "dataset": cmp.cfg.dataset, "model": cmp.cfg.model.name, "kd_mode": cmp.cfg.kd.mode,
-               "seed": cmp.cfg.search.seed, "generations": cmp.ckpt.gen, "population": cmp.cfg.search.population,
-               "final_epochs": fe, "ratios": list(ratios), "methods": summary,
-               "dense_teacher_test_accuracy": teacher_test, "test_samples": len(cmp.splits.test),
-               "train_size": len(cmp.splits.train), "val_size": len(cmp.splits.val),
-               "wall_s": time.perf_counter() - t0}
-        table = pd.DataFrame(rows)
-        tag = "".join(f"-{p}" for p in (suffix, f"fe{fe:g}" if fe > 0 else "") if p)
-        run.write_csv(f"baselines{tag}.csv", table)
-        run.write_json(f"comparison{tag}.json", doc)
-        from .plots import plot_comparison  # matplotlib only where plots are drawn
+    try:
+        progress = cmp.progress
+        n_search, search_samples = cmp.search_compute()
+        groups = {"search": cmp.search_members()}
+        for method in methods:
+            groups[method] = cmp.baseline_members(method, ratios, n_search if n_random is None else n_random, search_samples)
+            if progress:
+                tqdm.write(f"{method}: {len(groups[method])} evaluations, "
+                           f"{sum(m.selected for m in groups[method])} on the validation front")
+        teacher_test = accuracy(cmp.teacher, cmp.splits.test)
+        docs = []
+        for fe in (final_epochs if final_epochs is not None else [cmp.cfg.search.final_epochs]):
+            tests = {method: cmp.measure(members, fe) for method, members in groups.items()}
+            rows, summary = [], {}
+            for method, members in groups.items():
+                for m in members:
+                    t = tests[method].get(m.uid, {})
+                    rows.append({"method": method, "uid": m.uid, "ratio": m.ratio, "genome_key": m.genome.key,
+                                 "val_accuracy": m.metrics.get("accuracy"), "sparsity": m.metrics.get("sparsity", m.genome.sparsity),
+                                 "selected": m.selected, "test_accuracy": t.get("test_accuracy"),
+                                 "retrained_val_accuracy": t.get("retrained_val_accuracy"),
+                                 "train_samples": m.metrics.get("train_samples"), "seed": m.seed,
+                                 "error": m.metrics.get("error")})
+                sel = [m for m in members if m.selected and m.ok]
+                test_pts = [[tests[method][m.uid]["test_accuracy"], m.metrics["sparsity"]] for m in sel]
+                val_pts = [[m.metrics["accuracy"], m.metrics["sparsity"]] for m in sel]
+                if method == "search":
+                    n_eval, samples = n_search, search_samples
+                else:
+                    n_eval = len(members)
+                    samples = sum(int(m.metrics.get("train_samples", 0)) for m in members if m.ok)
+                retrain = sum(int(tests[method][m.uid].get("retrain_samples", 0)) for m in sel)
+                summary[method] = {"test": front_summary(test_pts), "val": front_summary(val_pts), "members": len(sel),
+                                   "evaluations": n_eval, "train_samples": samples, "retrain_samples": retrain,
+                                   "compute_samples": samples + retrain}
+            doc = {"run": str(run.path), "dataset": cmp.cfg.dataset, "model": cmp.cfg.model.name, "kd_mode": cmp.cfg.kd.mode,
+                   "seed": cmp.cfg.search.seed, "generations": cmp.ckpt.gen, "population": cmp.cfg.search.population,
+                   "final_epochs": fe, "ratios": list(ratios), "methods": summary,
+                   "dense_teacher_test_accuracy": teacher_test, "test_samples": len(cmp.splits.test),
+                   "train_size": len(cmp.splits.train), "val_size": len(cmp.splits.val),
+                   "wall_s": time.perf_counter() - t0}
+            table = pd.DataFrame(rows)
+            tag = "".join(f"-{p}" for p in (suffix, f"fe{fe:g}" if fe > 0 else "") if p)
+            run.write_csv(f"baselines{tag}.csv", table)
+            run.write_json(f"comparison{tag}.json", doc)
+            from .plots import plot_comparison  # matplotlib only where plots are drawn
 
-        plot_comparison(run.plots / f"comparison{tag}.png", table, teacher_test, val=False)
-        if fe == 0 or len(docs) == 0:
-            _redraw_pareto(run, table)
-        doc["files"] = {"json": f"comparison{tag}.json", "csv": f"baselines{tag}.csv"}
-        docs.append(doc)
+            plot_comparison(run.plots / f"comparison{tag}.png", table, teacher_test, val=False)
+            if fe == 0 or len(docs) == 0:
+                _redraw_pareto(run, table)
+            doc["files"] = {"json": f"comparison{tag}.json", "csv": f"baselines{tag}.csv"}
+            docs.append(doc)
+    finally:
+        cmp.close()
     return docs
 
 
