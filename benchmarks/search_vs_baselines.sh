@@ -9,7 +9,8 @@
 #   e.g. benchmarks/search_vs_baselines.sh nmnist ../shared/data/nmnist_subset runs/cmp-nmnist "0 1 2"
 # VARIANTS="seeded=--set genome.init_global_fraction=0.5" (';'-separated) adds variants;
 # FINAL_EPOCHS=E also measures every front after E epochs of retraining (files -feE),
-# from the same evaluation pass.
+# from the same evaluation pass. BASE=name (default plain) names the base run that trains the
+# teacher and holds the baselines; METHODS=uniform,global,... chooses them (default: all).
 # Heavy steps take /tmp/evo_cpu.lock so that two benchmarks never share the cores.
 set -euo pipefail
 DATASET=$1; ROOT=$2; OUT=$3; SEEDS=$4; shift 4
@@ -18,13 +19,13 @@ LOCK=${LOCK:-/tmp/evo_cpu.lock}
 mkdir -p "$OUT"
 run() { echo "+ $*" >&2; flock "$LOCK" "$@"; }
 for s in $SEEDS; do
-  plain="$OUT/$DATASET-s$s-plain"
+  plain="$OUT/$DATASET-s$s-${BASE:-plain}"
   if [ ! -f "$plain/manifest.json" ] || ! grep -q '"completed"' "$plain/manifest.json"; then
     rm -rf "$plain"
     run python -m evo_snn.search --dataset "$DATASET" --data-root "$ROOT" --seed "$s" --out "$plain" --no-progress "${EXTRA[@]}"
   fi
   FE="0${FINAL_EPOCHS:+,$FINAL_EPOCHS}"
-  [ -f "$plain/comparison.json" ] || run python -m evo_snn.baselines "$plain" --no-progress --final-epochs "$FE"
+  [ -f "$plain/comparison.json" ] || run python -m evo_snn.baselines "$plain" --no-progress --final-epochs "$FE" ${METHODS:+--methods "$METHODS"}
   IFS=';' read -ra variants <<< "${VARIANTS:-}"
   for v in "${variants[@]}"; do
     [ -z "$v" ] && continue
