@@ -1,5 +1,5 @@
 """Run plots (matplotlib, Agg backend): Pareto front, hypervolume, per-layer sparsity,
-and the reproduction figure."""
+overlaid fronts of several runs (``evo_snn.pareto``) and the reproduction figure."""
 
 from __future__ import annotations
 
@@ -10,7 +10,10 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.colors import BoundaryNorm  # noqa: E402
+from matplotlib.ticker import FormatStrFormatter, MaxNLocator  # noqa: E402
 
 from .rundir import atomic_write_bytes  # noqa: E402
 
@@ -25,34 +28,83 @@ def _save(fig, path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def _generation_colours(gens: pd.Series):
+    """A discrete viridis colour per generation and a norm whose colorbar ticks are the
+    integer generations (at most ~10 ticks for long runs)."""
+    lo, hi = int(gens.min()), int(gens.max())
+    n = hi - lo + 1
+    cmap = plt.get_cmap("viridis", n)
+    norm = BoundaryNorm(np.arange(lo - 0.5, hi + 1.5), n)
+    step = max(1, int(np.ceil(n / 10)))
+    return cmap, norm, list(range(lo, hi + 1, step))
+
+
+def _label_exported(ax, exported: list[dict]) -> None:
+    """A black-edged star and ``uid (roles)`` beside each exported member (its recorded
+    validation accuracy and sparsity)."""
+    for i, rec in enumerate(exported):
+        if rec.get("accuracy") is None or rec.get("sparsity") is None:
+            continue
+        x, y = float(rec["sparsity"]), float(rec["accuracy"])
+        ax.scatter([x], [y], marker="*", s=160, color="gold", edgecolors="black", zorder=5)
+        roles = ", ".join(rec.get("roles") or [])
+        ax.annotate(f"{rec['uid']}" + (f" ({roles})" if roles else ""), (x, y), xytext=(-8, 10 + 12 * (i % 2)),
+                    textcoords="offset points", ha="right", fontsize=8,
+                    bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="0.6", alpha=0.85),
+                    arrowprops=dict(arrowstyle="-", color="0.4", lw=0.8))
+
+
+def pareto_figure(evaluations: pd.DataFrame, pareto: pd.DataFrame, dense_teacher_accuracy: float | None,
+                  exported: list[dict], baselines: pd.DataFrame | None = None):
+    """The figure of pareto.png (returned open; ``plot_run`` saves and closes it).
+
+    Every evaluated genome coloured by its generation (a discrete colour bar with
+    integer ticks), the validation front (crimson), each baseline's validation front,
+    the dense teacher's validation accuracy, and the exported members as gold stars
+    labelled ``uid (roles)``. Columns as in ``plot_run``.
+    """
+    fig, ax = plt.subplots(figsize=(7, 5))
+    if len(evaluations):
+        cmap, norm, ticks = _generation_colours(evaluations["gen"])
+        sc = ax.scatter(evaluations["sparsity"], evaluations["accuracy"], c=evaluations["gen"], cmap=cmap, norm=norm,
+                        s=18, alpha=0.7, label="evaluated")
+        cb = fig.colorbar(sc, ax=ax, label="generation", ticks=ticks)
+        cb.ax.yaxis.set_major_formatter(FormatStrFormatter("%d"))
+    front = pareto.sort_values("sparsity")
+    ax.plot(front["sparsity"], front["accuracy"], "o-", color="crimson", label=f"Pareto front ({len(front)})")
+    if baselines is not None:
+        for method, part in baselines[baselines["method"] != "search"].groupby("method", sort=False):
+            sel = part[part["selected"].astype(bool) & part["val_accuracy"].notna()].sort_values("sparsity")
+            ax.plot(sel["sparsity"], sel["val_accuracy"], "s--", ms=4, color=METHOD_COLOURS.get(method), label=f"{method} baseline")
+    if dense_teacher_accuracy is not None:
+        ax.axhline(dense_teacher_accuracy, ls="--", color="gray", label=f"dense teacher ({dense_teacher_accuracy:.3f})")
+    _label_exported(ax, exported)
+    ax.set_xlabel("student sparsity (fraction of zero weights)")
+    ax.set_ylabel("student validation accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8)
+    return fig
+
+
 def plot_run(plots_dir: Path, evaluations: pd.DataFrame, pareto: pd.DataFrame, generations: pd.DataFrame,
              dense_teacher_accuracy: float, exported: list[dict], baselines: pd.DataFrame | None = None) -> None:
     """Write pareto.png, hypervolume.png and (if any member was exported) layer_sparsity.png.
 
     evaluations: columns gen, accuracy, sparsity (status 'ok' rows); pareto: uid,
     accuracy, sparsity; generations: gen, hypervolume; accuracies/sparsities are fractions.
-    baselines: ``evo_snn.baselines``' table (method, selected, sparsity, val_accuracy):
-    each baseline's validation front is drawn on pareto.png in its own colour.
+    exported: the exported members' metrics.json records (uid, roles, accuracy,
+    sparsity, layer_sparsity): labelled on pareto.png. baselines: ``evo_snn.baselines``'
+    table (method, selected, sparsity, val_accuracy): each baseline's validation front
+    is drawn on pareto.png in its own colour.
     """
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    sc = ax.scatter(evaluations["sparsity"], evaluations["accuracy"], c=evaluations["gen"], cmap="viridis", s=18, alpha=0.7, label="evaluated")
-    fig.colorbar(sc, ax=ax, label="generation")
-    front = pareto.sort_values("sparsity")
-    ax.plot(front["sparsity"], front["accuracy"], "o-", color="crimson", label="Pareto front")
-    if baselines is not None:
-        for method, part in baselines[baselines["method"] != "search"].groupby("method", sort=False):
-            sel = part[part["selected"].astype(bool) & part["val_accuracy"].notna()].sort_values("sparsity")
-            ax.plot(sel["sparsity"], sel["val_accuracy"], "s--", ms=4, color=METHOD_COLOURS.get(method), label=f"{method} baseline")
-    ax.axhline(dense_teacher_accuracy, ls="--", color="gray", label="dense teacher")
-    ax.set_xlabel("student sparsity (fraction of zero weights)")
-    ax.set_ylabel("student validation accuracy")
-    ax.legend(loc="lower left", fontsize=8)
-    _save(fig, plots_dir / "pareto.png")
+    _save(pareto_figure(evaluations, pareto, dense_teacher_accuracy, exported, baselines), plots_dir / "pareto.png")
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(generations["gen"], generations["hypervolume"], "o-")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("generation")
     ax.set_ylabel("hypervolume (ref. point (0, 0))")
+    ax.grid(alpha=0.3)
     _save(fig, plots_dir / "hypervolume.png")
 
     if exported:
@@ -65,6 +117,39 @@ def plot_run(plots_dir: Path, evaluations: pd.DataFrame, pareto: pd.DataFrame, g
         ax.set_ylim(0, 1)
         ax.legend()
         _save(fig, plots_dir / "layer_sparsity.png")
+
+
+def plot_fronts(path: Path, fronts: dict[str, pd.DataFrame], teacher_accuracy: dict[str, float | None] | None = None) -> None:
+    """Overlaid validation fronts of several runs (``python -m evo_snn.pareto --plot``).
+
+    fronts: {label: frame with columns accuracy, sparsity (fractions) and optionally
+    uid and exported (roles, '' when not exported)}; each run gets its own colour, its
+    front drawn sparse to dense, its exported members starred. teacher_accuracy:
+    {label: dense teacher validation accuracy} drawn as a dashed line of the run's
+    colour. Written atomically.
+    """
+    fig, ax = plt.subplots(figsize=(7, 5))
+    colours = plt.get_cmap("tab10")
+    for i, (label, front) in enumerate(fronts.items()):
+        colour = colours(i % 10)
+        f = front.sort_values("sparsity")
+        ax.plot(f["sparsity"], f["accuracy"], "o-", ms=4, color=colour, label=f"{label} ({len(f)})")
+        if "exported" in f.columns:
+            ex = f[f["exported"].fillna("").astype(str) != ""]
+            ax.scatter(ex["sparsity"], ex["accuracy"], marker="*", s=140, color=colour, edgecolors="black", zorder=5)
+            if len(fronts) == 1:
+                _label_exported(ax, [{"uid": r.uid, "accuracy": r.accuracy, "sparsity": r.sparsity,
+                                      "roles": [r.exported]} for r in ex.itertuples()])
+        acc = (teacher_accuracy or {}).get(label)
+        if acc is not None and np.isfinite(acc):
+            ax.axhline(acc, ls="--", lw=1, color=colour, alpha=0.7)
+    ax.set_xlabel("student sparsity (fraction of zero weights)")
+    ax.set_ylabel("student validation accuracy")
+    ax.set_xlim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.set_title("validation fronts (dashed: dense teacher; stars: exported)", fontsize=9)
+    ax.legend(loc="lower left", fontsize=8)
+    _save(fig, Path(path))
 
 
 def plot_reproduction(summary: pd.DataFrame, path: Path) -> None:

@@ -111,3 +111,30 @@ def test_a_failed_replace_keeps_the_previous_png(tmp_path, monkeypatch):
     assert out.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["comparison.png"]  # no tmp file left behind
     assert plt.get_fignums() == []  # the figure was closed before the write
+
+
+def test_pareto_figure_has_integer_generation_ticks_and_labels_the_exported_members():
+    evaluations, pareto, _, exported = _frames()
+    evaluations = pd.concat([evaluations, pd.DataFrame({"gen": [5], "accuracy": [0.5], "sparsity": [0.95]})])
+    exported = [{**exported[0], "accuracy": 0.9, "sparsity": 0.3}, {**exported[1], "accuracy": 0.6, "sparsity": 0.9}]
+    fig = plots.pareto_figure(evaluations, pareto, 0.95, exported)
+    try:
+        ax, cbar = fig.axes
+        ticks = cbar.get_yticks()
+        assert list(ticks) == [0, 1, 2, 3, 4, 5]  # one tick per generation, none between
+        assert [t.get_text() for t in cbar.get_yticklabels()] == ["0", "1", "2", "3", "4", "5"]
+        labels = sorted(t.get_text() for t in ax.texts)
+        assert labels == ["a (best_accuracy)", "c (sparsest, knee)"]
+        positions = sorted(tuple(t.xy) for t in ax.texts)
+        assert positions == [(0.3, 0.9), (0.9, 0.6)]  # each label points at its member
+    finally:
+        plt.close(fig)
+
+
+def test_plot_fronts_overlays_runs_in_their_own_colours(tmp_path):
+    a = pd.DataFrame({"uid": ["x", "y"], "accuracy": [0.9, 0.6], "sparsity": [0.3, 0.8], "exported": ["knee", ""]})
+    b = pd.DataFrame({"uid": ["z"], "accuracy": [0.7], "sparsity": [0.5]})
+    plots.plot_fronts(tmp_path / "f.png", {"a": a, "b": b}, {"a": 0.95, "b": None})
+    img = _image(tmp_path / "f.png")
+    assert _has_colour(img, "tab:blue") and _has_colour(img, "tab:orange") and not _has_colour(img, "tab:green")
+    assert [p.name for p in tmp_path.iterdir()] == ["f.png"]

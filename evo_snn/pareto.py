@@ -1,0 +1,281 @@
+"""``python -m evo_snn.pareto RUN_DIR [RUN_DIR ...]``: inspect and compare the fronts of runs.
+
+Read-only: reads a run's ``config.json``, ``manifest.json``, ``pareto.csv``,
+``evaluations.jsonl``, ``generations.csv``, ``teacher/metrics.json`` and
+``exported/*/metrics.json``; writes nothing into a run and takes no lock, so it can
+look at a search that is still running (the front is the archive as of the last
+completed generation, ``pareto.csv``; evaluations of the generation in progress are
+counted as ``pending``; a line cut short by the running writer is skipped).
+
+One run: its front, one row per member (uid, generation, validation accuracy,
+sparsity, the sparse teacher's validation accuracy, energy metrics when the fitness
+recorded any, and the roles of exported members), with the dense teacher's accuracy
+for reference. Several runs: one row per run (data set, KD mode, seed, status,
+generation, evaluations, hypervolume of the (accuracy, sparsity) front with reference
+(0, 0), best validation accuracy at sparsity >= 0.5 / 0.8 / 0.9). ``--plot OUT.png``
+draws the fronts overlaid. Only validation accuracy is shown for members: the test
+split is measured once, at export, and never used to compare members.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+EXIT_USAGE = 2
+SUMMARY_SPARSITIES = (0.5, 0.8, 0.9)
+# metric names of the energy counters, as the fitness records them (issue 11): any
+# evaluation metric whose name matches is shown beside accuracy and sparsity
+ENERGY_PATTERN = re.compile(r"^(energy|synops|effective_(acs|macs|synops)|dense_synops|acs|macs)(_[a-z0-9]+)?$")
+
+
+class RunReadError(RuntimeError):
+    """A path is not a readable run directory; the message names the file."""
+
+
+@dataclass
+class RunView:
+    """What a run directory says about its search, read without writing anything.
+
+    front: one row per front member (uid, gen, accuracy, sparsity, teacher_accuracy,
+    energy columns, ``exported``: roles joined by '+', '' when not exported);
+    evaluations: every parsed line of evaluations.jsonl; generations: generations.csv
+    (empty before generation 0 completes); pending: evaluations of the generation in
+    progress; skipped_lines: lines of evaluations.jsonl that were not JSON (a line
+    being written).
+    """
+
+    path: Path
+    config: dict
+    manifest: dict
+    front: pd.DataFrame
+    evaluations: pd.DataFrame
+    generations: pd.DataFrame
+    teacher: dict
+    exported: dict[str, dict] = field(default_factory=dict)
+    pending: int = 0
+    skipped_lines: int = 0
+
+    @property
+    def label(self) -> str:
+        return self.path.name
+
+    @property
+    def dataset(self) -> str | None:
+        return self.config.get("dataset")
+
+    @property
+    def kd_mode(self) -> str | None:
+        return (self.config.get("kd") or {}).get("mode")
+
+    @property
+    def seed(self):
+        return (self.config.get("search") or {}).get("seed")
+
+    @property
+    def last_gen(self) -> int | None:
+        return int(self.generations["gen"].max()) if len(self.generations) else None
+
+    @property
+    def energy_columns(self) -> list[str]:
+        return [c for c in self.front.columns if ENERGY_PATTERN.match(c)]
+
+
+def _read_json(path: Path, required: bool) -> dict:
+    if not path.is_file():
+        if required:
+            raise RunReadError(f"{path} not found; RUN_DIR must be a run directory of evo_snn.search")
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise RunReadError(f"{path}: not readable JSON ({e})") from e
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    if not path.is_file() or path.stat().st_size == 0:
+        return pd.DataFrame()
+    try:
+        return pd.read_csv(path)
+    except (OSError, ValueError) as e:
+        raise RunReadError(f"{path}: not a readable CSV ({e})") from e
+
+
+def _nondominated_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows of ``df`` not dominated in (accuracy, sparsity), both maximised (``nsga.nondominated``)."""
+    from .nsga import nondominated
+
+    if df.empty:
+        return df
+    return df.iloc[nondominated(df[["accuracy", "sparsity"]].to_numpy(float))]
+
+
+def read_run(path: str | Path) -> RunView:
+    """Read a run directory (finished or in progress) without writing into it.
+
+    raises RunReadError when ``path`` is not a directory, has no config.json, or a file
+    is not readable JSON / CSV.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise RunReadError(f"run directory {path} not found")
+    config = _read_json(path / "config.json", required=True)
+    manifest = _read_json(path / "manifest.json", required=False)
+    teacher = _read_json(path / "teacher" / "metrics.json", required=False)
+    rows, skipped = [], 0
+    ev_path = path / "evaluations.jsonl"
+    if ev_path.is_file():
+        for line in ev_path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                skipped += 1
+                continue
+            if isinstance(row, dict):
+                rows.append(row)
+    evaluations = pd.DataFrame(rows)
+    generations = _read_csv(path / "generations.csv")
+    front = _read_csv(path / "pareto.csv")
+    ok = evaluations[evaluations["status"] == "ok"] if "status" in evaluations else evaluations
+    if front.empty and not ok.empty:  # generation 0 not complete yet: the front of what was evaluated
+        front = _nondominated_rows(ok)[["uid", "accuracy", "sparsity", "teacher_accuracy", "gen"]].reset_index(drop=True)
+    last = int(generations["gen"].max()) if len(generations) else -1
+    pending = int((evaluations["gen"] > last).sum()) if "gen" in evaluations else 0
+    exported = {}
+    for m in sorted((path / "exported").glob("*/metrics.json")):
+        try:
+            exported[m.parent.name] = json.loads(m.read_text())
+        except (OSError, ValueError):
+            continue  # an export being written
+    if not front.empty:
+        energy = [c for c in ok.columns if ENERGY_PATTERN.match(str(c))]
+        if energy:
+            front = front.merge(ok.drop_duplicates("uid")[["uid", *energy]], on="uid", how="left",
+                                suffixes=("", "_evaluated"))
+        front["exported"] = ["+".join(exported[u].get("roles") or ["exported"]) if u in exported else "" for u in front["uid"]]
+        front = front.sort_values("sparsity", ignore_index=True)
+    return RunView(path, config, manifest, front, evaluations, generations, teacher, exported, pending, skipped)
+
+
+def run_summary(view: RunView) -> dict:
+    """One row of the comparison table: data set, KD mode, seed, status, last completed
+    generation, evaluations (ok + failed lines), front size, hypervolume of the front in
+    (accuracy, sparsity) with reference (0, 0), best validation accuracy at sparsity >=
+    0.5 / 0.8 / 0.9 (NaN when no member is that sparse), dense teacher validation accuracy."""
+    from .baselines import accuracy_at_sparsity
+    from .nsga import points_hypervolume
+
+    pts = view.front[["accuracy", "sparsity"]].to_numpy(float) if len(view.front) else np.zeros((0, 2))
+    ev = view.evaluations
+    n_evals = int(ev["status"].isin(["ok", "failed"]).sum()) if "status" in ev else 0
+    row = {"run": view.label, "dataset": view.dataset, "kd_mode": view.kd_mode, "seed": view.seed,
+           "status": view.manifest.get("status", "unknown"), "generation": view.last_gen, "evaluations": n_evals,
+           "pending": view.pending, "front": len(view.front), "hypervolume": points_hypervolume(pts)}
+    for s in SUMMARY_SPARSITIES:
+        row[f"acc@sparsity>={s:g}"] = accuracy_at_sparsity(pts, s)
+    row["teacher_val_accuracy"] = view.teacher.get("val_accuracy")
+    return row
+
+
+def front_table(view: RunView) -> pd.DataFrame:
+    """The front of one run as printed: uid, gen, accuracy (validation), sparsity, the sparse
+    teacher's validation accuracy, energy columns, exported roles; sorted by sparsity."""
+    cols = ["uid", "gen", "accuracy", "sparsity", "teacher_accuracy", *view.energy_columns, "exported"]
+    return view.front[[c for c in cols if c in view.front.columns]].rename(
+        columns={"accuracy": "val_accuracy", "teacher_accuracy": "sparse_teacher_val_accuracy"})
+
+
+def describe(view: RunView) -> str:
+    """The header line of one run: data set, KD mode, seed, status, progress, dense teacher."""
+    t = view.teacher
+    teacher = "dense teacher: " + ", ".join(f"{k.split('_')[0]} accuracy {t[k]:.4f}" for k in ("val_accuracy", "test_accuracy")
+                                           if isinstance(t.get(k), (int, float)))
+    gen = view.last_gen
+    progress = "no generation completed yet" if gen is None else f"generation {gen} completed"
+    if view.pending:
+        progress += f", {view.pending} evaluations of the next one so far"
+    model = (view.config.get("model") or {}).get("name")
+    return (f"{view.path}: {view.dataset}, model {model}, kd {view.kd_mode}, seed {view.seed}, status "
+            f"{view.manifest.get('status', 'unknown')}; {progress}; front {len(view.front)} members; "
+            + (teacher if t else "dense teacher: not measured yet"))
+
+
+def _to_json(obj) -> str:
+    return json.dumps(obj, indent=2, default=lambda x: x.item() if hasattr(x, "item") else str(x), allow_nan=True)
+
+
+def render(views: list[RunView], fmt: str) -> str:
+    """The text ``main`` prints: for one run its front, for several one row per run;
+    ``fmt``: 'table' (pandas, with a header line per run), 'csv' or 'json'."""
+    if len(views) == 1:
+        v = views[0]
+        table = front_table(v)
+        if fmt == "csv":
+            return table.to_csv(index=False)
+        if fmt == "json":
+            return _to_json({"run": str(v.path), "summary": run_summary(v), "teacher": v.teacher,
+                             "front": table.to_dict(orient="records")})
+        with pd.option_context("display.width", 200, "display.max_columns", 30, "display.max_rows", 500):
+            body = table.to_string(index=False, float_format=lambda x: f"{x:.4f}") if len(table) else "(empty front)"
+        return describe(v) + "\n" + body + "\n"
+    table = pd.DataFrame([run_summary(v) for v in views])
+    if fmt == "csv":
+        return table.to_csv(index=False)
+    if fmt == "json":
+        return _to_json(table.to_dict(orient="records"))
+    with pd.option_context("display.width", 250, "display.max_columns", 30):
+        return table.to_string(index=False, float_format=lambda x: f"{x:.4f}") + "\n"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m evo_snn.pareto", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories of evo_snn.search (finished or running)")
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table",
+                   help="output: a pandas table with a header line (default), CSV or JSON")
+    p.add_argument("--plot", metavar="OUT.png", default=None,
+                   help="also draw the fronts (overlaid for several runs) into this PNG (written atomically)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    if args.plot is not None and not str(args.plot).lower().endswith(".png"):
+        print(f"error: --plot {args.plot}: give a .png file name", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        views = [read_run(p) for p in args.run_dirs]
+    except RunReadError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    labels = [v.label for v in views]
+    if len(set(labels)) < len(labels):  # same folder names in different places: use the paths
+        labels = [str(v.path) for v in views]
+    sys.stdout.write(render(views, args.format))
+    for v in views:
+        if v.skipped_lines:
+            print(f"note: {v.path / 'evaluations.jsonl'}: {v.skipped_lines} line(s) not JSON (being written?), skipped",
+                  file=sys.stderr)
+    if args.plot:
+        from .plots import plot_fronts
+
+        fronts = {lab: v.front for lab, v in zip(labels, views) if len(v.front)}
+        teacher = {lab: v.teacher.get("val_accuracy") for lab, v in zip(labels, views)}
+        try:
+            plot_fronts(Path(args.plot), fronts, teacher)
+        except OSError as e:
+            print(f"error: cannot write {args.plot}: {e}", file=sys.stderr)
+            return EXIT_USAGE
+        print(f"wrote {args.plot}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
