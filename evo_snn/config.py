@@ -69,6 +69,26 @@ class DataConfig:
     resize_filter: str = "bilinear"
     classes: tuple[str, ...] = ()
 
+    def check(self) -> None:
+        """The range checks of the ``data.*`` values (the data set's own checks are
+        ``DatasetSpec.check_config``). raises ConfigError naming the key and the value."""
+        c = self
+        checks = [
+            (c.frames >= 1, f"data.frames must be >= 1, got {c.frames}"),
+            (c.split_by in SPLIT_MODES, f"data.split_by must be one of {list(SPLIT_MODES)}, got {c.split_by!r}"),
+            (c.downsample >= 1, f"data.downsample must be >= 1, got {c.downsample}"),
+            (0.0 < c.val_fraction < 1.0, f"data.val_fraction must be in (0, 1), got {c.val_fraction}"),
+            (c.aug_translate_px is None or (type(c.aug_translate_px) is int and c.aug_translate_px >= 0),
+             f"data.aug_translate_px must be an integer >= 0 or null, got {c.aug_translate_px!r}"),
+            (c.aug_hflip is None or isinstance(c.aug_hflip, bool), f"data.aug_hflip must be true, false or null, got {c.aug_hflip!r}"),
+            (0.0 <= c.aug_event_drop < 1.0, f"data.aug_event_drop must be in [0, 1), got {c.aug_event_drop}"),
+            (image_size_ok(c.image_size), f"data.image_size must be null, an integer >= 1 or [H, W], got {c.image_size!r}"),
+            (c.resize_filter in RESIZE_FILTERS, f"data.resize_filter must be one of {list(RESIZE_FILTERS)}, got {c.resize_filter!r}"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ConfigError(msg)
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -150,6 +170,7 @@ class GenomeConfig:
     mask_mutation: str = "random"
 
 
+SPLIT_MODES = ("number", "time")  # how events are cut into frames (evo_snn.data.events)
 RESIZE_FILTERS = ("nearest", "box", "bilinear", "hamming", "bicubic", "lanczos")
 
 
@@ -203,6 +224,12 @@ class SearchConfig:
       first parent's trained student (restricted to the child's masks; regrown
       connections from the dense teacher) instead of from the teacher, so training
       accumulates over generations. Each evaluation still spends kd.epochs (counted).
+    max_retries: how often an evaluation that fails (raises, its Ray worker dies, or it
+      outlives eval_timeout_s) is run again, with the same (genome, seed), before it is
+      recorded as failed (status 'failed', worst fitness); 0 = never.
+    eval_timeout_s: wall-clock limit of one evaluation attempt on a Ray worker, in
+      seconds (the worker is then replaced and the attempt counts as a fault); 0 = none.
+      The serial evaluator cannot interrupt itself and ignores it.
     """
 
     population: int = 8
@@ -212,6 +239,32 @@ class SearchConfig:
     tag: str = "search"
     final_epochs: float = 0.0
     inherit_weights: bool = False
+    max_retries: int = 2
+    eval_timeout_s: float = 0.0
+
+
+FAULT_KINDS = ("raise", "exit", "hang")  # evo_snn.faults: what an injected fault does
+
+
+@dataclass(frozen=True)
+class FaultsConfig:
+    """Fault injection (``evo_snn.faults``): check that a run, or a cluster, survives
+    worker faults before a long run. Off by default (fail_rate 0).
+
+    fail_rate: probability in [0, 1) that one evaluation attempt is given a fault,
+      drawn from (seed, the evaluation's seed, the attempt number), so a retry of the
+      same evaluation draws again.
+    kinds: the faults drawn from, uniformly: 'raise' (the fitness raises
+      ``InjectedFault``), 'exit' (the worker process exits at once, as if killed),
+      'hang' (the worker sleeps until ``search.eval_timeout_s`` ends the attempt).
+      'exit' and 'hang' need Ray workers (search.workers > 1); 'hang' needs
+      search.eval_timeout_s > 0.
+    seed: seed of the fault draws (independent of search.seed).
+    """
+
+    fail_rate: float = 0.0
+    kinds: tuple[str, ...] = FAULT_KINDS
+    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -223,6 +276,7 @@ class Config:
     genome: GenomeConfig = field(default_factory=GenomeConfig)
     kd: KDConfig = field(default_factory=KDConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    faults: FaultsConfig = field(default_factory=FaultsConfig)
 
     # ------------------------------------------------------------------ I/O
     @classmethod
@@ -258,17 +312,8 @@ class Config:
 
     def validate(self) -> "Config":
         """Check value ranges; returns self or raises ConfigError."""
+        self.data.check()
         checks = [
-            (self.data.frames >= 1, "data.frames must be >= 1"),
-            (self.data.split_by in ("number", "time"), "data.split_by must be 'number' or 'time'"),
-            (self.data.downsample >= 1, "data.downsample must be >= 1"),
-            (0.0 < self.data.val_fraction < 1.0, "data.val_fraction must be in (0, 1)"),
-            (self.data.aug_translate_px is None or (type(self.data.aug_translate_px) is int and self.data.aug_translate_px >= 0),
-             "data.aug_translate_px must be an integer >= 0 or null"),
-            (self.data.aug_hflip is None or isinstance(self.data.aug_hflip, bool), "data.aug_hflip must be true, false or null"),
-            (0.0 <= self.data.aug_event_drop < 1.0, "data.aug_event_drop must be in [0, 1)"),
-            (image_size_ok(self.data.image_size), "data.image_size must be null, an integer >= 1 or [H, W]"),
-            (self.data.resize_filter in RESIZE_FILTERS, f"data.resize_filter must be one of {list(RESIZE_FILTERS)}"),
             (0.0 <= self.genome.ratio_min <= self.genome.ratio_max < 1.0, "need 0 <= genome.ratio_min <= genome.ratio_max < 1"),
             (0.0 <= self.kd.alpha <= 1.0, "kd.alpha must be in [0, 1]"),
             (self.kd.temperature > 0, "kd.temperature must be > 0"),
@@ -284,6 +329,16 @@ class Config:
             (self.search.final_epochs >= 0, "search.final_epochs must be >= 0"),
             (0.0 <= self.genome.init_global_fraction <= 1.0, "genome.init_global_fraction must be in [0, 1]"),
             (self.genome.mask_mutation in ("random", "magnitude"), "genome.mask_mutation must be 'random' or 'magnitude'"),
+            (self.search.max_retries >= 0, "search.max_retries must be >= 0"),
+            (self.search.eval_timeout_s >= 0, "search.eval_timeout_s must be >= 0 (0 = no limit)"),
+            (0.0 <= self.faults.fail_rate < 1.0, "faults.fail_rate must be in [0, 1)"),
+            (len(self.faults.kinds) > 0 and set(self.faults.kinds) <= set(FAULT_KINDS),
+             f"faults.kinds must be a non-empty list of {list(FAULT_KINDS)}"),
+            (self.faults.fail_rate == 0 or self.search.workers > 1 or set(self.faults.kinds) <= {"raise"},
+             "faults.kinds 'exit' and 'hang' need Ray workers (search.workers > 1); "
+             "with one worker use --set faults.kinds=[raise]"),
+            (self.faults.fail_rate == 0 or "hang" not in self.faults.kinds or self.search.eval_timeout_s > 0,
+             "faults.kinds 'hang' needs search.eval_timeout_s > 0 (a hung evaluation is ended by the timeout)"),
         ]
         for ok, msg in checks:
             if not ok:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SPLIT_MODES = ("number", "time")
+from ..config import SPLIT_MODES  # how events are cut into frames
 
 
 @dataclass(frozen=True)

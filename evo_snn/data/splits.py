@@ -15,11 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from ..config import RESIZE_FILTERS, ConfigError, DataConfig, image_size_ok
+from ..config import DataConfig
 from . import cache, synthetic
 from .augment import SeqTransform
 from .errors import DatasetFormatError
-from .events import SPLIT_MODES
 from .frameset import FrameSet
 from .registry import DatasetSpec, dataset_names, get_dataset, require_root
 
@@ -93,22 +92,7 @@ def _unstratified_split(n: int, val_fraction: float, seed: int) -> tuple[np.ndar
 
 def check_data_config(spec: DatasetSpec, cfg: DataConfig) -> None:
     """The ``data.*`` range checks of a load, then the data set's own (``spec.check_config``). raises ConfigError."""
-    if cfg.frames < 1:
-        raise ConfigError(f"data.frames must be >= 1, got {cfg.frames}")
-    if cfg.split_by not in SPLIT_MODES:
-        raise ConfigError(f"data.split_by must be one of {list(SPLIT_MODES)}, got {cfg.split_by!r}")
-    if not 0.0 < cfg.val_fraction < 1.0:
-        raise ConfigError(f"data.val_fraction must be in (0, 1), got {cfg.val_fraction}")
-    if cfg.aug_translate_px is not None and (isinstance(cfg.aug_translate_px, bool) or not isinstance(cfg.aug_translate_px, int) or cfg.aug_translate_px < 0):
-        raise ConfigError(f"data.aug_translate_px must be an integer >= 0 or null, got {cfg.aug_translate_px!r}")
-    if cfg.aug_hflip is not None and not isinstance(cfg.aug_hflip, bool):
-        raise ConfigError(f"data.aug_hflip must be true, false or null, got {cfg.aug_hflip!r}")
-    if not 0.0 <= cfg.aug_event_drop < 1.0:
-        raise ConfigError(f"data.aug_event_drop must be in [0, 1), got {cfg.aug_event_drop}")
-    if not image_size_ok(cfg.image_size):
-        raise ConfigError(f"data.image_size must be null, an integer >= 1 or [H, W], got {cfg.image_size!r}")
-    if cfg.resize_filter not in RESIZE_FILTERS:
-        raise ConfigError(f"data.resize_filter must be one of {list(RESIZE_FILTERS)}, got {cfg.resize_filter!r}")
+    cfg.check()
     spec.check_config(cfg)
 
 
