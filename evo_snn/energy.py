@@ -1,0 +1,391 @@
+"""Synaptic operations, spikes and estimated energy of a spiking net, counted the NeuroBench way.
+
+Definitions (NeuroBench: Yik et al., "The neurobench framework for benchmarking
+neuromorphic computing algorithms and systems", Nature Communications 16, 1545 (2025);
+its metrics ``SynapticOperations``, ``ActivationSparsity``, ``ConnectionSparsity``):
+
+- A **connection layer** is an ``nn.Linear`` or ``nn.Conv1d/2d/3d`` (spikingjelly's
+  ``layer.Linear`` / ``layer.Conv2d`` subclass them). Biases are not synaptic operations.
+- **Dense SynOps**: every (input element, weight) multiplication the layer performs,
+  whatever the values (zero padding of a convolution is not an input, so it is not
+  counted).
+- **Effective operations**: only the pairs with a non-zero weight *and* a non-zero
+  input. A layer whose input, in a batch, holds only values in {-1, 0, 1} receives
+  spikes: its effective operations are **ACs** (accumulates). Otherwise (the first layer
+  on event counts or images, a readout after average pooling) they are **MACs**.
+- **Activation sparsity**: the fraction of zero outputs of the neuron layers (spikingjelly
+  spiking nodes, and ``nn.ReLU`` in an ANN twin) over all their outputs, time steps and
+  samples; the **firing rate** is its complement (spikes per neuron per time step).
+- **Connection sparsity**: the fraction of zero weights over the connection layers.
+
+Every count is reported **per sample** (one inference of T time steps), as NeuroBench does.
+
+Estimated energy (``EnergyReport.energy_pj``) = E_AC x ACs + E_MAC x MACs, with the 45 nm
+figures of Horowitz, "Computing's energy problem (and what we can do about it)", ISSCC
+2014: E_AC = 0.9 pJ (32-bit float add), E_MAC = 4.6 pJ (32-bit float multiply, 3.7 pJ,
+plus add); ``energy.e_ac_pj`` / ``energy.e_mac_pj`` in the config change them.
+
+Why not the ``neurobench`` package itself (2.3.0, checked on spikingjelly multi-step nets in
+``tests/test_energy.py``): its totals equal ours only behind a batch-first wrapper, because
+``SynapticOperations`` divides by ``data[0].size(0)``, which for spikingjelly's
+``x_seq: [T, N, ...]`` is T, not N (a T=3, N=2 net gives 2.33 MACs per sample instead of
+3.5); it reports no per-layer SynOps; its per-layer activation sparsity is keyed by a
+module's child name (every ``sn1`` of a ResNet merges into one entry); spikingjelly's
+neurons are not activations to it unless added by hand; it deep-copies every connection
+layer twice per batch and runs two extra forward passes through each; and it pulls in
+snntorch, tonic, librosa and numba. Here forward hooks count during an ordinary
+forward pass (the fitness's validation pass): per batch, one comparison and one
+reduction over each layer's input; the per-input fan-out of the non-zero weights is
+computed once per layer (see ``_Fanout``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+from spikingjelly.activation_based import functional
+
+from .models.neurons import ANN_ACTIVATIONS, spiking_nodes
+
+E_AC_PJ = 0.9
+"""Energy of one accumulate, pJ: 32-bit float add at 45 nm (Horowitz, ISSCC 2014)."""
+E_MAC_PJ = 4.6
+"""Energy of one multiply-accumulate, pJ: 32-bit float multiply (3.7) + add (0.9) at 45 nm (Horowitz, ISSCC 2014)."""
+
+CONNECTION_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+"""The layers whose synaptic operations are counted (NeuroBench's stateless layers)."""
+
+
+@dataclass(frozen=True)
+class LayerOps:
+    """Operations of one connection layer, per sample.
+
+    dense_acs / dense_macs: dense SynOps on spike input / on non-spike input;
+    effective_acs / effective_macs: the pairs with a non-zero weight and a non-zero input;
+    connection_sparsity: fraction of zero weights of the layer (at the end of the count).
+    """
+
+    dense_acs: float
+    dense_macs: float
+    effective_acs: float
+    effective_macs: float
+    connection_sparsity: float
+
+    @property
+    def synops(self) -> float:
+        """Dense SynOps per sample: every synaptic operation, whatever the values."""
+        return self.dense_acs + self.dense_macs
+
+    @property
+    def effective_ops(self) -> float:
+        return self.effective_acs + self.effective_macs
+
+
+@dataclass(frozen=True)
+class NeuronActivity:
+    """Output activity of one neuron layer, per sample.
+
+    spikes: non-zero outputs per sample (summed over T); outputs: outputs per sample
+    (neurons x T); firing_rate = spikes / outputs, a fraction in [0, 1] for spiking nodes.
+    """
+
+    spikes: float
+    outputs: float
+
+    @property
+    def firing_rate(self) -> float:
+        return self.spikes / self.outputs if self.outputs else 0.0
+
+
+@dataclass(frozen=True)
+class EnergyReport:
+    """Counts of one measurement, per sample; layers and neurons by qualified module name.
+
+    samples: how many samples were counted; e_ac_pj / e_mac_pj: the energy constants used.
+    """
+
+    samples: int
+    layers: dict[str, LayerOps]
+    neurons: dict[str, NeuronActivity]
+    e_ac_pj: float = E_AC_PJ
+    e_mac_pj: float = E_MAC_PJ
+
+    @property
+    def synops(self) -> float:
+        """Dense SynOps per sample, all layers."""
+        return sum(v.synops for v in self.layers.values())
+
+    @property
+    def effective_acs(self) -> float:
+        return sum(v.effective_acs for v in self.layers.values())
+
+    @property
+    def effective_macs(self) -> float:
+        return sum(v.effective_macs for v in self.layers.values())
+
+    @property
+    def energy_pj(self) -> float:
+        """Estimated energy per sample, pJ: e_ac_pj x effective ACs + e_mac_pj x effective MACs."""
+        return self.e_ac_pj * self.effective_acs + self.e_mac_pj * self.effective_macs
+
+    @property
+    def dense_energy_pj(self) -> float:
+        """The same estimate with every synapse operating at every time step (dense SynOps), pJ."""
+        return sum(self.e_ac_pj * v.dense_acs + self.e_mac_pj * v.dense_macs for v in self.layers.values())
+
+    @property
+    def energy_fraction(self) -> float:
+        """energy_pj / dense_energy_pj, in [0, 1] (0 for a net without operations): the
+        ``energy`` objective of the search (minimised; worst value 1)."""
+        dense = self.dense_energy_pj
+        return self.energy_pj / dense if dense > 0 else 0.0
+
+    @property
+    def spikes(self) -> float:
+        """Spikes (non-zero neuron outputs) per sample, all neuron layers."""
+        return sum(v.spikes for v in self.neurons.values())
+
+    @property
+    def firing_rate(self) -> float:
+        """Spikes per neuron per time step over all neuron layers (1 - activation sparsity)."""
+        outputs = sum(v.outputs for v in self.neurons.values())
+        return self.spikes / outputs if outputs else 0.0
+
+    @property
+    def activation_sparsity(self) -> float:
+        """NeuroBench ``ActivationSparsity``: zero outputs / all outputs of the neuron layers."""
+        return 1.0 - self.firing_rate if self.neurons else 0.0
+
+    def metrics(self) -> dict:
+        """The flat, JSON-able record of a fitness evaluation (evaluations.jsonl), per sample:
+        ``synops``, ``effective_acs``, ``effective_macs``, ``energy_pj``, ``energy_fraction``,
+        ``spikes``, ``firing_rate``, ``activation_sparsity``, and per layer ``layer_synops``,
+        ``layer_effective_ops`` (ACs or MACs), ``layer_spikes``, ``layer_firing_rate``."""
+        return {
+            "synops": self.synops,
+            "effective_acs": self.effective_acs,
+            "effective_macs": self.effective_macs,
+            "energy_pj": self.energy_pj,
+            "energy_fraction": self.energy_fraction,
+            "spikes": self.spikes,
+            "firing_rate": self.firing_rate,
+            "activation_sparsity": self.activation_sparsity,
+            "layer_synops": {k: v.synops for k, v in self.layers.items()},
+            "layer_effective_ops": {k: v.effective_ops for k, v in self.layers.items()},
+            "layer_spikes": {k: v.spikes for k, v in self.neurons.items()},
+            "layer_firing_rate": {k: v.firing_rate for k, v in self.neurons.items()},
+        }
+
+
+def connection_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """{qualified name: module} of the connection layers of ``model``, in module order."""
+    return {n: m for n, m in model.named_modules() if isinstance(m, CONNECTION_TYPES)}
+
+
+def neuron_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """{qualified name: module} of the spikingjelly spiking nodes and ANN activations (``nn.ReLU``)."""
+    nodes = {id(m) for m in spiking_nodes(model)}
+    ann = tuple(ANN_ACTIVATIONS.values())
+    return {n: m for n, m in model.named_modules() if id(m) in nodes or isinstance(m, ann)}
+
+
+def _sample_dims(module: nn.Module) -> int:
+    """How many trailing input dims make one input vector/map: 1 (Linear), 1 + d (ConvNd)."""
+    if isinstance(module, nn.Linear):
+        return 1
+    return 1 + len(module.kernel_size)  # ConvNd: channels + N spatial dims
+
+
+class _Fanout:
+    """For one connection layer and one input shape: fan[i] = the number of (non-zero weight,
+    output) pairs that input element i enters, so that a batch's effective operations are
+    sum_i (non-zero count of input i over the batch) x fan[i], and its dense SynOps are
+    (input vectors) x sum of the all-ones fan-out. The fan-out is the gradient of
+    sum(layer(x, binary weights)) with respect to x (the layer is linear in x), taken on
+    one all-ones input: it holds stride, padding (and padding_mode), dilation and groups
+    exactly. Recomputed when the input shape or the pattern of non-zero weights changes."""
+
+    def __init__(self):
+        self.key = None
+        self.nonzero = None
+        self.fan = None  # [*sample_shape] float64
+        self.dense = 0.0  # dense SynOps of one input vector/map
+
+    def get(self, module: nn.Module, shape: tuple[int, ...], device) -> tuple[torch.Tensor, float]:
+        w = module.weight.detach()
+        nonzero = w != 0
+        key = (shape, str(device))
+        if key != self.key or not torch.equal(nonzero, self.nonzero):
+            self.fan = self._grad(module, shape, nonzero.to(w.dtype), device).double()
+            self.dense = float(self._grad(module, shape, torch.ones_like(w), device).double().sum())
+            self.key, self.nonzero = key, nonzero
+        return self.fan, self.dense
+
+    @staticmethod
+    def _grad(module: nn.Module, shape, weight: torch.Tensor, device) -> torch.Tensor:
+        with torch.enable_grad():
+            x = torch.ones((1, *shape), device=device, dtype=weight.dtype, requires_grad=True)
+            if isinstance(module, nn.Linear):
+                y = nn.functional.linear(x, weight)
+            else:
+                y = module._conv_forward(x, weight, None)
+            (grad,) = torch.autograd.grad(y.sum(), x)
+        return grad[0]
+
+
+class EnergyCounter:
+    """Forward hooks that count synaptic operations and spikes while a multi-step net runs.
+
+    Use as a context manager around ordinary forward passes (e.g. the validation pass of the
+    fitness); the hooks only read tensors, so outputs are unchanged::
+
+        with EnergyCounter(net) as counter:
+            acc = accuracy(net, val)          # x_seq: [T, N, C, H, W] batches
+        report = counter.report()             # EnergyReport, per sample
+
+    model: a spikingjelly net in multi-step mode whose forward takes ``x_seq: [T, N, ...]``
+    (samples are counted from dim 1 of its first argument). e_ac_pj / e_mac_pj: energy per
+    accumulate / multiply-accumulate in pJ (defaults: 0.9 / 4.6, 45 nm, Horowitz 2014).
+    Weights must not change while the counter is attached (eval passes).
+    raises ValueError when ``model`` has no connection layer.
+    """
+
+    def __init__(self, model: nn.Module, e_ac_pj: float = E_AC_PJ, e_mac_pj: float = E_MAC_PJ):
+        self.model = model
+        self.e_ac_pj, self.e_mac_pj = float(e_ac_pj), float(e_mac_pj)
+        self.layers = connection_layers(model)
+        if not self.layers:
+            raise ValueError(f"{type(model).__name__} has no connection layer (Linear, Conv1d/2d/3d) to count")
+        self.neurons = neuron_layers(model)
+        self._handles: list = []
+        self.reset()
+
+    def reset(self) -> None:
+        """Zero every count (the hooks stay attached)."""
+        self.samples = 0
+        self._ops = {n: torch.zeros(4, dtype=torch.float64) for n in self.layers}  # dense AC, dense MAC, eff AC, eff MAC
+        self._spikes = {n: torch.zeros((), dtype=torch.float64) for n in self.neurons}
+        self._outputs = {n: 0 for n in self.neurons}
+        self._fanout = {n: _Fanout() for n in self.layers}
+
+    def __enter__(self) -> "EnergyCounter":
+        self.attach()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.detach()
+
+    def attach(self) -> None:
+        if self._handles:
+            return
+        self._handles.append(self.model.register_forward_pre_hook(self._count_samples))
+        for name, m in self.layers.items():
+            self._handles.append(m.register_forward_pre_hook(self._layer_hook(name)))
+        for name, m in self.neurons.items():
+            self._handles.append(m.register_forward_hook(self._neuron_hook(name)))
+
+    def detach(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+    def _count_samples(self, module, args) -> None:
+        x_seq = args[0]
+        if x_seq.dim() < 2:
+            raise ValueError(f"EnergyCounter expects x_seq: [T, N, ...], got shape {tuple(x_seq.shape)}")
+        self.samples += int(x_seq.shape[1])
+
+    def _layer_hook(self, name: str):
+        def hook(module, args) -> None:
+            x = args[0].detach()
+            k = _sample_dims(module)
+            shape = tuple(x.shape[-k:])
+            fan, dense_one = self._fanout[name].get(module, shape, x.device)
+            nonzero = (x != 0).reshape(-1, *shape)
+            n_vectors = nonzero.shape[0]
+            effective = (nonzero.sum(0, dtype=torch.float64) * fan).sum()
+            spiking = ((x == 0) | (x == 1) | (x == -1)).all()
+            dense = torch.as_tensor(n_vectors * dense_one, dtype=torch.float64, device=x.device)
+            zero = torch.zeros((), dtype=torch.float64, device=x.device)
+            counts = torch.stack([torch.where(spiking, dense, zero), torch.where(spiking, zero, dense),
+                                  torch.where(spiking, effective, zero), torch.where(spiking, zero, effective)])
+            if self._ops[name].device != x.device:
+                self._ops[name] = self._ops[name].to(x.device)
+            self._ops[name] += counts
+
+        return hook
+
+    def _neuron_hook(self, name: str):
+        def hook(module, args, out) -> None:
+            out = out[0] if isinstance(out, tuple) else out
+            spikes = torch.count_nonzero(out.detach()).to(torch.float64)
+            if self._spikes[name].device != spikes.device:
+                self._spikes[name] = self._spikes[name].to(spikes.device)
+            self._spikes[name] += spikes
+            self._outputs[name] += out.numel()
+
+        return hook
+
+    def report(self) -> EnergyReport:
+        """The counts so far, per sample. raises ValueError when no sample was counted."""
+        if self.samples == 0:
+            raise ValueError("EnergyCounter counted no sample: run the model on x_seq [T, N, ...] inside the counter")
+        n = self.samples
+        layers = {}
+        for name, m in self.layers.items():
+            d_ac, d_mac, e_ac, e_mac = (float(v) / n for v in self._ops[name].cpu())
+            w = m.weight.detach()
+            layers[name] = LayerOps(d_ac, d_mac, e_ac, e_mac, float((w == 0).sum()) / w.numel())
+        neurons = {name: NeuronActivity(float(self._spikes[name]) / n, self._outputs[name] / n) for name in self.neurons}
+        return EnergyReport(n, layers, neurons, self.e_ac_pj, self.e_mac_pj)
+
+
+def _batches(data) -> Iterable[torch.Tensor]:
+    """x_seq tensors from a tensor [T, N, ...] or an iterable of tensors or (x_seq, y) pairs."""
+    if isinstance(data, torch.Tensor):
+        yield data
+        return
+    for item in data:
+        yield item[0] if isinstance(item, (tuple, list)) else item
+
+
+@torch.no_grad()
+def count_energy(model: nn.Module, data, *, e_ac_pj: float = E_AC_PJ, e_mac_pj: float = E_MAC_PJ) -> EnergyReport:
+    """Run ``model`` in eval mode over ``data`` and return its ``EnergyReport`` (per sample).
+
+    data: one ``x_seq: [T, N, ...]`` tensor, or an iterable (a loader) of them or of
+    ``(x_seq, y)`` pairs, already in the spikingjelly layout and on the model's device.
+    ``functional.reset_net(model)`` runs after every batch; the training mode is restored.
+    e_ac_pj / e_mac_pj: pJ per AC / MAC (defaults 0.9 / 4.6, 45 nm, Horowitz 2014).
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        with EnergyCounter(model, e_ac_pj, e_mac_pj) as counter:
+            for x_seq in _batches(data):
+                model(x_seq)
+                functional.reset_net(model)
+    finally:
+        model.train(was_training)
+    return counter.report()
+
+
+def layer_table(report: EnergyReport):
+    """A pandas table of ``report``: one row per connection layer (synops, effective_acs,
+    effective_macs, connection_sparsity, per sample) and one per neuron layer (spikes,
+    firing_rate), with a total row."""
+    import pandas as pd
+
+    rows = [{"layer": n, "synops": v.synops, "effective_acs": v.effective_acs, "effective_macs": v.effective_macs,
+             "connection_sparsity": v.connection_sparsity} for n, v in report.layers.items()]
+    rows += [{"layer": n, "spikes": v.spikes, "firing_rate": v.firing_rate} for n, v in report.neurons.items()]
+    rows.append({"layer": "total", "synops": report.synops, "effective_acs": report.effective_acs,
+                 "effective_macs": report.effective_macs, "spikes": report.spikes, "firing_rate": report.firing_rate})
+    return pd.DataFrame(rows)
+
+
+__all__ = ["CONNECTION_TYPES", "E_AC_PJ", "E_MAC_PJ", "EnergyCounter", "EnergyReport", "LayerOps", "NeuronActivity",
+           "connection_layers", "count_energy", "layer_table", "neuron_layers"]

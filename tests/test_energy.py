@@ -1,0 +1,211 @@
+"""evo_snn.energy against counts computed by hand, a brute-force loop, and the neurobench package.
+
+The 2-layer net (Linear 3->2, IF, Linear 2->2, no bias) has weights and inputs small
+enough to count every non-zero (weight, input) pair on paper; the convolution counts are
+checked against a plain Python loop over output positions and kernel taps, written
+independently of the fan-out shortcut in ``evo_snn.energy``.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+import torch.nn as nn
+from spikingjelly.activation_based import functional, layer, neuron
+
+from evo_snn.energy import E_AC_PJ, E_MAC_PJ, EnergyCounter, count_energy, layer_table
+
+W1 = [[1.0, 0.0, 2.0], [0.0, 0.0, 1.0]]  # column non-zero counts (1, 0, 2)
+W2 = [[1.0, 0.0], [1.0, 1.0]]  # column non-zero counts (2, 1)
+# x_seq [T=3, N=2, 3]: real-valued (not spikes), so the first layer counts MACs
+X = [[[0.5, 0.0, 2.0], [1.0, 1.0, 0.0]],
+     [[0.0, 0.0, 0.0], [3.0, 0.0, 1.0]],
+     [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]]
+
+
+def two_layer_net() -> nn.Module:
+    l1, l2 = layer.Linear(3, 2, bias=False), layer.Linear(2, 2, bias=False)
+    with torch.no_grad():
+        l1.weight.copy_(torch.tensor(W1))
+        l2.weight.copy_(torch.tensor(W2))
+    net = nn.Sequential(l1, neuron.IFNode(v_threshold=1.0), l2)
+    functional.set_step_mode(net, "m")
+    return net
+
+
+# By hand (per batch of N=2 samples):
+# layer 0 (MACs): non-zero inputs per vector times the column counts (1, 0, 2):
+#   t0n0 {0, 2}: 1 + 2 = 3; t0n1 {0, 1}: 1 + 0 = 1; t1n1 {0, 2}: 3; others 0  -> 7 MACs; dense 6 vectors x 6 = 36
+# IF (threshold 1, hard reset to 0), inputs W1 x: n0: t0 (4.5, 2) -> spikes (1, 1); t1 (0, 0); t2 (0, 0)
+#   n1: t0 (1, 0) -> (1, 0); t1 (5, 1) -> (1, 1); t2 (0, 0)       -> 5 spikes of 12 outputs
+# layer 2 (ACs): spike vectors (1,1): 2 + 1 = 3 (twice), (1,0): 2   -> 8 ACs; dense 6 x 4 = 24
+HAND = {"macs": 7 / 2, "acs": 8 / 2, "dense": (36 + 24) / 2, "spikes": 5 / 2, "firing_rate": 5 / 12}
+
+
+def test_two_layer_net_matches_hand_counts():
+    rep = count_energy(two_layer_net(), torch.tensor(X))
+    assert rep.samples == 2
+    assert rep.effective_macs == HAND["macs"] and rep.effective_acs == HAND["acs"]
+    assert rep.synops == HAND["dense"]
+    assert rep.layers["0"].effective_macs == 3.5 and rep.layers["0"].effective_acs == 0
+    assert rep.layers["2"].effective_acs == 4.0 and rep.layers["2"].effective_macs == 0
+    assert (rep.layers["0"].dense_macs, rep.layers["2"].dense_acs) == (18.0, 12.0)
+    assert rep.spikes == HAND["spikes"] and rep.neurons["1"].firing_rate == pytest.approx(HAND["firing_rate"])
+    assert rep.activation_sparsity == pytest.approx(7 / 12)
+    assert rep.layers["0"].connection_sparsity == pytest.approx(3 / 6)
+    assert rep.energy_pj == pytest.approx(E_AC_PJ * 4.0 + E_MAC_PJ * 3.5)  # 19.7 pJ per sample
+    assert rep.dense_energy_pj == pytest.approx(E_AC_PJ * 12 + E_MAC_PJ * 18)
+    assert rep.energy_fraction == pytest.approx((0.9 * 4 + 4.6 * 3.5) / (0.9 * 12 + 4.6 * 18))
+
+
+def test_counts_are_per_sample_over_batches_and_constants_are_used():
+    """Two batches, the second the first again: per-sample counts do not change; the energy
+    follows the constants given."""
+    x = torch.tensor(X)
+    rep = count_energy(two_layer_net(), [(x, None), x], e_ac_pj=1.0, e_mac_pj=10.0)
+    assert rep.samples == 4
+    assert (rep.effective_macs, rep.effective_acs, rep.synops) == (HAND["macs"], HAND["acs"], HAND["dense"])
+    assert rep.energy_pj == pytest.approx(1.0 * 4.0 + 10.0 * 3.5)
+
+
+def test_binary_input_counts_acs_and_event_counts_count_macs():
+    """NeuroBench's rule: a layer whose input holds only {-1, 0, 1} receives spikes (ACs)."""
+    x = (torch.tensor(X) != 0).float()
+    rep = count_energy(two_layer_net(), x)
+    assert rep.layers["0"].effective_macs == 0 and rep.layers["0"].effective_acs == 3.5  # same pattern of non-zeros
+    assert rep.layers["0"].dense_acs == 18.0 and rep.layers["0"].dense_macs == 0
+    rep2 = count_energy(two_layer_net(), x * 2)  # event counts of 2: not spikes
+    assert rep2.layers["0"].effective_macs == 3.5 and rep2.layers["0"].effective_acs == 0
+
+
+def _brute_force_conv(x, w, stride, padding):
+    """(effective, dense) operations of a 2-D convolution by a loop over every output position,
+    output channel, input channel and kernel tap; x: [B, C, H, W], w: [O, C, k, k]."""
+    B, C, H, W = x.shape
+    O, _, k, _ = w.shape
+    Ho, Wo = (H + 2 * padding - k) // stride + 1, (W + 2 * padding - k) // stride + 1
+    eff = dense = 0
+    for b, o, i, j, c, u, v in itertools.product(range(B), range(O), range(Ho), range(Wo), range(C), range(k), range(k)):
+        h, wi = i * stride - padding + u, j * stride - padding + v
+        if 0 <= h < H and 0 <= wi < W:  # a padded position is not an input
+            dense += 1
+            eff += int(w[o, c, u, v] != 0 and x[b, c, h, wi] != 0)
+    return eff, dense
+
+
+@pytest.mark.parametrize("stride,padding", [(1, 1), (2, 1), (1, 0)])
+def test_pruned_conv_matches_brute_force(stride, padding):
+    g = torch.Generator().manual_seed(0)
+    conv = layer.Conv2d(2, 3, 3, stride=stride, padding=padding, bias=True)
+    with torch.no_grad():
+        conv.weight.mul_((torch.rand(conv.weight.shape, generator=g) > 0.5).float())  # about half pruned
+    net = nn.Sequential(conv)
+    functional.set_step_mode(net, "m")
+    x = (torch.rand(2, 3, 2, 5, 6, generator=g) > 0.6).float()  # x_seq [T=2, N=3, C=2, 5, 6] spikes
+    rep = count_energy(net, x)
+    eff, dense = _brute_force_conv(x.reshape(6, 2, 5, 6), conv.weight.detach(), stride, padding)
+    assert 0 < eff < dense
+    assert rep.layers["0"].effective_acs == pytest.approx(eff / 3) and rep.layers["0"].effective_macs == 0
+    assert rep.synops == pytest.approx(dense / 3)
+    assert rep.layers["0"].connection_sparsity == pytest.approx(float((conv.weight == 0).float().mean()))
+
+
+def test_all_ones_conv_counts_in_bounds_taps_only():
+    """3x3 kernel, padding 1, on a 3x3 map: 4 corners x 4 + 4 edges x 6 + centre 9 = 49 taps."""
+    conv = layer.Conv2d(1, 1, 3, padding=1, bias=False)
+    nn.init.ones_(conv.weight)
+    net = nn.Sequential(conv)
+    functional.set_step_mode(net, "m")
+    rep = count_energy(net, torch.ones(1, 1, 1, 3, 3))
+    assert rep.synops == 49 and rep.effective_acs == 49
+
+
+def test_counter_does_not_change_outputs_and_detaches(tiny_cfg):
+    from evo_snn.models import build_model
+
+    torch.manual_seed(0)
+    net = build_model(tiny_cfg.model, (4, 2, 8, 8), 3).eval()
+    x = torch.randint(0, 3, (4, 5, 2, 8, 8)).float()
+    with torch.no_grad():
+        plain = net(x)
+        functional.reset_net(net)
+        with EnergyCounter(net) as counter:
+            counted = net(x)
+            functional.reset_net(net)
+        after = net(x)
+        functional.reset_net(net)
+    assert torch.equal(plain, counted) and torch.equal(plain, after)
+    rep = counter.report()
+    assert rep.samples == 5 and 0 < rep.effective_acs < rep.synops and rep.effective_macs > 0
+    assert counter._handles == [] and not net._forward_pre_hooks
+    assert 0 < rep.energy_fraction < 1
+    table = layer_table(rep)
+    assert table.iloc[-1]["layer"] == "total" and table.iloc[-1]["synops"] == rep.synops
+
+
+def test_errors_say_what_is_wrong():
+    with pytest.raises(ValueError, match="no connection layer"):
+        EnergyCounter(nn.Sequential(neuron.IFNode()))
+    with pytest.raises(ValueError, match="counted no sample"):
+        EnergyCounter(two_layer_net()).report()
+
+
+# ---------------------------------------------------------------------- neurobench parity
+class _BatchFirst(nn.Module):
+    """neurobench normalises by ``data[0].size(0)``: it needs batch-first input."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net(x.transpose(0, 1))
+
+
+def _neurobench(net, x_seq, batch_first=True):
+    nb_models = pytest.importorskip("neurobench.models", reason="neurobench not installed (optional, parity check only)")
+    from neurobench.metrics.workload import ActivationSparsity, SynapticOperations
+
+    model = nb_models.TorchModel(_BatchFirst(net) if batch_first else net)
+    model.add_activation_module(neuron.BaseNode)  # spikingjelly's neurons are not activations to neurobench by default
+    model.register_hooks()
+    data = x_seq.transpose(0, 1) if batch_first else x_seq
+    with torch.no_grad():
+        preds = model(data)
+    ops = SynapticOperations()(model, preds, (data, None))
+    act = ActivationSparsity()(model, preds, (data, None))
+    model.cleanup_hooks()
+    functional.reset_net(net)
+    return ops, act
+
+
+def test_neurobench_agrees_behind_a_batch_first_wrapper_and_not_without():
+    x = torch.tensor(X)
+    ops, act = _neurobench(two_layer_net(), x)
+    assert ops == {"Effective_MACs": HAND["macs"], "Effective_ACs": HAND["acs"], "Dense": HAND["dense"]}
+    assert act == pytest.approx(7 / 12)
+    raw, _ = _neurobench(two_layer_net(), x, batch_first=False)
+    assert raw["Effective_MACs"] == pytest.approx(7 / 3)  # divided by T = 3 instead of N = 2: why evo_snn.energy exists
+
+
+@pytest.mark.parametrize("model", ["tiny_conv", "resnet18_tiny"])
+def test_registry_models_agree_with_neurobench(tiny_cfg, model):
+    from dataclasses import replace
+
+    from evo_snn.models import build_model
+    from evo_snn.pruning import apply_masks, make_permanent, prunable_layers
+
+    torch.manual_seed(0)
+    net = build_model(replace(tiny_cfg.model, name=model), (3, 2, 8, 8), 3).eval()
+    g = torch.Generator().manual_seed(1)
+    masks = {n: (torch.rand(m.weight.shape, generator=g) > 0.4).numpy() for n, m in prunable_layers(net).items()}
+    make_permanent(apply_masks(net, masks))
+    x = torch.randint(0, 3, (3, 4, 2, 8, 8), generator=g).float()  # event counts: the first layer counts MACs
+    rep = count_energy(net, x)
+    ops, act = _neurobench(net, x)
+    assert rep.effective_acs == pytest.approx(ops["Effective_ACs"]) and rep.effective_macs == pytest.approx(ops["Effective_MACs"])
+    assert rep.synops == pytest.approx(ops["Dense"])
+    assert rep.activation_sparsity == pytest.approx(act)
+    assert rep.effective_acs > 0 and rep.effective_macs > 0
