@@ -230,6 +230,15 @@ class SearchConfig:
     eval_timeout_s: wall-clock limit of one evaluation attempt on a Ray worker, in
       seconds (the worker is then replaced and the attempt counts as a fault); 0 = none.
       The serial evaluator cannot interrupt itself and ignores it.
+    objectives: what NSGA-II optimises, names from ``OBJECTIVES``: 'accuracy' (student
+      validation accuracy, maximised), 'sparsity' (fraction of zero prunable weights,
+      maximised), 'energy' (the student's estimated energy on the validation pass as a
+      fraction of its dense bound, ``EnergyReport.energy_fraction``, minimised); e.g.
+      ``--set search.objectives=[accuracy,sparsity,energy]`` or ``[accuracy,energy]``.
+      Must include 'accuracy'.
+    hv_reference: the hypervolume's reference point, {objective: value}; defaults to each
+      objective's worst value (accuracy 0, sparsity 0, energy 1), e.g.
+      ``--set search.hv_reference.energy=0.5``.
     """
 
     population: int = 8
@@ -241,6 +250,33 @@ class SearchConfig:
     inherit_weights: bool = False
     max_retries: int = 2
     eval_timeout_s: float = 0.0
+    objectives: tuple[str, ...] = ("accuracy", "sparsity")
+    hv_reference: dict = field(default_factory=lambda: {k: v[2] for k, v in OBJECTIVES.items()})
+
+
+OBJECTIVES = {
+    # name: (key in the fitness metrics, DEAP weight: +1 maximised / -1 minimised, worst value)
+    "accuracy": ("accuracy", 1.0, 0.0),
+    "sparsity": ("sparsity", 1.0, 0.0),
+    "energy": ("energy_fraction", -1.0, 1.0),
+}
+"""The objectives a search may use (``search.objectives``): the one table that
+``evo_snn.nsga`` builds its DEAP fitness weights and hypervolume reference from."""
+
+
+@dataclass(frozen=True)
+class EnergyConfig:
+    """Energy estimate of a student (``evo_snn.energy``, NeuroBench SynOps definitions):
+    energy = e_ac_pj x effective ACs + e_mac_pj x effective MACs, per sample.
+
+    e_ac_pj: pJ per accumulate, default 0.9 (32-bit float add, 45 nm; Horowitz,
+      "Computing's energy problem", ISSCC 2014).
+    e_mac_pj: pJ per multiply-accumulate, default 4.6 (32-bit float multiply 3.7 + add 0.9,
+      45 nm; Horowitz 2014).
+    """
+
+    e_ac_pj: float = 0.9
+    e_mac_pj: float = 4.6
 
 
 FAULT_KINDS = ("raise", "exit", "hang")  # evo_snn.faults: what an injected fault does
@@ -277,6 +313,7 @@ class Config:
     kd: KDConfig = field(default_factory=KDConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     faults: FaultsConfig = field(default_factory=FaultsConfig)
+    energy: EnergyConfig = field(default_factory=EnergyConfig)
 
     # ------------------------------------------------------------------ I/O
     @classmethod
@@ -343,7 +380,28 @@ class Config:
         for ok, msg in checks:
             if not ok:
                 raise ConfigError(msg)
+        self._check_objectives()
         return self
+
+    def _check_objectives(self) -> None:
+        """search.objectives, search.hv_reference and energy.*; raises ConfigError."""
+        objs, ref = list(self.search.objectives), self.search.hv_reference
+        unknown = [o for o in objs if o not in OBJECTIVES]
+        checks = [
+            (not unknown, f"search.objectives: unknown {unknown}; known: {list(OBJECTIVES)}"),
+            (len(objs) >= 2 and len(set(objs)) == len(objs) and "accuracy" in objs,
+             f"search.objectives must name 2 or more distinct objectives including 'accuracy', got {objs}"),
+            (isinstance(ref, dict) and set(ref) <= set(OBJECTIVES),
+             f"search.hv_reference must map objectives {list(OBJECTIVES)} to numbers, got {ref!r}"),
+            (isinstance(ref, dict) and all(o in ref for o in objs),
+             f"search.hv_reference lacks {[o for o in objs if not isinstance(ref, dict) or o not in ref]}"),
+            (isinstance(ref, dict) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in ref.values()),
+             f"search.hv_reference values must be numbers, got {ref!r}"),
+            (self.energy.e_ac_pj >= 0 and self.energy.e_mac_pj >= 0, "energy.e_ac_pj and energy.e_mac_pj must be >= 0 (pJ)"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ConfigError(msg)
 
 
 def read_run_config(path: str | Path, generations: int | None = None, workers: int | None = None) -> Config:

@@ -1,5 +1,10 @@
 """Fitness of one genome: sparse teacher -> KD-trained student -> validation metrics.
 
+The student's validation pass also counts its synaptic operations and spikes
+(``evo_snn.energy.EnergyCounter``: forward hooks on that same pass, no extra one):
+effective ACs/MACs, dense SynOps, spikes and firing rates, per layer and in total, and
+the estimated energy (``energy.e_ac_pj`` / ``energy.e_mac_pj``), all per sample.
+
 The test split never enters this module: a ``FitnessContext`` carries only the
 training and validation splits, so fitness cannot be read off the test set.
 """
@@ -17,6 +22,7 @@ import torch.nn as nn
 
 from .config import Config
 from .data import FrameSet
+from .energy import EnergyCounter
 from .genome import Genome
 from .kd import kd_mode, student_loss, teacher_for
 from .models import build_model, select_backend
@@ -93,6 +99,11 @@ class GenomeFitness:
     def __call__(self, genome: Genome, seed: int, init_state: dict[str, torch.Tensor] | None = None) -> FitnessResult:
         """KD-train a student for ``genome`` and score it on validation.
 
+        metrics: accuracy, sparsity, teacher_accuracy, ..., and the student's counts on the
+        validation pass, per sample (``EnergyReport.metrics``): ``synops``, ``effective_acs``,
+        ``effective_macs``, ``energy_pj``, ``energy_fraction`` (the ``energy`` objective),
+        ``spikes``, ``firing_rate``, ``activation_sparsity`` and per-layer dicts.
+
         seed: drives the student's initialisation (``student_init='scratch'``), batch
         order and augmentation. init_state: a parent's trained student (weight
         inheritance, ``search.inherit_weights``): the student starts from it, with the
@@ -120,7 +131,9 @@ class GenomeFitness:
         kd_loss = student_loss(kd, self.ctx.num_classes, teaching)
         train_loss = train_steps(student, self.ctx.train, epochs=kd.epochs, batch_size=kd.batch_size, lr=kd.lr, loss_fn=kd_loss, seed=seed)
         make_permanent(student)
-        student_acc = accuracy(student, self.ctx.val)
+        energy = self.ctx.cfg.energy
+        with EnergyCounter(student, energy.e_ac_pj, energy.e_mac_pj) as counter:  # hooks only read: same accuracy
+            student_acc = accuracy(student, self.ctx.val)
         sparsity, per_layer = weight_sparsity(student, self.ctx.layers)
         metrics = {
             "accuracy": student_acc,
@@ -137,6 +150,7 @@ class GenomeFitness:
             "threads": torch.get_num_threads(),
             "inherited": init_state is not None,
             "backend": self.backend,
+            **(counter.report().metrics() if counter.samples else {}),  # synops, effective_acs/macs, energy_pj, ...
         }
         state = cpu_state(student)
         return FitnessResult(metrics, state)

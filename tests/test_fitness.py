@@ -224,3 +224,28 @@ def test_ray_actor_evaluates_with_the_job_seed(setup, ray_session):
         assert gap(remote[i], serial[i]) < 1e-5, i
         assert remote[i].metrics["train_loss"] == pytest.approx(serial[i].metrics["train_loss"], rel=1e-5)
         assert remote[i].metrics["sparsity"] == serial[i].metrics["sparsity"]
+
+
+def test_energy_is_counted_on_the_students_validation_pass(setup):
+    """Catches: energy counted on another net (the sparse or dense teacher), with the wrong
+    constants, or not per sample; accuracy changed by the counting hooks."""
+    from evo_snn.energy import count_energy
+    from evo_snn.train import loader
+
+    ctx, teacher, ann, genome = setup
+    ctx = replace(_with_kd(ctx, mode="none"), cfg=replace(ctx.cfg, energy=replace(ctx.cfg.energy, e_ac_pj=2.0, e_mac_pj=7.0)))
+    res = GenomeFitness(ctx, torch.device("cpu"))(genome, seed=5)
+    m = res.metrics
+    student = _net(ctx, res.student_state)
+    batches = [ctx.val.to_seq(x, train=False) for x, _ in loader(ctx.val, 64, shuffle=False)]
+    rep = count_energy(student, batches)
+    dense = count_energy(teacher, batches)
+    assert m["accuracy"] == accuracy(student, ctx.val)
+    assert (m["effective_acs"], m["effective_macs"], m["synops"]) == (rep.effective_acs, rep.effective_macs, rep.synops)
+    assert m["energy_pj"] == pytest.approx(2.0 * m["effective_acs"] + 7.0 * m["effective_macs"])
+    assert m["spikes"] == rep.spikes and m["layer_firing_rate"] == {k: v.firing_rate for k, v in rep.neurons.items()}
+    # half of every layer pruned: the student's dense SynOps are the teacher's, its effective MACs about half
+    assert m["synops"] == dense.synops and m["layer_synops"] == {k: v.synops for k, v in dense.layers.items()}
+    first = ctx.layers[0]
+    assert 0.3 < m["layer_effective_ops"][first] / dense.layers[first].effective_ops < 0.7
+    assert 0 < m["energy_fraction"] < 1
