@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from .atomic import to_jsonable
 from .config import GenomeConfig, SearchConfig
-from .evaluator import SerialEvaluator
+from .evaluator import SerialEvaluator, failure_metrics
 from .genome import Genome, GenomeOps
 from .store import StudentStore
 
@@ -207,7 +207,7 @@ class StructureSearch:
         for i, res in self.evaluator.map(self.fitness, jobs):
             ind = fresh[i]
             if isinstance(res, Exception):
-                ind.metrics = {"error": f"{type(res).__name__}: {res}"}
+                ind.metrics = failure_metrics(res)  # error, attempts, faults (after the retries)
                 failed[ind.genome.key] = ind.metrics
                 self._fail(ind)
             else:

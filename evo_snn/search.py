@@ -203,7 +203,8 @@ def _execute(run: RunDir, cfg: Config, splits, device, args, ckpt: Checkpoint | 
         layers = tuple(prunable_layers(teachers.dense, cfg.genome.prunable))
         ctx = FitnessContext(cfg, splits.train, splits.val, splits.frame_shape, splits.num_classes,
                              cpu_state(teachers.dense), layers, teachers.ann_state)
-        evaluator = make_evaluator(cfg.search.workers, args.address)
+        evaluator = make_evaluator(cfg.search.workers, args.address, max_retries=cfg.search.max_retries,
+                                   eval_timeout_s=cfg.search.eval_timeout_s, faults=cfg.faults)
         students = student_store(run.checkpoints)  # filled as results arrive; checkpoints reference it
         logger = RunLogger(run)
         checkpoints = CheckpointWriter(run.checkpoints, students, logbook=lambda: logger.generations)

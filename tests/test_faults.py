@@ -1,0 +1,249 @@
+"""Worker faults: an evaluation that raises, whose worker dies, or that hangs is retried
+with the same job and recorded; after ``max_retries`` it fails, and the map goes on.
+
+The evaluator-level tests use ``evo_snn.faults.probe`` (milliseconds per job) on the
+session's Ray; the search-level ones run the tiny synthetic search.
+"""
+
+import json
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from evo_snn.config import ConfigError, FaultsConfig
+from evo_snn.evaluator import EvaluationTimeout, RayEvaluator, SerialEvaluator, failure_metrics
+from evo_snn.faults import InjectedFault, inject, planned_fault, probe
+
+KIND_RECORDED = {"raise": "raise", "exit": "exit", "hang": "timeout"}  # injected kind -> recorded fault kind
+
+
+def _plan(faults, seed, max_retries):
+    """The injected faults of the attempts of evaluation ``seed``: until the first attempt
+    without a fault, or max_retries + 1 attempts."""
+    out = []
+    for attempt in range(1, max_retries + 2):
+        kind = planned_fault(faults, seed, attempt)
+        if kind is None:
+            break
+        out.append(kind)
+    return out
+
+
+def _seeds_with(faults, kinds, n, max_retries, start=0):
+    """n seeds whose plans together contain every kind in ``kinds`` and never exhaust the retries."""
+    seeds, seen = [], set()
+    s = start
+    while len(seeds) < n or not set(kinds) <= seen:
+        plan = _plan(faults, s, max_retries)
+        if len(plan) <= max_retries and (len(seeds) < n - len(set(kinds) - seen) or set(plan) - seen):
+            seeds.append(s)
+            seen |= set(plan)
+        s += 1
+    return seeds
+
+
+# ---------------------------------------------------------------------- the plan
+def test_planned_faults_are_deterministic_at_the_configured_rate_and_kinds():
+    f = FaultsConfig(fail_rate=0.2, kinds=("raise", "hang"), seed=3)
+    draws = [planned_fault(f, s, a) for s in range(1500) for a in (1, 2)]
+    assert draws == [planned_fault(f, s, a) for s in range(1500) for a in (1, 2)]
+    rate = sum(d is not None for d in draws) / len(draws)
+    assert 0.17 < rate < 0.23
+    assert {d for d in draws if d} == {"raise", "hang"}
+    assert [planned_fault(f, s, 1) for s in range(50)] != [planned_fault(f, s, 2) for s in range(50)]  # a retry draws again
+    assert all(planned_fault(FaultsConfig(), s, 1) is None for s in range(100))  # off by default
+    assert planned_fault(None, 1, 1) is None
+
+
+def test_inject_raise_and_unknown_kind():
+    inject(None)
+    with pytest.raises(InjectedFault):
+        inject("raise")
+    with pytest.raises(ValueError, match="unknown fault kind"):
+        inject("melt")
+
+
+def test_config_validates_the_faults_section():
+    from conftest import tiny_config
+
+    cfg = tiny_config(**{"faults.fail_rate": "0.2", "faults.kinds": "[raise]"})
+    assert cfg.faults.fail_rate == 0.2 and cfg.faults.kinds == ("raise",)
+    assert cfg.search.max_retries == 2 and cfg.search.eval_timeout_s == 0.0
+    with pytest.raises(ConfigError, match="need Ray workers"):
+        tiny_config(**{"faults.fail_rate": "0.2"})  # exit and hang with one worker
+    with pytest.raises(ConfigError, match="eval_timeout_s > 0"):
+        tiny_config(**{"faults.fail_rate": "0.2", "search.workers": "2"})
+    with pytest.raises(ConfigError, match="faults.kinds"):
+        tiny_config(**{"faults.kinds": "[raise, melt]"})
+    with pytest.raises(ConfigError, match="fail_rate"):
+        tiny_config(**{"faults.fail_rate": "1.0"})
+    with pytest.raises(ConfigError, match="max_retries"):
+        tiny_config(**{"search.max_retries": "-1"})
+
+
+# ---------------------------------------------------------------------- serial
+def test_serial_retries_injected_raises_with_the_same_job_and_records_them():
+    f = FaultsConfig(fail_rate=0.5, kinds=("raise",), seed=1)
+    seeds = list(range(40))
+    out = dict(SerialEvaluator(max_retries=2, faults=f).map(probe, [(10 * s, s) for s in seeds]))
+    n_failed = 0
+    for i, s in enumerate(seeds):
+        plan = _plan(f, s, 2)
+        if len(plan) == 3:  # every attempt failed
+            n_failed += 1
+            assert isinstance(out[i], InjectedFault)
+            m = failure_metrics(out[i])
+            assert m["attempts"] == 3 and [x["injected"] for x in m["faults"]] == plan
+            assert m["error"].startswith("InjectedFault")
+        else:
+            assert out[i].metrics["value"] == 10 * s and out[i].metrics["seed"] == s
+            recorded = out[i].metrics.get("faults", [])
+            assert [x["injected"] for x in recorded] == plan and [x["attempt"] for x in recorded] == list(range(1, len(plan) + 1))
+            assert out[i].metrics.get("attempts", 1) == len(plan) + 1
+    assert n_failed >= 1 and sum(len(_plan(f, s, 2)) for s in seeds) >= 10  # the plan exercised both paths
+
+
+def test_serial_gives_up_after_max_retries_and_refuses_faults_that_would_hit_the_driver():
+    calls = []
+
+    def always(x):
+        calls.append(x)
+        raise KeyError(x)
+
+    out = dict(SerialEvaluator(max_retries=3).map(always, [("a",)]))
+    assert calls == ["a"] * 4 and isinstance(out[0], KeyError)
+    assert failure_metrics(out[0])["attempts"] == 4 and [x["kind"] for x in out[0].faults] == ["raise"] * 4
+    assert dict(SerialEvaluator(max_retries=0).map(always, [("b",)]))[0].attempts == 1
+    with pytest.raises(ValueError, match="need Ray workers"):
+        SerialEvaluator(faults=FaultsConfig(fail_rate=0.1, kinds=("raise", "exit")))
+
+
+# ---------------------------------------------------------------------- Ray
+def _cuda_error_in(pid):
+    if os.getpid() == pid:
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+    return os.getpid()
+
+
+@pytest.fixture(scope="module")
+def by_value(ray_session):
+    """Ship this module's functions to the actors by value (tests/ is not on their path)."""
+    import sys
+
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    yield ray_session
+    cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+
+
+def test_ray_survives_injected_raise_exit_and_hang(ray_session):
+    f = FaultsConfig(fail_rate=0.3, kinds=("raise", "exit", "hang"), seed=5)
+    seeds = _seeds_with(f, ("raise", "exit", "hang"), n=6, max_retries=2)
+    plans = {s: _plan(f, s, 2) for s in seeds}
+    ev = RayEvaluator(workers=2, max_retries=2, eval_timeout_s=4.0, faults=f)
+    try:
+        t0 = time.perf_counter()
+        out = dict(ev.map(probe, [(s * 3, s) for s in seeds]))
+        wall_s = time.perf_counter() - t0
+        assert sorted(out) == list(range(len(seeds)))
+        for i, s in enumerate(seeds):
+            m = out[i].metrics
+            assert m["value"] == 3 * s  # the same job, whatever its attempts
+            recorded = m.get("faults", [])
+            assert [x["injected"] for x in recorded] == plans[s]
+            assert [x["kind"] for x in recorded] == [KIND_RECORDED[k] for k in plans[s]]
+            assert m.get("attempts", 1) == len(plans[s]) + 1
+        n_replacing = sum(k in ("exit", "hang") for p in plans.values() for k in p)
+        assert n_replacing >= 2 and ev.replaced == n_replacing  # every dead or hung worker was replaced
+        assert len(ev.actors) == 2 and len({a["pid"] for a in ev.actor_info()}) == 2
+        print(f"faults {plans}, replaced {ev.replaced}, {wall_s:.1f} s")
+        # the replaced actors hold the function and keep working
+        assert dict(ev.map(probe, [(7, 10**6)]))[0].metrics["value"] == 7
+    finally:
+        ev.close()
+
+
+def test_ray_retries_an_evaluation_whose_worker_is_killed_and_replaces_the_worker(ray_session):
+    ev = RayEvaluator(workers=2, max_retries=2)
+    try:
+        pids = [a["pid"] for a in ev.actor_info()]
+        out, errors = {}, []
+
+        def run():
+            try:
+                out.update(ev.map(probe, [(i, i, 1.5) for i in range(4)]))
+            except BaseException as e:  # pragma: no cover - reported below
+                errors.append(e)
+
+        t = threading.Thread(target=run)
+        t.start()
+        time.sleep(0.7)
+        os.kill(pids[0], signal.SIGKILL)  # a worker dies in the middle of an evaluation
+        t.join(timeout=60)
+        assert not t.is_alive() and not errors
+        assert sorted(out) == [0, 1, 2, 3] and [out[i].metrics["value"] for i in range(4)] == [0, 1, 2, 3]
+        retried = [out[i].metrics for i in range(4) if "faults" in out[i].metrics]
+        assert len(retried) == 1 and retried[0]["attempts"] == 2 and retried[0]["faults"][0]["kind"] == "exit"
+        assert retried[0]["pid"] != pids[0] and ev.replaced == 1
+        assert pids[0] not in {a["pid"] for a in ev.actor_info()}
+    finally:
+        ev.close()
+
+
+def test_ray_cuda_error_recreates_the_actor_and_timeouts_fail_after_the_retries(by_value):
+    ev = RayEvaluator(workers=1, max_retries=1, eval_timeout_s=1.5)
+    try:
+        pid = ev.actor_info()[0]["pid"]
+        out = dict(ev.map(_cuda_error_in, [(pid,)]))
+        assert out[0] != pid and ev.replaced == 1  # retried on a fresh actor: a CUDA context is not trusted
+        t0 = time.perf_counter()
+        out = dict(ev.map(time.sleep, [(60,)]))
+        assert time.perf_counter() - t0 < 30
+        assert isinstance(out[0], EvaluationTimeout)
+        m = failure_metrics(out[0])
+        assert m["attempts"] == 2 and [x["kind"] for x in m["faults"]] == ["timeout", "timeout"]
+        assert ev.replaced == 3
+    finally:
+        ev.close()
+
+
+# ---------------------------------------------------------------------- search
+def _rows(run):
+    return [json.loads(line) for line in (run / "evaluations.jsonl").read_text().splitlines()]
+
+
+def test_search_with_20_percent_faults_of_each_kind_completes_and_records_every_fault(tmp_path, ray_session, one_torch_thread):
+    """faults.fail_rate=0.2 over raise, exit and hang on 2 Ray workers: the run completes,
+    every injected fault is in evaluations.jsonl, and the front has members."""
+    import pandas as pd
+
+    from evo_snn.search import main
+    from test_search import TINY
+
+    # a fault seed whose plan hits each kind at least once in this run's evaluations
+    from evo_snn.nsga import eval_seed
+
+    seeds = [eval_seed(3, 0, i) for i in range(4)] + [eval_seed(3, 1, i) for i in range(4, 8)]
+    fault_seed = next(k for k in range(1000) if {"raise", "exit", "hang"} <= {
+        x for s in seeds for x in _plan(FaultsConfig(0.2, seed=k), s, 2)})
+    f = FaultsConfig(fail_rate=0.2, seed=fault_seed)
+    out = tmp_path / "faulty"
+    code = main(["--dataset", "synthetic", "--population", "4", "--generations", "1", "--seed", "3", "--no-progress",
+                 "--workers", "2", *TINY, "--out", str(out), "--set", "faults.fail_rate=0.2",
+                 "--set", f"faults.seed={fault_seed}", "--set", "search.eval_timeout_s=10"])
+    assert code == 0
+    assert json.loads((out / "manifest.json").read_text())["status"] == "completed"
+    evaluated = [r for r in _rows(out) if r["status"] != "cached"]
+    injected = []
+    for r in evaluated:
+        plan = _plan(f, r["seed"], 2)
+        assert [x["injected"] for x in r.get("faults", [])] == plan, r["uid"]
+        assert r.get("attempts", 1) == len(plan) + (r["status"] == "ok")
+        injected += plan
+    assert {"raise", "exit", "hang"} <= set(injected)
+    assert len(pd.read_csv(out / "pareto.csv")) >= 1
+    print(f"{len(evaluated)} evaluations, injected faults: {injected}")
