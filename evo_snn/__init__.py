@@ -1,3 +1,16 @@
 """evo_snn: neuroevolutionary structure search for sparse spiking neural networks."""
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    """``evo_snn.load_exported`` (``evo_snn.export.load_exported``), imported on first use so
+    that ``import evo_snn`` stays light (pure-data modules load no torch)."""
+    if name == "load_exported":
+        from .export import load_exported
+
+        return load_exported
+    raise AttributeError(f"module 'evo_snn' has no attribute {name!r}")
+
+
+__all__ = ["__version__", "load_exported"]

@@ -22,6 +22,10 @@ needs only its own students (``StudentStore.retain``): the store deletes a stude
 once neither the search nor the last complete checkpoint needs it, which keeps the
 folder bounded by the population plus the archive. Every ``.pt`` holds plain tensors
 only and loads with ``torch.load(path, weights_only=True)``.
+
+``save_sparse_state`` / ``load_sparse_state``: the sparse weight format written beside a
+dense ``.pt`` (an export's ``student.sparse.npz``): packed masks plus the kept values,
+reloading to identical weights.
 """
 
 from __future__ import annotations
@@ -189,3 +193,97 @@ def load_checkpoint(directory: str | Path) -> Checkpoint:
 
 def _load_pt(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+# ---------------------------------------------------------------- sparse weights
+SPARSE_FORMAT = 1
+SPARSE_SUFFIX = ".sparse.npz"
+
+
+class SparseFormatError(ValueError):
+    """A sparse weight file is malformed, or a state does not fit its masks; the message names the file or tensor."""
+
+
+def save_sparse_state(path: str | Path, state: dict[str, torch.Tensor], masks: dict[str, "np.ndarray"]) -> int:
+    """Write ``state`` (a state_dict) as packed masks plus non-zero values, atomically; returns the file size in bytes.
+
+    masks: {layer name: bool array shaped like ``<layer>.weight``, True = kept} (a genome's
+    ``mask_dict()``). For each masked weight the file holds ``packed/<key>`` (``np.packbits``
+    of the flattened mask, 1 bit per weight), ``values/<key>`` (the kept weights in
+    row-major order, the weight's dtype) and ``shape/<key>``; every other tensor is stored
+    whole under ``dense/<key>``; ``keys`` keeps the state_dict order and ``format`` the
+    version. A numpy ``.npz`` (zip, compressed) that loads with ``allow_pickle=False``.
+
+    raises SparseFormatError when a masked weight has non-zero values where its mask
+    prunes (the masks are not the ones the weights were pruned with), a mask's shape
+    differs from its weight's, or a tensor's dtype has no numpy equivalent (bfloat16).
+    """
+    import io
+
+    import numpy as np
+
+    arrays: dict[str, np.ndarray] = {"format": np.array(SPARSE_FORMAT), "keys": np.array(list(state), dtype=str)}
+    masked = {f"{name}.weight": np.asarray(m, dtype=bool) for name, m in masks.items()}
+    missing = sorted(set(masked) - set(state))
+    if missing:
+        raise SparseFormatError(f"masks name {missing}, which the state_dict lacks")
+    for key, t in state.items():
+        t = t.detach().cpu()
+        if t.dtype == torch.bfloat16:
+            raise SparseFormatError(f"{key}: bfloat16 has no numpy dtype; convert the state to float32 first")
+        a = t.numpy()
+        if key in masked:
+            m = masked[key]
+            if m.shape != a.shape:
+                raise SparseFormatError(f"{key}: mask shape {m.shape} differs from the weight's {a.shape}")
+            if np.any(a[~m] != 0):
+                raise SparseFormatError(f"{key}: {int(np.count_nonzero(a[~m]))} pruned weights are not zero; "
+                                        "save with the masks the weights were pruned with")
+            arrays[f"packed/{key}"] = np.packbits(m.ravel())
+            arrays[f"values/{key}"] = a[m]
+            arrays[f"shape/{key}"] = np.array(a.shape, dtype=np.int64)
+        else:
+            arrays[f"dense/{key}"] = a
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    atomic_write_bytes(Path(path), buf.getvalue())
+    return len(buf.getvalue())
+
+
+def load_sparse_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, "np.ndarray"]]:
+    """Inverse of ``save_sparse_state``: (state_dict of dense CPU tensors, {layer name: bool mask}).
+
+    The weights equal the saved ones exactly (zeros where the masks prune). raises
+    SparseFormatError naming the file for an unknown format version, a missing or
+    inconsistent entry, or a file that is not a readable ``.npz``.
+    """
+    import zipfile
+
+    import numpy as np
+
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            names = set(z.files)
+            if "format" not in names or int(z["format"]) != SPARSE_FORMAT:
+                raise SparseFormatError(f"{path}: not a sparse weight file of format {SPARSE_FORMAT}")
+            state, masks = {}, {}
+            for key in z["keys"].tolist():
+                if f"dense/{key}" in names:
+                    state[key] = torch.from_numpy(np.array(z[f"dense/{key}"]))
+                    continue
+                shape = tuple(int(s) for s in z[f"shape/{key}"])
+                n = int(np.prod(shape))
+                m = np.unpackbits(z[f"packed/{key}"], count=n).astype(bool)
+                values = z[f"values/{key}"]
+                if int(m.sum()) != values.size:
+                    raise SparseFormatError(f"{path}: {key} has {values.size} values for {int(m.sum())} kept weights")
+                w = np.zeros(n, dtype=values.dtype)
+                w[m] = values
+                state[key] = torch.from_numpy(w.reshape(shape))
+                masks[key[: -len(".weight")]] = m.reshape(shape)
+    except SparseFormatError:
+        raise
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
+        raise SparseFormatError(f"{path}: not a readable sparse weight file ({type(e).__name__}: {e})") from e
+    return state, masks

@@ -1,24 +1,67 @@
-"""Choosing Pareto members to export, and exporting them with their test accuracy.
+"""Choosing Pareto members to export, exporting them, and loading an export back.
 
-The test split is used here only, once, at the end of a run, for exported members.
+The test split is used here only, once per exported member: at the end of a run
+(``finalize``) or when a member is exported by hand::
+
+    python -m evo_snn.export RUN_DIR --pick knee|max-accuracy|min-energy|sparsity>=0.8|uid=<uid>
+                             [--retrain-epochs N] [--out DIR] [--nir] [--data-root PATH]
+
+writes ``exported/<uid>/`` (or ``DIR/<uid>/``), built in a hidden temporary folder and
+renamed into place, so a failure leaves no half-written export:
+
+  teacher.pt, student.pt     sparse teacher and student, plain state_dicts (``weights_only=True``)
+  teacher.sparse.npz,        the same weights as packed masks + kept values
+  student.sparse.npz         (``evo_snn.checkpoint.save_sparse_state``)
+  genome.json, masks.npz     the genome (``Genome.save``)
+  metrics.json               validation (selection) and test metrics, model arguments (model
+                             config, frame shape, class count), run config, provenance
+  MODEL_CARD.md              the same for people
+  student.nir                with ``--nir``: the student as a NIR graph (``evo_snn.nir``)
+
+Members are chosen on validation metrics only. With ``--retrain-epochs N`` the chosen
+genome is retrained for N KD epochs (masks kept, the member's own seed) on the same
+code path as the final retraining of the baselines (``Comparison.evaluate`` ->
+``GenomeFitness(with_epochs(ctx, N))``), then tested once. ``load_exported`` rebuilds
+the nets with the masks attached (``torch.nn.utils.prune``), so fine-tuning keeps the
+pruned weights at zero.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import re
 import shutil
+import sys
+from pathlib import Path
 
 import numpy as np
+import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
+from .atomic import atomic_write_bytes, json_default
+from .checkpoint import SPARSE_SUFFIX, load_sparse_state, save_sparse_state
+from .config import Config
 from .data import FrameSet, Splits
 from .fitness import FitnessContext, GenomeFitness, with_epochs
 from .genome import Genome
 from .models import build_model
-from .pruning import sparse_copy, weight_sparsity
-from .rundir import RunDir, save_state_dict
+from .pareto import ENERGY_LAYER_METRICS, ENERGY_METRICS
+from .pruning import apply_masks, prunable_layers, sparse_copy, weight_sparsity
+from .rundir import RunDir, git_revision, now_iso, package_versions, save_state_dict
 from .store import StudentStore
 from .train import accuracy
+
+EXIT_USAGE = 2
+PICKS = ("knee", "max-accuracy", "min-energy", "sparsity>=X", "uid=UID")
+# the energy metric --pick min-energy minimises: the estimate in pJ per sample (evo_snn.energy)
+ENERGY_KEYS = ("energy_pj",)
+
+
+class ExportError(RuntimeError):
+    """An export cannot be made (bad pick, missing metric or file, unavailable format); the message says why and what to do."""
 
 
 def knee_index(points: np.ndarray) -> int:
@@ -58,32 +101,268 @@ def choose_exports(front: list) -> dict[str, list[str]]:
     return roles
 
 
+def energy_key(metrics: dict) -> str | None:
+    """The energy metric of an evaluation's metrics (the first of ``ENERGY_KEYS`` that is a
+    number), or None when the fitness recorded none."""
+    return next((k for k in ENERGY_KEYS if isinstance(metrics.get(k), (int, float))), None)
+
+
+def parse_pick(text: str) -> tuple[str, float | str | None]:
+    """``--pick`` text -> (kind, argument): ('knee', None), ('max-accuracy', None),
+    ('min-energy', None), ('sparsity', 0.8) for ``sparsity>=0.8``, ('uid', '04-0053') for
+    ``uid=04-0053``. raises ExportError naming the accepted forms."""
+    t = text.strip()
+    if t in ("knee", "max-accuracy", "min-energy"):
+        return t, None
+    m = re.fullmatch(r"sparsity\s*>=\s*([0-9]*\.?[0-9]+)", t)
+    if m and 0.0 <= float(m.group(1)) <= 1.0:
+        return "sparsity", float(m.group(1))
+    if t.startswith("uid=") and len(t) > 4:
+        return "uid", t[4:]
+    raise ExportError(f"--pick {text!r}: expected one of {', '.join(PICKS)} (X a fraction in [0, 1])")
+
+
+def choose_member(records: list[dict], pick: str) -> dict:
+    """The record chosen by ``pick`` among ``records`` (archive records: ``uid`` and
+    ``metrics`` with validation ``accuracy`` and ``sparsity`` fractions, optionally an
+    energy metric). knee: ``knee_index`` of (accuracy, sparsity); max-accuracy: highest
+    accuracy, ties to the sparser; min-energy: lowest energy, ties to the more accurate;
+    sparsity>=X: highest accuracy among members at least X sparse, ties to the sparser;
+    uid=U: that member. Test accuracy never enters. raises ExportError (empty front, no
+    energy metric, nothing that sparse, unknown uid)."""
+    kind, arg = parse_pick(pick)
+    if not records:
+        raise ExportError("the run's front is empty (no successful evaluation yet)")
+    acc = [float(r["metrics"]["accuracy"]) for r in records]
+    sp = [float(r["metrics"]["sparsity"]) for r in records]
+    idx = range(len(records))
+    if kind == "knee":
+        return records[knee_index(np.column_stack([acc, sp]))]
+    if kind == "max-accuracy":
+        return records[max(idx, key=lambda i: (acc[i], sp[i]))]
+    if kind == "min-energy":
+        keys = {energy_key(r["metrics"]) for r in records}
+        if None in keys:
+            raise ExportError("--pick min-energy needs an energy metric, and this run's evaluations recorded none "
+                              f"(looked for {', '.join(ENERGY_KEYS)}); run the search with energy counting, or pick "
+                              "knee, max-accuracy, sparsity>=X or uid=UID")
+        key = sorted(keys)[0]
+        return records[min(idx, key=lambda i: (float(records[i]["metrics"][key]), -acc[i]))]
+    if kind == "sparsity":
+        ok = [i for i in idx if sp[i] >= arg - 1e-9]
+        if not ok:
+            raise ExportError(f"--pick {pick}: no front member is that sparse (the sparsest has sparsity {max(sp):.4f})")
+        return records[max(ok, key=lambda i: (acc[i], sp[i]))]
+    for r in records:
+        if r["uid"] == arg:
+            return r
+    raise ExportError(f"--pick uid={arg}: not on the run's front; its members: {', '.join(r['uid'] for r in records)}")
+
+
 def export_member(run: RunDir, uid: str, roles: list[str], genome: Genome, metrics: dict, student_state: dict,
-                  dense_teacher: nn.Module, model_args: tuple, test: FrameSet, layers) -> dict:
-    """Write exported/<uid>/{teacher.pt, student.pt, genome.json, masks.npz, metrics.json}.
+                  dense_teacher: nn.Module, model_args: tuple, test: FrameSet, layers, *, out_root: Path | None = None,
+                  context: dict | None = None, nir: bool = False) -> dict:
+    """Write ``<out_root or run.exported>/<uid>/`` (see the module docstring); returns the
+    metrics written.
 
     teacher.pt is the sparse teacher (dense teacher with the genome's masks), student.pt
-    the KD-trained student; both plain state_dicts. Returns the metrics written,
-    with ``test_accuracy`` and ``teacher_test_accuracy`` (fractions in [0, 1]).
+    the student; both plain state_dicts. metrics: the member's validation metrics (plus
+    retraining fields); the record adds ``test_accuracy``, ``teacher_test_accuracy``
+    (fractions in [0, 1]), ``test_sparsity``, ``student_val_accuracy`` (the exported
+    student's validation accuracy: ``retrained_val_accuracy`` after retraining, else
+    ``accuracy``), ``model_args`` (model, frame_shape, num_classes), ``layers`` and the
+    file sizes. context: run facts for the model card (``config`` dict, ``run``,
+    ``search_command``, ``search_versions``, ``search_git``, ``export_command``,
+    ``dense_teacher``, ``val_samples``). The folder is built under a hidden temporary
+    name and renamed into place (an older export of ``uid`` is replaced); on any error
+    nothing is left. nir: also write ``student.nir`` (raises ExportError when
+    ``evo_snn.nir`` is missing or cannot map a layer).
     """
-    out = run.exported / uid
-    out.mkdir(parents=True, exist_ok=True)
+    root = Path(out_root) if out_root is not None else run.exported
+    root.mkdir(parents=True, exist_ok=True)
+    dest = root / uid
+    tmp = root / f".{uid}.tmp-{os.getpid()}"
+    ctx = dict(context or {})
+    model_cfg, frame_shape, num_classes = model_args
     sparse_teacher = sparse_copy(dense_teacher, genome.mask_dict())
     device = next(dense_teacher.parameters()).device
-    student = build_model(*model_args).to(device)
+    student = build_model(model_cfg, frame_shape, num_classes).to(device)
     student.load_state_dict(student_state)
     student.eval()
+    sparsity, per_layer = weight_sparsity(student, layers)
     test_metrics = {
         "test_accuracy": accuracy(student, test),
         "teacher_test_accuracy": accuracy(sparse_teacher, test),
-        "test_sparsity": weight_sparsity(student, layers)[0],
+        "test_sparsity": sparsity,
+        "test_samples": len(test),
     }
-    save_state_dict(out / "teacher.pt", sparse_teacher.state_dict())
-    save_state_dict(out / "student.pt", student.state_dict())
-    genome.save(out)
-    record = {"uid": uid, "roles": roles, "genome_key": genome.key, **metrics, **test_metrics}
-    run.write_json(f"exported/{uid}/metrics.json", record)
+    shapes = {n: list(m.weight.shape) for n, m in prunable_layers(student, list(layers)).items()}
+    record = {"uid": uid, "roles": list(roles), "genome_key": genome.key, **metrics, **test_metrics,
+              "student_val_accuracy": metrics.get("retrained_val_accuracy", metrics.get("accuracy")),
+              "exported_layer_sparsity": per_layer, "layer_shapes": shapes,
+              "model_args": {"model": Config(model=model_cfg).to_dict()["model"], "frame_shape": [int(s) for s in frame_shape],
+                             "num_classes": int(num_classes)},
+              "layers": list(layers), "exported_at": now_iso(), **{k: v for k, v in ctx.items() if k != "config"}}
+    if "config" in ctx:
+        record["config"] = ctx["config"]
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    try:
+        tmp.mkdir()
+        save_state_dict(tmp / "teacher.pt", sparse_teacher.state_dict())
+        save_state_dict(tmp / "student.pt", student.state_dict())
+        masks = genome.mask_dict()
+        save_sparse_state(tmp / f"student{SPARSE_SUFFIX}", student.state_dict(), masks)
+        save_sparse_state(tmp / f"teacher{SPARSE_SUFFIX}", sparse_teacher.state_dict(), masks)
+        genome.save(tmp)
+        if nir:
+            write_nir = _nir_writer()
+            try:
+                write_nir(student, tuple(frame_shape), tmp / "student.nir")
+            except (ValueError, TypeError, NotImplementedError, KeyError) as e:
+                raise ExportError(f"NIR export of {uid} failed: {e}") from e
+        sizes = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
+        record["file_bytes"] = sizes
+        atomic_write_bytes(tmp / "metrics.json", (json.dumps(record, indent=2, default=json_default) + "\n").encode())
+        atomic_write_bytes(tmp / "MODEL_CARD.md", model_card(record).encode())
+        old = root / f".{uid}.old-{os.getpid()}"
+        if dest.exists():
+            os.replace(dest, old)
+        os.replace(tmp, dest)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return record
+
+
+def _nir_writer():
+    """``evo_snn.nir.write_nir``; raises ExportError when that module is not available."""
+    try:
+        from .nir import write_nir
+    except ImportError as e:
+        raise ExportError(f"NIR export not available: evo_snn.nir.write_nir cannot be imported ({e})") from e
+    return write_nir
+
+
+def _fmt(x, digits: int = 4) -> str:
+    if isinstance(x, float):
+        return f"{x:.{digits}f}"
+    return "-" if x is None else str(x)
+
+
+def model_card(rec: dict) -> str:
+    """MODEL_CARD.md of an export record (``export_member``'s metrics.json): data set, T,
+    neuron, surrogate, per-layer sparsity, validation and test accuracy, SynOps / energy
+    ("not measured" when the fitness recorded none), retraining, command lines, versions."""
+    cfg = rec.get("config") or {}
+    model = rec["model_args"]["model"]
+    frame = rec["model_args"]["frame_shape"]
+    data, kd = cfg.get("data", {}), cfg.get("kd", {})
+    neuron = model.get("neuron", "?").upper()
+    if model.get("neuron") in ("lif", "plif"):
+        neuron += f" (tau {model.get('tau')})"
+    reset = "soft reset (subtract the threshold)" if model.get("v_reset") is None else f"hard reset to {model.get('v_reset')}"
+    classes = data.get("classes") or []
+    dt = rec.get("dense_teacher") or {}
+    retrained = rec.get("final_epochs")
+    lines = [f"# Model card: sparse SNN student `{rec['uid']}`", "",
+             f"A sparse spiking student from an evo_snn NSGA-II structure search (run `{rec.get('run', '?')}`), "
+             f"chosen by `{', '.join(rec.get('roles', []))}` on validation metrics; the test split was measured once, at export.", "",
+             "## Model", "", "| | |", "| --- | --- |",
+             f"| data set | {cfg.get('dataset', '?')}, {rec['model_args']['num_classes']} classes"
+             + (f" ({', '.join(map(str, classes[:12]))}{', ...' if len(classes) > 12 else ''})" if classes else "") + " |",
+             f"| input | `x_seq: [T, N, C, H, W]`, frames [T, C, H, W] = {frame}"
+             + (f", events split by {data.get('split_by')}" if data.get("split_by") else "") + " |",
+             f"| time steps T | {frame[0]} |",
+             f"| architecture | `{model.get('name')}` (channels {model.get('channels')}, hidden {model.get('hidden')}, "
+             f"width {model.get('width')}, dropout {model.get('dropout')}) |",
+             f"| neuron | {neuron}, threshold {model.get('v_threshold')}, {reset}, detach_reset {model.get('detach_reset')} |",
+             f"| surrogate gradient | {model.get('surrogate')} |",
+             f"| knowledge distillation | mode `{kd.get('mode', rec.get('kd_mode'))}`, alpha {kd.get('alpha')}, "
+             f"temperature {kd.get('temperature')}, {kd.get('epochs')} epochs per evaluation |",
+             "| retraining | " + (f"{retrained:g} KD epochs from the genome (masks kept, seed of the member) before the test"
+                                   if retrained else "none: the student trained during the search") + " |",
+             "", "## Accuracy (fractions)", "",
+             "| | student | sparse teacher | dense teacher |", "| --- | --- | --- | --- |",
+             f"| validation, at selection | {_fmt(rec.get('accuracy'))} | {_fmt(rec.get('teacher_accuracy'))} | {_fmt(dt.get('val_accuracy'))} |"]
+    if retrained:
+        lines.append(f"| validation, after retraining | {_fmt(rec.get('retrained_val_accuracy'))} | | |")
+    lines += [f"| test (once, here) | {_fmt(rec.get('test_accuracy'))} | {_fmt(rec.get('teacher_test_accuracy'))} | "
+              f"{_fmt(dt.get('test_accuracy'))} |", "",
+              f"Validation samples: {rec.get('val_samples', '?')}; test samples: {rec.get('test_samples', '?')}.", "",
+              "## Sparsity", "", f"Overall: {_fmt(rec.get('test_sparsity'))} of the prunable weights are zero "
+              f"(genome: {_fmt(rec.get('genome_sparsity'))}).", "",
+              "| layer | weight shape | weights | zeros | sparsity |", "| --- | --- | --- | --- | --- |"]
+    for name, s in (rec.get("exported_layer_sparsity") or {}).items():
+        shape = rec.get("layer_shapes", {}).get(name, [])
+        n = int(np.prod(shape)) if shape else 0
+        lines.append(f"| `{name}` | {shape} | {n} | {round(s * n)} | {s:.4f} |")
+    lines += ["", "## SynOps and energy", ""]
+    energy = [k for k in ENERGY_METRICS if isinstance(rec.get(k), (int, float))]
+    if energy:
+        lines += [f"Per sample (one inference of T = {frame[0]} time steps), counted on the validation split "
+                  f"({rec.get('energy_measured_on', 'the student trained in the search')}), NeuroBench definitions "
+                  "(`evo_snn.energy`); energy = E_AC x effective ACs + E_MAC x effective MACs.", "",
+                  "| metric | value |", "| --- | --- |"]
+        lines += [f"| {k} | {rec[k]:.6g} |" for k in energy]
+        per_layer = {k: rec[k] for k in ENERGY_LAYER_METRICS if isinstance(rec.get(k), dict)}
+        if per_layer:
+            names = list(dict.fromkeys(n for d in per_layer.values() for n in d))
+            lines += ["", "| layer | " + " | ".join(k.removeprefix("layer_") for k in per_layer) + " |",
+                      "| --- |" + " --- |" * len(per_layer)]
+            for n in names:
+                lines.append(f"| `{n}` | " + " | ".join(f"{d[n]:.6g}" if isinstance(d.get(n), (int, float)) else "-"
+                                                        for d in per_layer.values()) + " |")
+    else:
+        lines.append("**Not measured**: this run's fitness recorded no spike counts, SynOps or energy estimate "
+                     "(runs made before `evo_snn.energy`).")
+    sizes = rec.get("file_bytes") or {}
+    lines += ["", "## Files", "", "| file | bytes | content |", "| --- | --- | --- |"]
+    for name, what in (("student.pt", "student, dense state_dict (`torch.load(..., weights_only=True)`)"),
+                       (f"student{SPARSE_SUFFIX}", "student as packed masks + kept values (`evo_snn.checkpoint.load_sparse_state`)"),
+                       ("teacher.pt", "sparse teacher, dense state_dict"),
+                       (f"teacher{SPARSE_SUFFIX}", "sparse teacher as packed masks + kept values"),
+                       ("student.nir", "student as a NIR graph (`nir.read`)"),
+                       ("genome.json", "genome: layers, prune ratios, key"), ("masks.npz", "packed bool masks (True = kept)")):
+        if name in sizes:
+            lines.append(f"| `{name}` | {sizes[name]} | {what} |")
+    lines.append("| `metrics.json` | | everything on this card, machine-readable |")
+    lines += ["", "## Use", "", "```python", "from evo_snn import load_exported",
+              "student, teacher, info = load_exported(\"PATH/TO/THIS/FOLDER\")  # masks attached: fine-tuning keeps zeros",
+              "logits = student(x_seq)  # x_seq: [T, N, C, H, W]; call spikingjelly.activation_based.functional.reset_net(student) after each batch",
+              "```", "", "## Provenance", "",
+              f"- search command: `{' '.join(map(str, rec.get('search_command') or ['?']))}`",
+              f"- export command: `{' '.join(map(str, rec.get('export_command') or ['?']))}`",
+              f"- exported at {rec.get('exported_at')}; search git {(rec.get('search_git') or {}).get('sha')}, "
+              f"export git {(rec.get('export_git') or {}).get('sha')}"
+              + (" (dirty)" if (rec.get("export_git") or {}).get("dirty") else ""), "",
+              "| package | search | export |", "| --- | --- | --- |"]
+    sv, ev = rec.get("search_versions") or {}, rec.get("export_versions") or {}
+    for k in sorted(set(sv) | set(ev)):
+        lines.append(f"| {k} | {sv.get(k, '-')} | {ev.get(k, '-')} |")
+    return "\n".join(lines) + "\n"
+
+
+def retrained_metrics(metrics: dict, retrained: dict, epochs: float) -> dict:
+    """A member's search metrics plus its retraining: ``final_epochs``, ``retrained_val_accuracy``,
+    ``retrain_samples``; the energy metrics become the retrained student's (the one exported;
+    ``energy_measured_on`` says so). Selection metrics (``accuracy``, ``sparsity``) stay."""
+    out = {**metrics, "final_epochs": epochs, "retrained_val_accuracy": retrained["accuracy"],
+           "retrain_samples": retrained["train_samples"]}
+    energy = {k: retrained[k] for k in (*ENERGY_METRICS, *ENERGY_LAYER_METRICS) if k in retrained}
+    if energy:
+        out.update(energy, energy_measured_on="the retrained student")
+    return out
+
+
+def run_context(run: RunDir, cfg: Config, splits: Splits, dense_teacher_metrics: dict | None, argv: list[str] | None) -> dict:
+    """The facts about a run and this export that ``export_member`` records and the model card shows."""
+    return {"config": cfg.to_dict(), "run": str(run.path), "search_command": run.manifest.get("argv"),
+            "search_versions": run.manifest.get("versions"), "search_git": run.manifest.get("git"),
+            "export_command": argv, "export_versions": package_versions(), "export_git": git_revision(),
+            "dense_teacher": {k: v for k, v in (dense_teacher_metrics or {}).items() if k in ("val_accuracy", "test_accuracy")},
+            "val_samples": len(splits.val)}
 
 
 def finalize(run: RunDir, ctx: FitnessContext, archive, students: StudentStore, dense_teacher: nn.Module, splits: Splits,
@@ -103,6 +382,8 @@ def finalize(run: RunDir, ctx: FitnessContext, archive, students: StudentStore, 
     by_uid = {ind.uid: ind for ind in front}
     model_args = (cfg.model, splits.frame_shape, splits.num_classes)
     retrain = GenomeFitness(with_epochs(ctx, cfg.search.final_epochs)) if cfg.search.final_epochs > 0 else None
+    teacher_metrics["test_accuracy"] = accuracy(dense_teacher, splits.test)
+    context = run_context(run, cfg, splits, teacher_metrics, run.manifest.get("argv"))
     exported = []
     for uid, r in roles.items():
         ind = by_uid[uid]
@@ -112,16 +393,188 @@ def finalize(run: RunDir, ctx: FitnessContext, archive, students: StudentStore, 
         else:  # select on validation, retrain, test once
             res = retrain(ind.genome, ind.seed)
             student_state = res.student_state
-            metrics.update(final_epochs=cfg.search.final_epochs, retrained_val_accuracy=res.metrics["accuracy"],
-                           retrain_samples=res.metrics["train_samples"])
-        rec = export_member(run, uid, r, ind.genome, metrics, student_state, dense_teacher, model_args, splits.test, ctx.layers)
+            metrics = retrained_metrics(metrics, res.metrics, cfg.search.final_epochs)
+        rec = export_member(run, uid, r, ind.genome, metrics, student_state, dense_teacher, model_args, splits.test, ctx.layers,
+                            context=context)
         exported.append(rec)
         tqdm.write(f"exported {uid} ({', '.join(r)}): val acc {rec['accuracy']:.3f}, test acc {rec['test_accuracy']:.3f}, "
                    f"sparsity {rec['sparsity']:.3f} -> {run.exported / uid}")
     for old in run.exported.iterdir():  # a resumed run may choose other members than before
         if old.is_dir() and old.name not in roles:
             shutil.rmtree(old)
-    teacher_metrics["test_accuracy"] = accuracy(dense_teacher, splits.test)
     run.write_json("teacher/metrics.json", teacher_metrics)
     tqdm.write(f"dense teacher: test accuracy {teacher_metrics['test_accuracy']:.3f}")
     return exported
+
+
+def load_exported(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, nn.Module, dict]:
+    """Rebuild an export (``exported/<uid>/``) as ready-to-run nets: (student, teacher, info).
+
+    student: the model of ``metrics.json``'s ``model_args`` with ``student.pt`` (or, when
+    absent, ``student.sparse.npz``) loaded and the genome's masks attached with
+    ``torch.nn.utils.prune.custom_from_mask``: its ``weight`` is ``weight_orig *
+    weight_mask``, so an optimizer step on a fine-tuned student keeps the pruned weights
+    at exactly zero (``evo_snn.pruning.make_permanent`` folds the masks back into plain
+    weights). Eval mode, trainable. teacher: the sparse teacher, frozen
+    (``requires_grad_(False)``), eval mode. Both take ``x_seq: [T, N, C, H, W]`` (float,
+    T, C, H, W = ``info['model_args']['frame_shape']``) and return ``[N, num_classes]``
+    logits; call ``spikingjelly.activation_based.functional.reset_net`` after every batch.
+    info: the metrics.json record plus ``path``, ``genome`` (``Genome``) and ``masks``
+    ({layer: bool array, True = kept}).
+
+    raises FileNotFoundError naming a missing file; ValueError when metrics.json lacks
+    ``model_args`` (an export of an older version: export it again with
+    ``python -m evo_snn.export RUN_DIR --pick uid=<uid>``) or when a weight is non-zero
+    where its mask prunes.
+    """
+    d = Path(path)
+    meta_path = d / "metrics.json"
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{meta_path} not found; pass an exported/<uid>/ folder of evo_snn.export")
+    info = json.loads(meta_path.read_text())
+    if "model_args" not in info:
+        raise ValueError(f"{meta_path} has no model_args (exported by an older evo_snn); export the member again with "
+                         f"python -m evo_snn.export RUN_DIR --pick uid={info.get('uid', '<uid>')}")
+    args = info["model_args"]
+    model_cfg = Config.from_dict({"model": args["model"]}).model
+    frame_shape, num_classes = tuple(int(s) for s in args["frame_shape"]), int(args["num_classes"])
+    genome = Genome.load(d)
+    masks = genome.mask_dict()
+
+    def state_of(stem: str) -> dict:
+        dense, sparse = d / f"{stem}.pt", d / f"{stem}{SPARSE_SUFFIX}"
+        if dense.is_file():
+            return torch.load(dense, map_location="cpu", weights_only=True)
+        if sparse.is_file():
+            return load_sparse_state(sparse)[0]
+        raise FileNotFoundError(f"{dense} (or {sparse.name}) not found")
+
+    nets = []
+    for stem in ("student", "teacher"):
+        net = build_model(model_cfg, frame_shape, num_classes)
+        state = state_of(stem)
+        net.load_state_dict(state)
+        for name, m in masks.items():
+            w = state[name + ".weight"].numpy()
+            if np.any(w[~m] != 0):
+                raise ValueError(f"{d / (stem + '.pt')}: {name}.weight is non-zero where the genome's mask prunes it")
+        nets.append(net.to(device).eval())
+    student, teacher = nets
+    apply_masks(student, masks)
+    teacher.requires_grad_(False)
+    info.update(path=str(d), genome=genome, masks=masks)
+    return student, teacher, info
+
+
+# ---------------------------------------------------------------- CLI
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m evo_snn.export", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory of evo_snn.search (with checkpoints/)")
+    p.add_argument("--pick", required=True, metavar="PICK",
+                   help="which front member: knee | max-accuracy | min-energy | sparsity>=X (most accurate member at "
+                   "least X sparse) | uid=UID; chosen on validation metrics")
+    p.add_argument("--retrain-epochs", type=float, default=0.0, metavar="N",
+                   help="retrain the chosen genome N KD epochs (masks kept, its own seed) before the single test "
+                   "measurement, as search.final_epochs does (default 0: export the student trained in the search)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="write DIR/<uid>/ instead of RUN_DIR/exported/<uid>/ (needed while the search is still running)")
+    p.add_argument("--nir", action="store_true", help="also write the student as a NIR graph, student.nir")
+    p.add_argument("--data-root", default=None, help="data root (default: the one recorded in manifest.json)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def export_run(run_dir: str | Path, pick: str, retrain_epochs: float = 0.0, out: str | Path | None = None,
+               nir: bool = False, data_root: str | None = None, progress: bool = True,
+               argv: list[str] | None = None) -> dict:
+    """Choose a member of a run's front by ``pick`` (``choose_member``; validation metrics
+    of the last checkpoint's archive), retrain it for ``retrain_epochs`` KD epochs when >
+    0 (``baselines.Comparison.evaluate``: the final-retraining code path), export it with
+    its single test measurement (``export_member``) and return the record.
+
+    raises ExportError (bad pick, no energy metric, NIR unavailable, a running search
+    without ``out``, retraining failed), and ConfigError, DatasetFormatError,
+    RunDirError, CheckpointError, TeacherLoadError from loading the run.
+    """
+    from .baselines import Comparison  # the run's fitness, reloaded (data, teacher, checkpoint)
+    from .checkpoint import load_checkpoint
+    from .rundir import RunDirError
+
+    parse_pick(pick)
+    if retrain_epochs < 0:
+        raise ExportError(f"--retrain-epochs {retrain_epochs:g}: must be >= 0")
+    if nir:
+        _nir_writer()  # fail before any work
+    path = Path(run_dir)
+    if not (path / "config.json").is_file():
+        raise RunDirError(f"{path / 'config.json'} not found; RUN_DIR must be a run directory of evo_snn.search")
+    run = RunDir(path)  # not RunDir.open: no folder is made in the run
+    try:
+        run.manifest = json.loads((path / "manifest.json").read_text()) if (path / "manifest.json").is_file() else {}
+    except ValueError as e:
+        raise RunDirError(f"{path / 'manifest.json'}: not readable JSON ({e})") from e
+    pid = run.running_elsewhere()
+    if pid is not None and out is None:
+        raise ExportError(f"{path} is still being searched by process {pid}; pass --out DIR to export from its last "
+                          "checkpoint without writing into the run")
+    ckpt = load_checkpoint(run.checkpoints)
+    records = [r for r in ckpt.state["archive"] if r.get("status") != "failed"]
+    chosen = choose_member(records, pick)
+    uid = chosen["uid"]
+    tqdm.write(f"picked {uid} ({pick}): validation accuracy {chosen['metrics']['accuracy']:.4f}, "
+               f"sparsity {chosen['metrics']['sparsity']:.4f} (generation {ckpt.gen} archive of {len(records)})")
+    cmp = Comparison(run, data_root=data_root, workers=1, progress=progress)
+    try:
+        try:
+            member = next((m for m in cmp.search_members() if m.uid == uid), None)
+        except KeyError as e:
+            member = None
+        if member is None:  # a running search wrote a newer checkpoint in between
+            raise ExportError(f"{uid} left the archive in {run.checkpoints} (the running search moved on); try again")
+        metrics, state = dict(member.metrics), member.student_state
+        if retrain_epochs > 0:  # select on validation, retrain, test once
+            res = cmp.evaluate([(member.genome, member.seed)], epochs=retrain_epochs, desc="retraining")[0]
+            if isinstance(res, Exception):
+                raise ExportError(f"retraining {uid} failed: {type(res).__name__}: {res}") from res
+            state = res.student_state
+            metrics = retrained_metrics(metrics, res.metrics, retrain_epochs)
+        teacher_metrics = json.loads((run.teacher / "metrics.json").read_text()) if (run.teacher / "metrics.json").is_file() else {}
+        context = run_context(run, cmp.cfg, cmp.splits, teacher_metrics, argv)
+        model_args = (cmp.cfg.model, cmp.splits.frame_shape, cmp.splits.num_classes)
+        rec = export_member(run, uid, [pick], member.genome, metrics, state, cmp.teacher, model_args, cmp.splits.test,
+                            cmp.layers, out_root=None if out is None else Path(out), context=context, nir=nir)
+    finally:
+        cmp.close()
+    rec["export_dir"] = str((Path(out) if out is not None else run.exported) / uid)
+    return rec
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .config import ConfigError
+    from .data import DatasetFormatError
+    from .rundir import RunDirError, sigterm_as_interrupt
+    from .checkpoint import CheckpointError
+    from .teacher import TeacherLoadError
+
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    try:
+        with sigterm_as_interrupt():
+            rec = export_run(args.run_dir, args.pick, args.retrain_epochs, args.out, args.nir, args.data_root,
+                             progress=not args.no_progress, argv=["python", "-m", "evo_snn.export", *argv])
+    except (ExportError, ConfigError, DatasetFormatError, RunDirError, CheckpointError, TeacherLoadError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted (nothing exported)", file=sys.stderr)
+        return 130
+    val = rec["student_val_accuracy"]
+    print(f"exported {rec['uid']} -> {rec['export_dir']}: validation accuracy {val:.4f}"
+          + (f" (after {rec['final_epochs']:g} retraining epochs; {rec['accuracy']:.4f} at selection)" if rec.get("final_epochs") else "")
+          + f", test accuracy {rec['test_accuracy']:.4f}, sparsity {rec['test_sparsity']:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

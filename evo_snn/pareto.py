@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,9 +30,12 @@ import pandas as pd
 
 EXIT_USAGE = 2
 SUMMARY_SPARSITIES = (0.5, 0.8, 0.9)
-# metric names of the energy counters, as the fitness records them (issue 11): any
-# evaluation metric whose name matches is shown beside accuracy and sparsity
-ENERGY_PATTERN = re.compile(r"^(energy|synops|effective_(acs|macs|synops)|dense_synops|acs|macs)(_[a-z0-9]+)?$")
+# scalar metrics of the energy counters (``evo_snn.energy.EnergyReport.metrics``, per sample,
+# measured on validation during fitness), and their per-layer dicts
+ENERGY_METRICS = ("energy_pj", "energy_fraction", "effective_acs", "effective_macs", "synops", "spikes", "firing_rate",
+                  "activation_sparsity")
+ENERGY_LAYER_METRICS = ("layer_synops", "layer_effective_ops", "layer_spikes", "layer_firing_rate")
+FRONT_ENERGY_COLUMNS = ("energy_pj", "effective_acs", "synops", "firing_rate")  # shown in the front table
 
 
 class RunReadError(RuntimeError):
@@ -85,7 +87,7 @@ class RunView:
 
     @property
     def energy_columns(self) -> list[str]:
-        return [c for c in self.front.columns if ENERGY_PATTERN.match(c)]
+        return [c for c in FRONT_ENERGY_COLUMNS if c in self.front.columns]
 
 
 def _read_json(path: Path, required: bool) -> dict:
@@ -155,10 +157,9 @@ def read_run(path: str | Path) -> RunView:
         except (OSError, ValueError):
             continue  # an export being written
     if not front.empty:
-        energy = [c for c in ok.columns if ENERGY_PATTERN.match(str(c))]
+        energy = [c for c in FRONT_ENERGY_COLUMNS if c in ok.columns and c not in front.columns]
         if energy:
-            front = front.merge(ok.drop_duplicates("uid")[["uid", *energy]], on="uid", how="left",
-                                suffixes=("", "_evaluated"))
+            front = front.merge(ok.drop_duplicates("uid")[["uid", *energy]], on="uid", how="left")
         front["exported"] = ["+".join(exported[u].get("roles") or ["exported"]) if u in exported else "" for u in front["uid"]]
         front = front.sort_values("sparsity", ignore_index=True)
     return RunView(path, config, manifest, front, evaluations, generations, teacher, exported, pending, skipped)
