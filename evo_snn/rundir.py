@@ -7,6 +7,11 @@ Layout::
 
 ``RunDir.create`` makes a new run directory; ``RunDir.open`` an existing one, for
 ``--resume`` (``RunDir.resume`` then records the resume in manifest.json).
+
+One writer per run directory: ``RunDir.lock`` takes ``run.lock`` (an OS file lock,
+``fcntl.flock`` through the ``filelock`` package) and a second search on the same
+directory is refused; the OS drops the lock when its process dies, however it dies
+(SIGKILL included), so a lock left by a dead search is simply taken over.
 """
 
 from __future__ import annotations
@@ -34,8 +39,12 @@ from .train import cpu_state
 PACKAGES = ("evo_snn", "torch", "spikingjelly", "deap", "ray", "numpy", "pandas")
 
 
+LOCK_FILE = "run.lock"
+
+
 class RunDirError(RuntimeError):
-    """The output directory cannot be used (exists and is not empty, or not writable)."""
+    """The output directory cannot be used (exists and is not empty, not writable, or
+    locked by another search)."""
 
 
 def now_iso() -> str:
@@ -79,6 +88,37 @@ class RunDir:
         self.plots = self.path / "plots"
         self.checkpoints = self.path / "checkpoints"
         self.manifest: dict = {}
+        self._lock = None
+
+    def lock(self) -> None:
+        """Become the one writer of this run directory: take ``<run>/run.lock`` (an OS lock,
+        held until ``unlock()`` or the end of this process, which releases it even on
+        SIGKILL). raises RunDirError naming the lock file, and the pid of the search that
+        manifest.json says runs it, when another process holds it."""
+        from filelock import FileLock, Timeout
+
+        if self._lock is not None:
+            return
+        lock = FileLock(str(self.path / LOCK_FILE), timeout=0, thread_local=False)
+        try:
+            lock.acquire()
+        except Timeout:
+            try:
+                m = json.loads((self.path / "manifest.json").read_text())
+                who = f" (manifest.json: pid {m['pid']} on host {m.get('host')})"
+            except (OSError, ValueError, TypeError, KeyError):
+                who = ""
+            raise RunDirError(f"{self.path} is being written by another search{who}: {self.path / LOCK_FILE} is "
+                              "locked; wait for that search to end or stop it, or choose another run directory") from None
+        except OSError as e:
+            raise RunDirError(f"cannot lock {self.path / LOCK_FILE}: {e}; the run directory must be writable") from e
+        self._lock = lock
+
+    def unlock(self) -> None:
+        """Release the lock taken by ``lock()`` (nothing when it holds none)."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     @classmethod
     def open(cls, path: str | Path) -> "RunDir":

@@ -119,6 +119,7 @@ def run_search(args, argv: list[str]) -> int:
         cfg = replace(cfg, data=replace(cfg.data, classes=splits.class_names or ()))  # into config.json
         check_model(cfg, splits)
         run = RunDir.create(args.out, cfg.dataset, cfg.search.tag)
+        run.lock()  # one writer per run directory (released by _execute, or when this process ends)
     except (ConfigError, DatasetFormatError, RunDirError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -150,8 +151,10 @@ def resume_search(args, argv: list[str]) -> int:
               f"RUN_DIR/teacher/teacher.pt)", file=sys.stderr)
         return EXIT_USAGE
     progress = not args.no_progress
+    run = None
     try:
         run = RunDir.open(args.resume)
+        run.lock()  # refuses a second search on RUN_DIR; a lock left by a dead process is free again
         ckpt = load_checkpoint(run.checkpoints)
         cfg = read_run_config(run.path / "config.json", generations=args.generations, workers=args.workers)
         if cfg.search.generations < ckpt.gen:
@@ -170,6 +173,8 @@ def resume_search(args, argv: list[str]) -> int:
         splits = load_splits(cfg.dataset, data_root, cfg.data, seed=cfg.search.seed, progress=progress)
         check_model(cfg, splits)
     except (ConfigError, DatasetFormatError, RunDirError, CheckpointError) as e:
+        if run is not None:
+            run.unlock()
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
 
@@ -238,6 +243,7 @@ def _execute(run: RunDir, cfg: Config, splits, device, args, ckpt: Checkpoint | 
     finally:
         if evaluator is not None:
             evaluator.close()
+        run.unlock()
 
 
 def _restore(run: RunDir, search: StructureSearch, ckpt: Checkpoint, logger: RunLogger, checkpoints: CheckpointWriter,
