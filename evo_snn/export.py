@@ -92,8 +92,11 @@ def knee_index(points: np.ndarray) -> int:
 
 def choose_exports(front: list) -> dict[str, list[str]]:
     """{uid: roles} for the highest-accuracy member and the knee of ``front``
-    (individuals with ``fitness.values = (accuracy, sparsity)`` and ``uid``)."""
-    pts = np.array([ind.fitness.values for ind in front])
+    (individuals with ``fitness`` and ``metrics``, and ``uid``), in (accuracy, sparsity)
+    whatever ``search.objectives`` are (``nsga.objective_value``)."""
+    from .nsga import objective_value
+
+    pts = np.array([[objective_value(ind, "accuracy"), objective_value(ind, "sparsity")] for ind in front])
     best = max(range(len(front)), key=lambda i: (pts[i, 0], pts[i, 1]))
     roles: dict[str, list[str]] = {}
     roles.setdefault(front[best].uid, []).append("best_accuracy")

@@ -7,8 +7,13 @@ the checkpoint writer, ``evo_snn.checkpoint``). The operators (sampling, crossov
 mutation, parent selection, survival) and the evaluator are passed in, with today's
 NSGA-II choices as defaults. ``StructureSearch.state_dict()``
 / ``load_state_dict()`` hand the whole search state out and back in as data, so that
-an interrupted search continues where it stopped. Objective directions are declared
-once, in ``Fitness.weights``.
+an interrupted search continues where it stopped.
+
+Objectives (``search.objectives``, default accuracy and sparsity, both maximised; 'energy',
+the student's estimated energy as a fraction of its dense bound, minimised) and their
+directions are declared once, in the ``config.OBJECTIVES`` table, from which
+``fitness_class`` builds the DEAP fitness (``weights``) with the hypervolume's reference
+point (``search.hv_reference``).
 """
 
 from __future__ import annotations
@@ -27,20 +32,65 @@ from deap.tools import sortNondominated
 from tqdm.auto import tqdm
 
 from .atomic import to_jsonable
+from .config import OBJECTIVES as OBJECTIVE_TABLE
 from .config import GenomeConfig, SearchConfig
 from .evaluator import SerialEvaluator, failure_metrics
 from .genome import Genome, GenomeOps
 from .store import StudentStore
 
-OBJECTIVES = ("accuracy", "sparsity")
+OBJECTIVES = ("accuracy", "sparsity")  # the default search.objectives
 STATE_FORMAT = 1  # version of the dict returned by StructureSearch.state_dict()
 MAX_RESAMPLE = 10  # mutations tried per child before a duplicate genome is kept
 
 
 class Fitness(base.Fitness):
-    """(student validation accuracy, student sparsity): both maximised."""
+    """(student validation accuracy, student sparsity): both maximised; hypervolume
+    reference (0, 0). The default; ``fitness_class`` builds the class of other objectives."""
 
     weights = (1.0, 1.0)
+    objectives = OBJECTIVES
+    reference = (0.0, 0.0)
+
+
+_FITNESS_CLASSES: dict[tuple, type] = {}
+
+
+def fitness_class(objectives=OBJECTIVES, reference: dict | None = None) -> type:
+    """The DEAP fitness class of ``objectives`` (names in ``config.OBJECTIVES``), in order.
+
+    Its ``weights`` come from that table (+1 maximised, -1 minimised), ``objectives`` names
+    its values, and ``reference`` is the hypervolume's reference point, one value per
+    objective: ``reference[name]``, else the objective's worst value (accuracy 0,
+    sparsity 0, energy 1). ``Fitness`` itself for (accuracy, sparsity) at (0, 0).
+    raises ValueError naming an unknown objective.
+    """
+    objectives = tuple(objectives)
+    unknown = [o for o in objectives if o not in OBJECTIVE_TABLE]
+    if unknown:
+        raise ValueError(f"unknown objective(s) {unknown}; known: {list(OBJECTIVE_TABLE)}")
+    reference = reference or {}
+    ref = tuple(float(reference.get(o, OBJECTIVE_TABLE[o][2])) for o in objectives)
+    if objectives == Fitness.objectives and ref == Fitness.reference:
+        return Fitness
+    key = (objectives, ref)
+    if key not in _FITNESS_CLASSES:
+        weights = tuple(OBJECTIVE_TABLE[o][1] for o in objectives)
+        _FITNESS_CLASSES[key] = type(f"Fitness_{'_'.join(objectives)}", (base.Fitness,),
+                                     {"weights": weights, "objectives": objectives, "reference": ref,
+                                      "__module__": __name__, "__doc__": f"{objectives}, weights {weights}, reference {ref}"})
+    return _FITNESS_CLASSES[key]
+
+
+def objective_value(ind, name: str, default: float = 0.0) -> float:
+    """``name`` ('accuracy', 'sparsity', 'energy', or any metric) of an individual: its
+    fitness value when ``name`` is one of its objectives, else its metric (for 'energy':
+    ``energy_fraction``), ``default`` when it has none (a failed individual)."""
+    objectives = getattr(ind.fitness, "objectives", OBJECTIVES)
+    if name in objectives and ind.fitness.valid:
+        return float(ind.fitness.values[objectives.index(name)])
+    key = OBJECTIVE_TABLE[name][0] if name in OBJECTIVE_TABLE else name
+    value = ind.metrics.get(key)
+    return default if value is None else float(value)
 
 
 @dataclass(eq=False)
@@ -62,11 +112,16 @@ def eval_seed(root_seed: int, gen: int, index: int) -> int:
 
 
 def hypervolume(front: list[Individual]) -> float:
-    """Area dominated by ``front`` in (accuracy, sparsity) space, reference point (0, 0)."""
+    """Volume dominated by ``front`` in its objective space, up to the reference point of
+    its fitness class (``fitness.reference``): with the default objectives the area in
+    (accuracy, sparsity) space from (0, 0); with 'energy' (minimised) the volume up to
+    ``search.hv_reference['energy']`` (default 1). DEAP's ``hypervolume`` (moocore)."""
     valid = [ind for ind in front if ind.fitness.valid]
     if not valid:
         return 0.0
-    return float(deap_hypervolume(valid, ref=np.zeros(len(OBJECTIVES))))
+    f = valid[0].fitness
+    ref = np.asarray(getattr(f, "reference", np.zeros(len(f.weights))), dtype=float)
+    return float(deap_hypervolume(valid, ref=-np.asarray(f.weights) * ref))  # DEAP minimises -weights * values
 
 
 def _points(points) -> list:
@@ -123,7 +178,8 @@ class StructureSearch:
 
     ops: the genome operators of the model (its prunable layers; default operators).
     fitness: ``fitness(genome, seed[, init_state])`` -> an object with ``metrics`` (dict
-      with the objectives ``accuracy`` and ``sparsity``, fractions in [0, 1]) and
+      with the metric of every objective of ``search.objectives``: ``accuracy`` and
+      ``sparsity``, fractions in [0, 1], and for 'energy' ``energy_fraction``) and
       ``student_state`` (the trained student's state_dict), e.g. ``FitnessResult``; it
       may raise (the individual then fails). Applied through ``evaluator.map(fitness,
       jobs)``; with ``search.inherit_weights`` jobs carry ``init_state``, the first
@@ -165,6 +221,9 @@ class StructureSearch:
         self.parent_selection, self.survival = parent_selection, survival
         self.callbacks = list(callbacks)
         self.progress = progress
+        self.objectives = tuple(getattr(search, "objectives", OBJECTIVES))
+        self.fitness_cls = fitness_class(self.objectives, getattr(search, "hv_reference", None))
+        self._worst = tuple(float(OBJECTIVE_TABLE[o][2]) for o in self.objectives)
         self.rng = np.random.default_rng(search.seed)
         random.seed(search.seed)  # DEAP's selTournamentDCD draws from `random`
         self.archive = tools.ParetoFront(similar=lambda a, b: a.genome.key == b.genome.key)
@@ -177,7 +236,7 @@ class StructureSearch:
 
     def _new(self, genome: Genome, gen: int, parents: tuple[str, ...] = ()) -> Individual:
         ind = Individual(genome, uid=f"{gen:02d}-{self._counter:04d}", gen=gen, parents=parents,
-                         seed=eval_seed(self.search.seed, gen, self._counter))
+                         seed=eval_seed(self.search.seed, gen, self._counter), fitness=self.fitness_cls())
         self._counter += 1
         return ind
 
@@ -244,13 +303,16 @@ class StructureSearch:
 
     def _fail(self, ind: Individual) -> None:
         ind.status = "failed"
-        ind.fitness.values = (0.0, 0.0)  # worst possible: a failed genome never survives
+        ind.fitness.values = self._worst  # worst possible: a failed genome never survives
         self._notify(ind, None)
 
     def _assign(self, ind: Individual, metrics: dict, status: str) -> None:
         ind.metrics = dict(metrics)
         ind.status = status
-        ind.fitness.values = tuple(float(metrics[k]) for k in OBJECTIVES)
+        missing = [OBJECTIVE_TABLE[o][0] for o in self.objectives if OBJECTIVE_TABLE[o][0] not in metrics]
+        if missing:
+            raise ValueError(f"the fitness reported no {missing} for {ind.uid}, needed by search.objectives={list(self.objectives)}")
+        ind.fitness.values = tuple(float(metrics[OBJECTIVE_TABLE[o][0]]) for o in self.objectives)
         self._notify(ind, metrics)
 
     def _forget_unused(self, keep: list[Individual]) -> None:
@@ -344,6 +406,7 @@ class StructureSearch:
         Returns a dict whose entries are JSON-able (``json_default`` for tuples and
         numpy scalars in metrics) except ``genomes``:
 
+        - ``objectives``: ``search.objectives``, the order of every record's fitness values;
         - ``format`` (int), ``gen`` (last completed generation, -1 before gen 0),
           ``counter`` (the uid counter: the next individual gets uid ``GG-<counter>``),
           ``elapsed_s`` (search wall time so far, seconds), ``seed`` (search.seed);
@@ -351,8 +414,8 @@ class StructureSearch:
           ``python_random``: ``random.getstate()`` as nested lists (DEAP's
           tournament draws from the global ``random``);
         - ``population`` (in order: the order feeds the tournament) and ``archive``
-          (the ParetoFront's items, best accuracy first): lists of records
-          ``{uid, gen, parents, seed, status, metrics, fitness: [accuracy, sparsity],
+          (the ParetoFront's items, best first objective first): lists of records
+          ``{uid, gen, parents, seed, status, metrics, fitness: [values of objectives],
           crowding_dist, genome_key, ratios}`` (``crowding_dist``: float, ``"inf"`` or None);
         - ``genomes``: ``{genome key: Genome}`` for every key in the records (a key
           fixes the masks; each record carries its own ``ratios``, since two ratios
@@ -365,6 +428,7 @@ class StructureSearch:
             genomes.setdefault(ind.genome.key, ind.genome)
         return {
             "format": STATE_FORMAT,
+            "objectives": list(self.objectives),
             "gen": self.gen,
             "counter": self._counter,
             "elapsed_s": float(self.elapsed_s),
@@ -387,6 +451,9 @@ class StructureSearch:
         """
         if state.get("format") != STATE_FORMAT:
             raise ValueError(f"search state format {state.get('format')!r}, expected {STATE_FORMAT}")
+        if list(state.get("objectives", OBJECTIVES)) != list(self.objectives):
+            raise ValueError(f"search state has objectives {list(state.get('objectives', OBJECTIVES))}, "
+                             f"the config has search.objectives={list(self.objectives)}")
         if state["seed"] != self.search.seed:
             raise ValueError(f"search state has seed {state['seed']}, the config has search.seed={self.search.seed}")
         if state["gen"] >= 0 and len(state["population"]) != self.search.population:
@@ -406,7 +473,7 @@ class StructureSearch:
             g = genomes[rec["genome_key"]]
             ind = Individual(Genome(g.layers, tuple(float(r) for r in rec["ratios"]), g.masks), uid=rec["uid"],
                              gen=int(rec["gen"]), parents=tuple(rec["parents"]), metrics=dict(rec["metrics"]),
-                             status=rec["status"], seed=int(rec["seed"]))
+                             status=rec["status"], seed=int(rec["seed"]), fitness=self.fitness_cls())
             if rec["fitness"] is not None:
                 ind.fitness.values = tuple(float(v) for v in rec["fitness"])
             if rec.get("crowding_dist") is not None:

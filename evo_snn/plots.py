@@ -86,9 +86,36 @@ def pareto_figure(evaluations: pd.DataFrame, pareto: pd.DataFrame, dense_teacher
     return fig
 
 
+def energy_figure(evaluations: pd.DataFrame, pareto: pd.DataFrame, exported: list[dict]):
+    """The figure of energy.png (returned open): validation accuracy against the effective
+    ACs per sample (``evo_snn.energy``, NeuroBench definitions; log scale) of every
+    evaluated genome, coloured by its sparsity, with the archive's members (crimson rings)
+    and the exported members (gold stars). Columns: accuracy, sparsity, effective_acs."""
+    fig, ax = plt.subplots(figsize=(7, 5))
+    ok = evaluations[evaluations["effective_acs"].notna()]
+    sc = ax.scatter(ok["effective_acs"], ok["accuracy"], c=ok["sparsity"], cmap="viridis", vmin=0, vmax=1, s=18,
+                    alpha=0.7, label="evaluated")
+    fig.colorbar(sc, ax=ax, label="sparsity")
+    if "effective_acs" in pareto.columns:
+        ax.scatter(pareto["effective_acs"], pareto["accuracy"], s=60, facecolors="none", edgecolors="crimson",
+                   label=f"Pareto archive ({len(pareto)})")
+    for rec in exported:
+        if rec.get("effective_acs") is not None:
+            ax.scatter([rec["effective_acs"]], [rec["accuracy"]], marker="*", s=160, color="gold", edgecolors="black", zorder=5)
+            ax.annotate(rec["uid"], (rec["effective_acs"], rec["accuracy"]), xytext=(6, 6), textcoords="offset points", fontsize=8)
+    if (ok["effective_acs"] > 0).all() and len(ok):
+        ax.set_xscale("log")
+    ax.set_xlabel("effective ACs per sample (validation)")
+    ax.set_ylabel("student validation accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    return fig
+
+
 def plot_run(plots_dir: Path, evaluations: pd.DataFrame, pareto: pd.DataFrame, generations: pd.DataFrame,
              dense_teacher_accuracy: float, exported: list[dict], baselines: pd.DataFrame | None = None) -> None:
-    """Write pareto.png, hypervolume.png and (if any member was exported) layer_sparsity.png.
+    """Write pareto.png, hypervolume.png, (if any member was exported) layer_sparsity.png and
+    (when evaluations has an ``effective_acs`` column: the fitness counted energy) energy.png.
 
     evaluations: columns gen, accuracy, sparsity (status 'ok' rows); pareto: uid,
     accuracy, sparsity; generations: gen, hypervolume; accuracies/sparsities are fractions.
@@ -98,12 +125,14 @@ def plot_run(plots_dir: Path, evaluations: pd.DataFrame, pareto: pd.DataFrame, g
     is drawn on pareto.png in its own colour.
     """
     _save(pareto_figure(evaluations, pareto, dense_teacher_accuracy, exported, baselines), plots_dir / "pareto.png")
+    if "effective_acs" in evaluations.columns and evaluations["effective_acs"].notna().any():
+        _save(energy_figure(evaluations, pareto, exported), plots_dir / "energy.png")
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(generations["gen"], generations["hypervolume"], "o-")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("generation")
-    ax.set_ylabel("hypervolume (ref. point (0, 0))")
+    ax.set_ylabel("hypervolume (ref.: search.hv_reference)")
     ax.grid(alpha=0.3)
     _save(fig, plots_dir / "hypervolume.png")
 

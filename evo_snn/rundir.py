@@ -33,7 +33,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .atomic import atomic_write_bytes, json_default
-from .nsga import hypervolume
+from .nsga import hypervolume, objective_value
 from .train import cpu_state
 
 PACKAGES = ("evo_snn", "torch", "spikingjelly", "deap", "ray", "numpy", "pandas")
@@ -298,8 +298,8 @@ class RunLogger:
         gen, pop, archive, n_evals, elapsed_s = search.gen, search.population, search.archive, search.n_evals, search.elapsed_s
         front = pareto_frame(archive)
         rec = {"gen": gen, "n_evals": n_evals, "hypervolume": hypervolume(list(archive)),
-               "best_accuracy": max(ind.fitness.values[0] for ind in pop),
-               "mean_sparsity": sum(ind.fitness.values[1] for ind in pop) / len(pop),
+               "best_accuracy": max(objective_value(ind, "accuracy") for ind in pop),
+               "mean_sparsity": sum(objective_value(ind, "sparsity") for ind in pop) / len(pop),
                "front_size": len(front), "elapsed_s": elapsed_s}
         self.generations.append(rec)
         self.run.write_csv("generations.csv", pd.DataFrame(self.generations))
@@ -311,12 +311,22 @@ class RunLogger:
                    f"sparsest {sparse.sparsity:.2f} @ acc {sparse.accuracy:.3f}, {elapsed_s:.0f} s")
 
 
+ENERGY_COLUMNS = ("effective_acs", "effective_macs", "synops", "energy_pj", "energy_fraction", "firing_rate")
+"""pareto.csv's energy columns (``evo_snn.energy``, per sample on the validation pass),
+written when the members' metrics have them."""
+
+
 def pareto_frame(archive) -> pd.DataFrame:
     """pareto.csv: one row per non-failed archive member (uid, accuracy, sparsity as
-    fractions, the sparse teacher's accuracy, ...), sorted by sparsity."""
+    fractions, the sparse teacher's accuracy, ..., then ``ENERGY_COLUMNS`` when the
+    metrics hold them: effective ACs/MACs, dense SynOps, energy in pJ and as a fraction of
+    the dense bound, firing rate), sorted by sparsity."""
     cols = ["uid", "accuracy", "sparsity", "teacher_accuracy", "genome_sparsity", "gen", "genome_key", "parents"]
-    rows = [{"uid": ind.uid, "accuracy": ind.fitness.values[0], "sparsity": ind.fitness.values[1],
+    members = [ind for ind in archive if ind.status != "failed"]
+    energy = [c for c in ENERGY_COLUMNS if any(c in ind.metrics for ind in members)]
+    rows = [{"uid": ind.uid, "accuracy": objective_value(ind, "accuracy"), "sparsity": objective_value(ind, "sparsity"),
              "teacher_accuracy": ind.metrics.get("teacher_accuracy"), "genome_sparsity": ind.genome.sparsity,
-             "gen": ind.gen, "genome_key": ind.genome.key, "parents": " ".join(ind.parents)}
-            for ind in archive if ind.status != "failed"]
-    return pd.DataFrame(rows, columns=cols).sort_values("sparsity", ignore_index=True)
+             "gen": ind.gen, "genome_key": ind.genome.key, "parents": " ".join(ind.parents),
+             **{c: ind.metrics.get(c) for c in energy}}
+            for ind in members]
+    return pd.DataFrame(rows, columns=cols + energy).sort_values("sparsity", ignore_index=True)

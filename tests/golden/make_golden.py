@@ -19,6 +19,7 @@ ARGS = ["--dataset", "synthetic", "--population", "8", "--generations", "2", "--
         "--set", "data.synthetic_test_per_class=6", "--set", "data.synthetic_size=8", "--set", "data.frames=4",
         "--set", "data.val_fraction=0.25", "--set", "model.channels=[4]", "--set", "teacher.epochs=2",
         "--set", "kd.epochs=0.5"]
+PARETO_KEYS = ("uid", "accuracy", "sparsity", "teacher_accuracy", "genome_sparsity", "gen", "genome_key", "parents")
 EVAL_KEYS = ("gen", "uid", "parents", "genome_key", "status", "seed", "accuracy", "sparsity", "teacher_accuracy",
              "genome_sparsity", "train_loss")
 
@@ -30,7 +31,7 @@ def summarize(run: Path) -> dict:
     rows = [json.loads(line) for line in (run / "evaluations.jsonl").read_text().splitlines()]
     exported = {d.name: json.loads((d / "metrics.json").read_text()) for d in sorted((run / "exported").iterdir())}
     return {
-        "pareto": pd.read_csv(run / "pareto.csv", keep_default_na=False).to_dict(orient="records"),
+        "pareto": pd.read_csv(run / "pareto.csv", keep_default_na=False)[list(PARETO_KEYS)].to_dict(orient="records"),
         "evaluations": [{k: r.get(k) for k in EVAL_KEYS} for r in rows],
         "exported": {uid: {k: m[k] for k in ("roles", "test_accuracy", "teacher_test_accuracy", "accuracy", "sparsity")}
                      for uid, m in exported.items()},
