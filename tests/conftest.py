@@ -47,8 +47,11 @@ def one_torch_thread():
 
 @pytest.fixture(scope="session")
 def ray_session():
-    """One local Ray (2 CPUs, loopback) for all tests that need it (~4 s to start)."""
+    """One local Ray (2 CPUs, listening on loopback only) for all tests that need it (~4 s to
+    start), started as the evaluator starts its own (``init_local_ray``)."""
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
+    from evo_snn.evaluator import init_local_ray
+
+    init_local_ray(num_cpus=2)
     yield ray
     ray.shutdown()

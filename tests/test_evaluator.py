@@ -151,3 +151,79 @@ def test_ray_map_applies_any_picklable_function(ray_session):
             list(ev.map(PerWorker(partial(int, "bad config")), [(1,)]))
     finally:
         ev.close()
+
+
+# ------------------------------------------------------- GPUs and threads from the cluster
+def test_gpu_share_packs_whole_actors_into_the_cluster_gpus():
+    from evo_snn.evaluator import gpu_share
+
+    assert gpu_share(0, 4) == 0.0 and gpu_share(0.5, 2) == 0.0
+    assert gpu_share(1, 1) == 1.0 and gpu_share(1, 2) == 0.5 and gpu_share(1, 3) == pytest.approx(1 / 3)
+    assert gpu_share(2, 2) == 1.0 and gpu_share(4, 2) == 1.0
+    assert gpu_share(2, 3) == 0.5  # two actors on one GPU, one on the other: 2/3 each would leave one unplaced
+    assert gpu_share(8, 20) == pytest.approx(1 / 3)
+
+
+GPU_SCRIPT = r"""
+import json, os
+os.environ["RAY_ADDRESS"] = "127.0.0.1:9"  # no cluster there: a local search must not try to attach to it
+from evo_snn.evaluator import PerWorker, RayEvaluator, init_local_ray
+
+def make(device=None):  # a fitness factory that only records its device (no CUDA call)
+    return lambda *job: str(device)
+
+init_local_ray(num_cpus=4, num_gpus=2)  # GPUs declared to Ray, none present
+out = {}
+for workers in (2, 3):
+    ev = RayEvaluator(workers=workers)
+    out[workers] = {"share": ev.gpus_per_worker, "info": ev.actor_info(),
+                    "devices": [r for _, r in sorted(ev.map(PerWorker(make), [(i,) for i in range(workers)]))]}
+    ev.close()
+ev = RayEvaluator(workers=1, cpus_per_worker=3)
+out["threads"] = ev.actor_info()[0]["threads"]
+ev.close()
+import torch
+out["driver_cuda_initialized"] = torch.cuda.is_initialized()
+print("RESULT " + json.dumps(out))
+"""
+
+
+def test_gpu_share_and_device_come_from_the_cluster_not_the_driver(tmp_path):
+    """A Ray with 2 declared GPUs (none real): 2 actors get one GPU each, 3 actors half a
+    GPU each (at most 2 per GPU); each picks 'cuda:0' (its CUDA_VISIBLE_DEVICES is its
+    GPU) and builds its fitness with it; threads = the actor's CPU share, not the
+    inherited OMP_NUM_THREADS=1. Its own Ray (a subprocess), since the session's has no GPUs."""
+    import json
+    import subprocess
+    import sys
+
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[1])  # evo_snn importable without an install
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run([sys.executable, "-c", GPU_SCRIPT], capture_output=True, text=True, env=env, timeout=300,
+                          cwd=root)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
+    out = json.loads(lines[0][len("RESULT "):])
+    two, three = out["2"], out["3"]
+    assert two["share"] == 1.0 and sorted(g for a in two["info"] for g in a["gpu_ids"]) == ["0", "1"]
+    assert three["share"] == 0.5
+    ids = [a["gpu_ids"] for a in three["info"]]
+    assert all(len(g) == 1 and g[0] in ("0", "1") for g in ids) and max(ids.count(["0"]), ids.count(["1"])) <= 2
+    for run in (two, three):
+        for a in run["info"]:
+            assert a["device"] == "cuda:0" and a["cuda_visible_devices"] == a["gpu_ids"][0]
+            assert a["threads"] == 1 and a["node_ip"] == "127.0.0.1"
+        assert run["devices"] == ["cuda:0"] * len(run["info"])  # the factory got the actor's device
+    assert out["threads"] == 3  # 3 CPUs reserved -> 3 torch threads, although OMP_NUM_THREADS=1
+    assert out["driver_cuda_initialized"] is False
+
+
+def test_an_actor_without_a_gpu_builds_on_the_cpu(ray_session):
+    ev = RayEvaluator(workers=1)
+    try:
+        info = ev.actor_info()[0]
+        assert ev.gpus_per_worker == 0.0 and info["gpu_ids"] == [] and info["device"] == "cpu"
+    finally:
+        ev.close()
