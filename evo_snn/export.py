@@ -496,12 +496,13 @@ def export_run(run_dir: str | Path, pick: str, retrain_epochs: float = 0.0, out:
     0 (``baselines.Comparison.evaluate``: the final-retraining code path), export it with
     its single test measurement (``export_member``) and return the record.
 
+    Without ``out`` the export goes into ``run_dir/exported/`` under the run's lock
+    (``RunDir.lock``, held for the export); with ``out`` the run is only read.
+
     raises ExportError (bad pick, no energy metric, NIR unavailable, a running search
     without ``out``, retraining failed), and ConfigError, DatasetFormatError,
     RunDirError, CheckpointError, TeacherLoadError from loading the run.
     """
-    from .baselines import Comparison  # the run's fitness, reloaded (data, teacher, checkpoint)
-    from .checkpoint import load_checkpoint
     from .rundir import RunDirError
 
     parse_pick(pick)
@@ -517,10 +518,25 @@ def export_run(run_dir: str | Path, pick: str, retrain_epochs: float = 0.0, out:
         run.manifest = json.loads((path / "manifest.json").read_text()) if (path / "manifest.json").is_file() else {}
     except ValueError as e:
         raise RunDirError(f"{path / 'manifest.json'}: not readable JSON ({e})") from e
-    pid = run.running_elsewhere()
-    if pid is not None and out is None:
-        raise ExportError(f"{path} is still being searched by process {pid}; pass --out DIR to export from its last "
-                          "checkpoint without writing into the run")
+    if out is None:  # writing into the run: be its one writer (a running search or --resume holds run.lock)
+        pid = run.running_elsewhere()  # a search started before run.lock existed
+        try:
+            if pid is not None:
+                raise RunDirError(f"manifest.json says process {pid} is running it")
+            run.lock()
+        except RunDirError as e:
+            raise ExportError(f"{path} is still being searched ({e}); pass --out DIR to export from its last "
+                              "checkpoint without writing into the run") from e
+    try:
+        return _export_locked(run, pick, retrain_epochs, out, nir, data_root, progress, argv)
+    finally:
+        run.unlock()
+
+
+def _export_locked(run: RunDir, pick: str, retrain_epochs: float, out, nir: bool, data_root, progress: bool, argv) -> dict:
+    from .baselines import Comparison  # the run's fitness, reloaded (data, teacher, checkpoint)
+    from .checkpoint import load_checkpoint
+
     ckpt = load_checkpoint(run.checkpoints)
     records = [r for r in ckpt.state["archive"] if r.get("status") != "failed"]
     chosen = choose_member(records, pick)

@@ -280,14 +280,23 @@ def test_export_errors_exit_2_and_leave_nothing(run_copy, tmp_path, capsys, monk
 def test_a_running_search_is_exported_only_elsewhere(run_copy, tmp_path, capsys):
     import os
 
-    m = json.loads((run_copy / "manifest.json").read_text())
+    from evo_snn.rundir import RunDir
+
+    before = sorted(p.name for p in (run_copy / "exported").iterdir())
+    holder = RunDir(run_copy)
+    holder.lock()  # a search (or --resume) writing the run holds run.lock
+    try:
+        assert export.main([str(run_copy), "--pick", "knee", "--no-progress"]) == 2
+        assert "pass --out DIR" in capsys.readouterr().err
+        assert sorted(p.name for p in (run_copy / "exported").iterdir()) == before
+        assert export.main([str(run_copy), "--pick", "knee", "--out", str(tmp_path / "o"), "--no-progress"]) == 0
+    finally:
+        holder.unlock()
+    m = json.loads((run_copy / "manifest.json").read_text())  # a search started before run.lock existed
     m.update(status="running", pid=os.getppid(), host=platform.node())  # a live process that is not us
     (run_copy / "manifest.json").write_text(json.dumps(m))
-    before = sorted(p.name for p in (run_copy / "exported").iterdir())
     assert export.main([str(run_copy), "--pick", "knee", "--no-progress"]) == 2
-    assert "pass --out DIR" in capsys.readouterr().err
-    assert sorted(p.name for p in (run_copy / "exported").iterdir()) == before
-    assert export.main([str(run_copy), "--pick", "knee", "--out", str(tmp_path / "o"), "--no-progress"]) == 0
+    assert "process" in capsys.readouterr().err
 
 
 def test_nir_flag(run_copy, tmp_path, capsys):
