@@ -56,6 +56,8 @@ from .train import accuracy
 
 EXIT_USAGE = 2
 PICKS = ("knee", "max-accuracy", "min-energy", "sparsity>=X", "uid=UID")
+ENERGY_UNITS = {"energy_pj": " pJ", "energy_fraction": " (of the dense net's)", "effective_acs": " ACs",
+                "effective_macs": " MACs", "synops": " dense SynOps", "spikes": " spikes", "firing_rate": " spikes/neuron/step"}
 # the energy metric --pick min-energy minimises: the estimate in pJ per sample (evo_snn.energy)
 ENERGY_KEYS = ("energy_pj",)
 
@@ -308,15 +310,17 @@ def model_card(rec: dict) -> str:
                   f"({rec.get('energy_measured_on', 'the student trained in the search')}), NeuroBench definitions "
                   "(`evo_snn.energy`); energy = E_AC x effective ACs + E_MAC x effective MACs.", "",
                   "| metric | value |", "| --- | --- |"]
-        lines += [f"| {k} | {rec[k]:.6g} |" for k in energy]
-        per_layer = {k: rec[k] for k in ENERGY_LAYER_METRICS if isinstance(rec.get(k), dict)}
-        if per_layer:
-            names = list(dict.fromkeys(n for d in per_layer.values() for n in d))
-            lines += ["", "| layer | " + " | ".join(k.removeprefix("layer_") for k in per_layer) + " |",
-                      "| --- |" + " --- |" * len(per_layer)]
+        lines += [f"| {k} | {rec[k]:.6g}{ENERGY_UNITS.get(k, '')} |" for k in energy]
+        for title, keys in (("connection layer", ("layer_synops", "layer_effective_ops")),
+                            ("neuron layer", ("layer_spikes", "layer_firing_rate"))):
+            cols = {k.removeprefix("layer_"): rec[k] for k in keys if isinstance(rec.get(k), dict) and rec[k]}
+            if not cols:
+                continue
+            names = list(dict.fromkeys(n for d in cols.values() for n in d))
+            lines += ["", f"| {title} | " + " | ".join(cols) + " |", "| --- |" + " --- |" * len(cols)]
             for n in names:
                 lines.append(f"| `{n}` | " + " | ".join(f"{d[n]:.6g}" if isinstance(d.get(n), (int, float)) else "-"
-                                                        for d in per_layer.values()) + " |")
+                                                        for d in cols.values()) + " |")
     else:
         lines.append("**Not measured**: this run's fitness recorded no spike counts, SynOps or energy estimate "
                      "(runs made before `evo_snn.energy`).")

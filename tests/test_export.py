@@ -186,7 +186,8 @@ def test_export_cli_writes_the_chosen_member(run_copy, tmp_path, capsys):
                  f"| validation, at selection | {rec['accuracy']:.4f}"):
         assert text in card, text
     if "energy_pj" in rec:  # the fitness counts energy (evo_snn.energy)
-        assert f"| energy_pj | {rec['energy_pj']:.6g} |" in card and "**Not measured**" not in card
+        assert f"| energy_pj | {rec['energy_pj']:.6g} pJ |" in card and "**Not measured**" not in card
+        assert "| connection layer | synops | effective_ops |" in card and "| neuron layer | spikes | firing_rate |" in card
     else:
         assert "**Not measured**" in card
     for layer, s in rec["exported_layer_sparsity"].items():
