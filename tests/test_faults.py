@@ -247,3 +247,57 @@ def test_search_with_20_percent_faults_of_each_kind_completes_and_records_every_
     assert {"raise", "exit", "hang"} <= set(injected)
     assert len(pd.read_csv(out / "pareto.csv")) >= 1
     print(f"{len(evaluated)} evaluations, injected faults: {injected}")
+
+
+@pytest.mark.slow
+def test_search_survives_two_worker_kills_and_gives_the_fault_free_front(tmp_path, one_torch_thread):
+    """A 2-worker search whose Ray workers get SIGKILL twice while evaluating completes, with
+    the same evaluations and front as a fault-free (serial) run of the same seed."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pandas as pd
+    import psutil
+
+    from evo_snn.search import main
+    from test_search import TINY
+
+    args = ["--dataset", "synthetic", "--population", "4", "--generations", "2", "--seed", "3", "--no-progress", *TINY]
+    ref = tmp_path / "ref"
+    assert main([*args, "--out", str(ref)]) == 0
+    root = str(Path(__file__).resolve().parents[1])
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "evo_snn.search", *args, "--workers", "2", "--out", str(out)], cwd=root,
+                            env={**os.environ, "PYTHONPATH": root}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    killed = []
+    try:
+        driver = psutil.Process(proc.pid)
+        while proc.poll() is None and len(killed) < 2:
+            for p in driver.children(recursive=True):
+                try:
+                    busy = " ".join(p.cmdline()).startswith("ray::_Actor.evaluate")
+                except psutil.Error:
+                    continue
+                if busy and p.pid not in killed:
+                    p.send_signal(signal.SIGKILL)  # in the middle of an evaluation
+                    killed.append(p.pid)
+                    time.sleep(1.0)
+                    break
+            time.sleep(0.05)
+        assert proc.wait(timeout=600) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert len(killed) == 2
+    rows = _rows(out)
+    recorded = [x for r in rows for x in r.get("faults", [])]
+    assert [x["kind"] for x in recorded] == ["exit", "exit"] and all(r["status"] != "failed" for r in rows)
+    cols = ["uid", "genome_key", "status", "seed", "accuracy", "sparsity", "train_loss"]
+    def table(rs):  # Ray rows come in completion order
+        return sorted(({k: r.get(k) for k in cols} for r in rs), key=lambda r: r["uid"])
+
+    assert table(rows) == table(_rows(ref))
+    front = ["uid", "accuracy", "sparsity", "genome_key"]
+    pd.testing.assert_frame_equal(pd.read_csv(out / "pareto.csv")[front], pd.read_csv(ref / "pareto.csv")[front])
+    print(f"killed workers {killed}; faults recorded: {recorded}")
