@@ -16,7 +16,7 @@ renamed into place, so a failure leaves no half-written export:
   metrics.json               validation (selection) and test metrics, model arguments (model
                              config, frame shape, class count), run config, provenance
   MODEL_CARD.md              the same for people
-  student.nir                with ``--nir``: the student as a NIR graph (``evo_snn.nir``)
+  student.nir                with ``--nir``: the student as a NIR graph (``evo_snn.nir_export``)
 
 Members are chosen on validation metrics only. With ``--retrain-epochs N`` the chosen
 genome is retrained for N KD epochs (masks kept, the member's own seed) on the same
@@ -242,11 +242,14 @@ def export_member(run: RunDir, uid: str, roles: list[str], genome: Genome, metri
 
 
 def _nir_writer():
-    """``evo_snn.nir.write_nir``; raises ExportError when that module is not available."""
+    """``write_nir(student, frame_shape, path)`` of ``evo_snn.nir_export`` (the NIR graph
+    writer); raises ExportError when it cannot be imported (module or the ``nir`` /
+    ``nirtorch`` packages missing: ``pip install -e ".[deploy]"``)."""
     try:
-        from .nir import write_nir
+        from .nir_export import write_nir
     except ImportError as e:
-        raise ExportError(f"NIR export not available: evo_snn.nir.write_nir cannot be imported ({e})") from e
+        raise ExportError(f"NIR export not available: evo_snn.nir_export.write_nir cannot be imported ({e}); "
+                          'install the nir and nirtorch packages (pip install -e ".[deploy]")') from e
     return write_nir
 
 
