@@ -167,9 +167,14 @@ def test_the_search_exports_members_with_a_model_card_and_sparse_weights(tmp_pat
 
 
 def test_export_cli_writes_the_chosen_member(run_copy, tmp_path, capsys):
+    def snapshot():
+        return {str(p.relative_to(run_copy)): (p.stat().st_mtime_ns, p.stat().st_size) for p in run_copy.rglob("*")}
+
     before = sorted(p.name for p in (run_copy / "exported").iterdir())
+    files = snapshot()
     out = tmp_path / "out"
     assert export.main([str(run_copy), "--pick", "sparsity>=0", "--out", str(out), "--no-progress"]) == 0
+    assert snapshot() == files  # --out: the run is only read (no lock file, no folder, nothing touched)
     recs = _archive(run_copy)
     best = max(recs, key=lambda r: (r["metrics"]["accuracy"], r["metrics"]["sparsity"]))
     assert [p.name for p in out.iterdir()] == [best["uid"]]  # nothing hidden left behind
