@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
 from .atomic import atomic_write_bytes, json_default
@@ -204,7 +205,7 @@ class SparseFormatError(ValueError):
     """A sparse weight file is malformed, or a state does not fit its masks; the message names the file or tensor."""
 
 
-def save_sparse_state(path: str | Path, state: dict[str, torch.Tensor], masks: dict[str, "np.ndarray"]) -> int:
+def save_sparse_state(path: str | Path, state: dict[str, torch.Tensor], masks: dict[str, np.ndarray]) -> int:
     """Write ``state`` (a state_dict) as packed masks plus non-zero values, atomically; returns the file size in bytes.
 
     masks: {layer name: bool array shaped like ``<layer>.weight``, True = kept} (a genome's
@@ -219,8 +220,6 @@ def save_sparse_state(path: str | Path, state: dict[str, torch.Tensor], masks: d
     differs from its weight's, or a tensor's dtype has no numpy equivalent (bfloat16).
     """
     import io
-
-    import numpy as np
 
     arrays: dict[str, np.ndarray] = {"format": np.array(SPARSE_FORMAT), "keys": np.array(list(state), dtype=str)}
     masked = {f"{name}.weight": np.asarray(m, dtype=bool) for name, m in masks.items()}
@@ -250,7 +249,7 @@ def save_sparse_state(path: str | Path, state: dict[str, torch.Tensor], masks: d
     return len(buf.getvalue())
 
 
-def load_sparse_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, "np.ndarray"]]:
+def load_sparse_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, np.ndarray]]:
     """Inverse of ``save_sparse_state``: (state_dict of dense CPU tensors, {layer name: bool mask}).
 
     The weights equal the saved ones exactly (zeros where the masks prune). raises
@@ -258,8 +257,6 @@ def load_sparse_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[s
     inconsistent entry, or a file that is not a readable ``.npz``.
     """
     import zipfile
-
-    import numpy as np
 
     path = Path(path)
     try:

@@ -151,7 +151,7 @@ def choose_member(records: list[dict], pick: str) -> dict:
             raise ExportError("--pick min-energy needs an energy metric, and this run's evaluations recorded none "
                               f"(looked for {', '.join(ENERGY_KEYS)}); run the search with energy counting, or pick "
                               "knee, max-accuracy, sparsity>=X or uid=UID")
-        key = sorted(keys)[0]
+        key = min(keys)
         return records[min(idx, key=lambda i: (float(records[i]["metrics"][key]), -acc[i]))]
     if kind == "sparsity":
         ok = [i for i in idx if sp[i] >= arg - 1e-9]
@@ -541,7 +541,8 @@ def export_run(run_dir: str | Path, pick: str, retrain_epochs: float = 0.0, out:
 
 
 def _export_locked(run: RunDir, pick: str, retrain_epochs: float, out, nir: bool, data_root, progress: bool, argv) -> dict:
-    from .baselines import Comparison  # the run's fitness, reloaded (data, teacher, checkpoint)
+    # the run's fitness, reloaded as the baselines do (data, teacher, checkpoint)
+    from .baselines import Comparison
     from .checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(run.checkpoints)
@@ -554,7 +555,7 @@ def _export_locked(run: RunDir, pick: str, retrain_epochs: float, out, nir: bool
     try:
         try:
             member = next((m for m in cmp.search_members() if m.uid == uid), None)
-        except KeyError as e:
+        except KeyError:
             member = None
         if member is None:  # a running search wrote a newer checkpoint in between
             raise ExportError(f"{uid} left the archive in {run.checkpoints} (the running search moved on); try again")
@@ -577,10 +578,10 @@ def _export_locked(run: RunDir, pick: str, retrain_epochs: float, out, nir: bool
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .checkpoint import CheckpointError
     from .config import ConfigError
     from .data import DatasetFormatError
     from .rundir import RunDirError, sigterm_as_interrupt
-    from .checkpoint import CheckpointError
     from .teacher import TeacherLoadError
 
     argv = sys.argv[1:] if argv is None else argv

@@ -1,7 +1,13 @@
+import json
+import platform
+
 import numpy as np
 import pytest
+import torch
 
-from evo_snn.export import knee_index
+from evo_snn import export
+from evo_snn.checkpoint import SparseFormatError, load_sparse_state, save_sparse_state
+from evo_snn.export import ExportError, choose_member, knee_index, parse_pick
 
 
 def test_knee_is_the_bend_of_a_convex_front():
@@ -26,14 +32,6 @@ def test_knee_is_never_in_a_concave_dent():
 
 
 # ------------------------------------------------------------------ choosing a member
-import json  # noqa: E402
-import platform  # noqa: E402
-
-import torch  # noqa: E402
-
-from evo_snn import export  # noqa: E402
-from evo_snn.checkpoint import SparseFormatError, load_sparse_state, save_sparse_state  # noqa: E402
-from evo_snn.export import ExportError, choose_member, parse_pick  # noqa: E402
 
 
 def _records(points, energy=None):
@@ -327,8 +325,8 @@ def test_nir_flag(run_copy, tmp_path, capsys, monkeypatch):
     assert export.main([str(run_copy), "--pick", "knee", "--nir", "--out", str(out), "--no-progress"]) == 0
     (d,) = out.iterdir()
     graph = nir.read(str(d / "student.nir"))
-    student, _, info = __import__("evo_snn").load_exported(d)
-    weights = [n.weight for n in graph.nodes.values() if hasattr(n, "weight") and getattr(n, "weight") is not None]
+    _, _, info = __import__("evo_snn").load_exported(d)
+    weights = [n.weight for n in graph.nodes.values() if getattr(n, "weight", None) is not None]
     zeros = sum(int((np.asarray(w) == 0).sum()) for w in weights)
     expected = sum(int((~m).sum()) for m in info["masks"].values())
     assert zeros >= expected  # pruned weights stay zero in the graph

@@ -8,12 +8,12 @@ import shutil
 
 import pytest
 import torch
+from test_export import tiny_run  # tests/ is on sys.path (pytest's rootdir conftest)
 
 import evo_snn
 from evo_snn.config import read_run_config
 from evo_snn.data import load_splits
 from evo_snn.train import accuracy, predict_logits
-from test_export import tiny_run  # noqa: E402  (tests/ is on sys.path: pytest rootdir conftest)
 
 
 @pytest.fixture(scope="module")
