@@ -91,7 +91,10 @@ def to_nir(student: nn.Module, frame_shape) -> "nir.NIRGraph":  # noqa: F821
         raise NIRExportError(f"layer {name!r} ({type(m).__name__}) has no NIR mapping; mapped: Conv2d, BatchNorm2d, "
                              "Linear, IFNode, LIFNode, ParametricLIFNode, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, "
                              "Flatten, Dropout, Identity")
-    shapes = _shapes(net, (C, H, W))
+    try:
+        shapes = _shapes(net, (C, H, W))
+    except RuntimeError as e:
+        raise NIRExportError(f"frame_shape {(T, C, H, W)} does not fit {type(student).__name__} ({e})") from e
 
     def convert(m: nn.Module):
         return _node(nir, m, modules[m], shapes.get(m))

@@ -171,4 +171,6 @@ def test_unmappable_layers_are_named(tmp_path):
     dvs = build_model(replace(cfg.model, name="dvs_gesture_net_tiny"), (2, 2, 32, 32), 3)
     with pytest.raises(NIRExportError, match=r"'classifier\.7' \(VotingLayer\)"):
         write_nir(dvs, (2, 2, 32, 32), tmp_path / "b.nir")
-    assert not (tmp_path / "a.nir").exists() and not (tmp_path / "b.nir").exists()
+    with pytest.raises(NIRExportError, match="frame_shape"):
+        write_nir(_student()[0], (4, 3, 8, 8), tmp_path / "c.nir")  # 3 channels for a 2-channel net
+    assert not any(tmp_path.iterdir())
