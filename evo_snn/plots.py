@@ -71,6 +71,15 @@ def pareto_figure(evaluations: pd.DataFrame, pareto: pd.DataFrame, dense_teacher
         cb = fig.colorbar(sc, ax=ax, label="generation", ticks=ticks)
         cb.ax.yaxis.set_major_formatter(FormatStrFormatter("%d"))
     front = pareto.sort_values("sparsity")
+    if len(front):  # with energy as an objective the archive is a 3-D front: its (accuracy, sparsity) front is the line
+        from .nsga import nondominated
+
+        flat = front.iloc[nondominated(front[["accuracy", "sparsity"]].to_numpy())]
+        others = front.drop(index=flat.index)
+        if len(others):
+            ax.scatter(others["sparsity"], others["accuracy"], s=50, facecolors="none", edgecolors="crimson",
+                       label=f"archive, non-dominated with energy ({len(others)})")
+        front = flat
     ax.plot(front["sparsity"], front["accuracy"], "o-", color="crimson", label=f"Pareto front ({len(front)})")
     if baselines is not None:
         for method, part in baselines[baselines["method"] != "search"].groupby("method", sort=False):
@@ -102,7 +111,8 @@ def energy_figure(evaluations: pd.DataFrame, pareto: pd.DataFrame, exported: lis
     for rec in exported:
         if rec.get("effective_acs") is not None:
             ax.scatter([rec["effective_acs"]], [rec["accuracy"]], marker="*", s=160, color="gold", edgecolors="black", zorder=5)
-            ax.annotate(rec["uid"], (rec["effective_acs"], rec["accuracy"]), xytext=(6, 6), textcoords="offset points", fontsize=8)
+            ax.annotate(rec["uid"], (rec["effective_acs"], rec["accuracy"]), xytext=(-6, 8), textcoords="offset points",
+                        ha="right", fontsize=8)
     if (ok["effective_acs"] > 0).all() and len(ok):
         ax.set_xscale("log")
     ax.set_xlabel("effective ACs per sample (validation)")
