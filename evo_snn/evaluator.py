@@ -512,3 +512,59 @@ def make_evaluator(workers: int, address: str | None = None, *, max_retries: int
     if workers <= 1 and not address:
         return SerialEvaluator(max_retries=max_retries, faults=faults)
     return RayEvaluator(workers, address, max_retries=max_retries, eval_timeout_s=eval_timeout_s, faults=faults)
+
+
+RECOVERED_OWNER = "recovered"  # StudentStore owner of the students a ReplayEvaluator still has to serve
+
+
+class ReplayEvaluator:
+    """Serves the jobs that finished before an interruption from their stored results, and
+    passes the others to ``inner`` (``--resume``: no finished evaluation is trained again).
+
+    finished: ``{(genome key, seed): metrics}`` of the evaluations of the unfinished
+    generation that had finished (their evaluations.jsonl rows, ``rundir.row_metrics``);
+    store: the run's ``StudentStore`` holding their students. A job ``(genome, seed, ...)``
+    whose (``genome.key``, seed) is in ``finished`` is yielded at once as
+    ``FitnessResult(metrics, student)``, student None when the store no longer has it (a
+    kill after the end of the generation deleted the students no owner needed: genomes
+    out of the population and the archive, which the same results leave out again),
+    before the jobs of ``inner``
+    (the order a serial run had: it finishes its jobs in order). Declares the students it
+    still has to serve to the store (``need``, owner ``RECOVERED_OWNER``) and releases
+    them once all are served. ``reused``: how many jobs it served.
+    """
+
+    def __init__(self, inner, finished: dict, store):
+        self.inner, self.store = inner, store
+        self.finished = {(k, int(s)): m for (k, s), m in finished.items()}
+        self.reused = 0
+        store.need(RECOVERED_OWNER, {k for k, _ in self.finished})
+
+    @property
+    def workers(self) -> int:
+        return self.inner.workers
+
+    def map(self, fn: Callable, jobs: Iterable[Job]) -> Iterator[tuple[int, object]]:
+        from .outcome import FitnessResult
+
+        jobs = list(jobs)
+        rest = []
+        for i, job in enumerate(jobs):
+            try:
+                key = (getattr(job[0], "key", None), int(job[1]))
+            except (IndexError, TypeError, ValueError):  # not a (genome, seed, ...) job
+                key = None
+            if key in self.finished:
+                metrics = self.finished.pop(key)
+                self.reused += 1
+                yield i, FitnessResult(dict(metrics), self.store.get(key[0]) if key[0] in self.store else None)
+            else:
+                rest.append(i)
+        if not self.finished:
+            self.store.release(RECOVERED_OWNER)
+        if rest:
+            for j, res in self.inner.map(fn, [jobs[i] for i in rest]):
+                yield rest[j], res
+
+    def close(self) -> None:
+        self.inner.close()

@@ -201,6 +201,23 @@ class RunDir:
             self.write_jsonl("evaluations.jsonl", rows)
         return rows, dropped
 
+    def evaluations_after(self, gen: int) -> list[dict]:
+        """The readable rows of evaluations.jsonl with ``gen > gen`` (those of a generation
+        that a kill left unfinished; ``--resume`` reuses the finished ones, see
+        ``row_metrics``); lines cut short by a crash are skipped."""
+        path = self.path / "evaluations.jsonl"
+        if not path.is_file():
+            return []
+        rows = []
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(row, dict) and isinstance(row.get("gen"), int) and row["gen"] > gen:
+                rows.append(row)
+        return rows
+
     # ------------------------------------------------------------------ manifest
     def start(self, argv: list[str], seed: int, device: str, data_root: str | None = None) -> None:
         """Write manifest.json with status 'running'; ``data_root`` (absolute path or
@@ -277,6 +294,17 @@ def sigterm_as_interrupt():
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+EVALUATION_FIELDS = ("gen", "uid", "parents", "genome_key", "status", "seed", "ratios")
+"""The fields of an evaluations.jsonl row that describe the individual (``RunLogger.on_evaluation``);
+the others are its metrics."""
+
+
+def row_metrics(row: dict) -> dict:
+    """The metrics of an evaluations.jsonl row: every field but ``EVALUATION_FIELDS`` (JSON
+    round trip: floats exact, tuples as lists)."""
+    return {k: v for k, v in row.items() if k not in EVALUATION_FIELDS}
 
 
 class RunLogger:

@@ -35,7 +35,7 @@ from .checkpoint import (
 )
 from .config import Config, ConfigError, load_config, read_run_config
 from .data import DATASETS, DatasetFormatError, load_splits
-from .evaluator import genome_fitness, make_evaluator
+from .evaluator import ReplayEvaluator, genome_fitness, make_evaluator
 from .export import finalize
 from .fitness import FitnessContext, default_device
 from .genome import GenomeOps
@@ -44,7 +44,7 @@ from .models import build_model, model_names, select_backend
 from .nsga import StructureSearch
 from .plots import plot_run
 from .pruning import prunable_layers, weight_magnitudes
-from .rundir import RunDir, RunDirError, RunLogger, pareto_frame, sigterm_as_interrupt
+from .rundir import RunDir, RunDirError, RunLogger, pareto_frame, row_metrics, sigterm_as_interrupt
 from .teacher import TeacherLoadError
 from .teacher import prepare as prepare_teachers
 from .train import cpu_state
@@ -179,20 +179,27 @@ def resume_search(args, argv: list[str]) -> int:
         return EXIT_USAGE
 
     device = default_device()
+    # evaluations that finished after the checkpoint: their metrics (rows) and students (store) are reused
+    finished = {(r["genome_key"], r["seed"]): row_metrics(r) for r in run.evaluations_after(ckpt.gen)
+                if r.get("status") == "ok"}
     rows, dropped = run.truncate_evaluations(ckpt.gen)
     run.write_json("config.json", cfg.to_dict())  # search.generations / workers may have changed
     if args.data_root:
         run.manifest["data_root"] = str(Path(args.data_root).resolve())
-    run.resume(argv, ckpt.gen, str(device), dropped_evaluations=dropped)
+    run.resume(argv, ckpt.gen, str(device), dropped_evaluations=dropped, reused_evaluations=len(finished))
     tqdm.write(f"resuming {run.path} after generation {ckpt.gen} (up to generation {cfg.search.generations})"
-               + (f"; {dropped} evaluations of an unfinished generation are redone" if dropped else ""))
-    return _execute(run, cfg, splits, device, args, ckpt=ckpt, rows=rows)
+               + (f"; {len(finished)} finished evaluations of the unfinished generation are reused, the others "
+                  f"redone ({dropped} lines of it dropped from evaluations.jsonl, logged again)" if dropped else ""))
+    return _execute(run, cfg, splits, device, args, ckpt=ckpt, rows=rows, finished=finished)
 
 
-def _execute(run: RunDir, cfg: Config, splits, device, args, ckpt: Checkpoint | None = None, rows: list[dict] | None = None) -> int:
+def _execute(run: RunDir, cfg: Config, splits, device, args, ckpt: Checkpoint | None = None, rows: list[dict] | None = None,
+             finished: dict | None = None) -> int:
     """The stages in order: teachers -> search (fresh, or continued from ``ckpt``) ->
     export (the test split, once) -> plots; returns the exit code and records the final
-    status in manifest.json."""
+    status in manifest.json. finished: ``{(genome key, seed): metrics}`` of evaluations
+    that finished after ``ckpt``, served from the store instead of trained again
+    (``ReplayEvaluator``)."""
     progress = not args.no_progress
     tqdm.write(f"{cfg.dataset}: {len(splits.train)} train / {len(splits.val)} val / {len(splits.test)} test samples, "
                f"frames [T, C, H, W] = {list(splits.frame_shape)}, {splits.num_classes} classes")
@@ -216,6 +223,8 @@ def _execute(run: RunDir, cfg: Config, splits, device, args, ckpt: Checkpoint | 
         search = StructureSearch(GenomeOps(weight_magnitudes(teachers.dense, layers), cfg.genome),
                                  genome_fitness(ctx, args.address), cfg.search, cfg.genome, evaluator=evaluator,
                                  store=students, callbacks=[logger, checkpoints], progress=progress)
+        if finished:  # before _restore: adopting the checkpoint must not delete their students
+            search.evaluator = evaluator = ReplayEvaluator(evaluator, finished, students)
         if ckpt is not None:
             _restore(run, search, ckpt, logger, checkpoints, rows)
         archive = search.run()

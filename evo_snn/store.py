@@ -13,8 +13,10 @@ Disk-backed (``directory`` = the run's ``checkpoints/students/``): ``put`` write
 checkpoint writes no student itself. In memory (``directory=None``, tests): a dict.
 
 Deletion is by declared need: each owner (``"search"``: its live genomes;
-``"checkpoint"``: the genomes of the last complete checkpoint) states the keys it
-still needs with ``retain(owner, keys)``, and a student no owner needs is deleted.
+``"checkpoint"``: the genomes of the last complete checkpoint; ``"recovered"``: on
+resume, the evaluations that finished after the checkpoint, until they are reused)
+states the keys it still needs with ``retain(owner, keys)`` (or ``need``, which deletes
+nothing), and a student no owner needs is deleted.
 So a checkpoint's students stay on disk until the next checkpoint has replaced it,
 and the folder stays bounded by the population plus the archive.
 
@@ -49,9 +51,14 @@ class StudentStore:
             raise ValueError("an in-memory StudentStore has no files")
         return self.directory / f"{key}{SUFFIX}"
 
-    def put(self, key: str, state: dict) -> None:
+    def put(self, key: str, state: dict | None) -> None:
         """Store ``state`` (tensors, any device; written as CPU tensors) as the student of ``key``,
-        replacing an earlier one."""
+        replacing an earlier one. None stores nothing: a result reused on ``--resume``
+        whose student had already been deleted, because no owner needed it any more
+        (its genome had left the population and the archive; the same results select
+        the same genomes, so it is not needed again)."""
+        if state is None:
+            return
         if self.directory is None:
             self._memory[key] = state
             return
@@ -82,6 +89,17 @@ class StudentStore:
         if not self.directory.is_dir():
             return set()
         return {p.stem for p in self.directory.iterdir() if p.is_file() and p.suffix == SUFFIX}
+
+    def need(self, owner: str, keys: Iterable[str]) -> None:
+        """Declare that ``owner`` needs the students of ``keys`` (replacing what it declared
+        before) without deleting anything now; the next ``retain`` keeps them. A resumed run
+        declares the students of the evaluations that finished after its checkpoint, so that
+        adopting the checkpoint does not delete them before they are reused."""
+        self._needs[owner] = set(keys)
+
+    def release(self, owner: str) -> None:
+        """``owner`` needs nothing any more; nothing is deleted now (the next ``retain`` may)."""
+        self._needs.pop(owner, None)
 
     def retain(self, owner: str, keys: Iterable[str]) -> None:
         """``owner`` needs the students of ``keys`` only (replacing what it declared before);

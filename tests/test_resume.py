@@ -151,11 +151,12 @@ def test_resume_after_ctrl_c_in_the_middle_of_a_generation(straight, tmp_path, m
     assert load_checkpoint(out / "checkpoints").gen == 1
 
     assert _resume(out) == 0  # up to search.generations = 3 from config.json
-    assert "2 evaluations of an unfinished generation are redone" in capsys.readouterr().out
+    assert "2 finished evaluations of the unfinished generation are reused" in capsys.readouterr().out
     assert_same_search(out, straight)
     m = _manifest(out)
     assert m["status"] == "completed" and m["resumed_from_gen"] == 1
     assert m["resumes"][0]["previous_status"] == "interrupted" and m["resumes"][0]["dropped_evaluations"] == 2
+    assert m["resumes"][0]["reused_evaluations"] == 2  # not trained again
 
 
 def test_resume_after_a_crash_while_writing_a_checkpoint(straight, tmp_path, monkeypatch, one_torch_thread):

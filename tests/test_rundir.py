@@ -235,3 +235,22 @@ def test_run_logger_writes_evaluations_generations_and_pareto(tmp_path):
     pareto = pd.read_csv(run.path / "pareto.csv", keep_default_na=False)
     assert pareto["uid"].tolist() == ["g0-1"]  # the latest generation's archive
     assert _no_tmp_files(run.path) == []
+
+
+def test_evaluations_after_and_row_metrics_give_back_what_the_logger_wrote(tmp_path):
+    from evo_snn.rundir import EVALUATION_FIELDS, row_metrics
+
+    run = RunDir.create(tmp_path / "r", "synthetic", "t")
+    logger = RunLogger(run)
+    g = Genome(("fc",), (0.5,), (np.array([True, False]),))
+    metrics = {"accuracy": 1 / 3, "sparsity": 0.5, "layer_sparsity": {"fc": 0.5}, "wall_s": 0.1 + 0.2}
+    for gen, uid in ((1, "01-0004"), (2, "02-0008")):
+        ind = Individual(g, uid=uid, gen=gen, parents=("00-0001",), metrics=dict(metrics), status="ok", seed=7)
+        logger.on_evaluation(ind, metrics)
+    with open(run.path / "evaluations.jsonl", "a") as f:
+        f.write('{"gen": 2, "uid": "02-00')  # a line cut short by a kill
+    rows = run.evaluations_after(1)
+    assert [r["uid"] for r in rows] == ["02-0008"]
+    assert row_metrics(rows[0]) == metrics  # exact floats after the JSON round trip
+    assert set(rows[0]) - set(metrics) == set(EVALUATION_FIELDS)
+    assert run.evaluations_after(2) == [] and RunDir(tmp_path / "none").evaluations_after(0) == []

@@ -156,3 +156,48 @@ def test_a_checkpoints_students_outlive_the_search_until_the_next_checkpoint(tmp
                              store=store, callbacks=[check], progress=False)
     search.run()
     assert outlived  # precondition: genomes did leave the population between checkpoints
+
+
+@pytest.mark.parametrize("on_disk", [False, True])
+def test_need_keeps_students_through_another_owners_retain_until_released(tmp_path, on_disk):
+    store = StudentStore(tmp_path / "students" if on_disk else None)
+    for key in "abc":
+        store.put(key, _state(1.0))
+    store.need("recovered", {"c"})  # deletes nothing now
+    assert store.keys() == {"a", "b", "c"}
+    store.retain("checkpoint", {"a"})
+    assert store.keys() == {"a", "c"}  # c survives the checkpoint's retain
+    store.release("recovered")
+    assert store.keys() == {"a", "c"}  # releasing deletes nothing by itself
+    store.retain("checkpoint", {"a"})
+    assert store.keys() == {"a"}
+    store.put("z", None)  # a reused result whose student was no longer needed: nothing stored
+    assert "z" not in store
+
+
+def test_replay_serves_finished_jobs_from_the_store_and_trains_only_the_rest(tmp_path):
+    from evo_snn.evaluator import RECOVERED_OWNER, ReplayEvaluator, SerialEvaluator
+
+    store = StudentStore(tmp_path / "students")
+    store.put("k1", _state(1.0))
+    g = [type("G", (), {"key": k})() for k in ("k0", "k1", "k2", "k3")]
+    calls = []
+
+    def fit(genome, seed):
+        calls.append(genome.key)
+        return FitnessResult({"accuracy": 0.5, "sparsity": 0.1, "trained": True}, _state(2.0))
+
+    finished = {("k1", 11): {"accuracy": 0.9, "sparsity": 0.2}, ("k3", 13): {"accuracy": 0.1, "sparsity": 0.3},
+                ("k2", 99): {"accuracy": 0.0, "sparsity": 0.0}}  # k2 finished with another seed: another job
+    ev = ReplayEvaluator(SerialEvaluator(), finished, store)
+    assert store._needs[RECOVERED_OWNER] == {"k1", "k3", "k2"}
+    out = list(ev.map(fit, [(g[0], 10), (g[1], 11), (g[2], 12), (g[3], 13)]))
+    assert [i for i, _ in out] == [1, 3, 0, 2]  # the reused ones first, as a serial run had finished them
+    res = dict(out)
+    assert res[1].metrics == {"accuracy": 0.9, "sparsity": 0.2} and torch.equal(res[1].student_state["w"], _state(1.0)["w"])
+    assert res[3].metrics == {"accuracy": 0.1, "sparsity": 0.3} and res[3].student_state is None  # its student was gone
+    assert calls == ["k0", "k2"] and ev.reused == 2 and ev.workers == 1
+    assert RECOVERED_OWNER in store._needs  # ("k2", 99) was never asked for
+    ev.finished.clear()
+    list(ev.map(fit, []))
+    assert RECOVERED_OWNER not in store._needs
