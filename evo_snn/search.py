@@ -30,6 +30,7 @@ from .checkpoint import (
     Checkpoint,
     CheckpointError,
     CheckpointWriter,
+    has_checkpoint,
     load_checkpoint,
     student_store,
 )
@@ -142,7 +143,8 @@ def resume_search(args, argv: list[str]) -> int:
     refused flag, a missing run directory, checkpoint or teacher file, an invalid
     config, a ``--generations`` below the checkpoint's generation, a run still
     running, or data that cannot be loaded (these leave manifest.json untouched), and
-    for a teacher or checkpoint that does not fit the config (status 'failed').
+    for a teacher or checkpoint that does not fit the config (status 'failed'). A run
+    stopped before its first checkpoint goes to ``restart_search``.
     """
     refused = [flag for name, flag in RESUME_REFUSED.items() if getattr(args, name) not in (None, [])]
     if refused:
@@ -155,6 +157,9 @@ def resume_search(args, argv: list[str]) -> int:
     try:
         run = RunDir.open(args.resume)
         run.lock()  # refuses a second search on RUN_DIR; a lock left by a dead process is free again
+        if (not has_checkpoint(run.checkpoints) and (run.path / "config.json").is_file()
+                and run.manifest.get("status") in ("running", "interrupted", "failed")):
+            return restart_search(run, args, argv)  # stopped before its first checkpoint
         ckpt = load_checkpoint(run.checkpoints)
         cfg = read_run_config(run.path / "config.json", generations=args.generations, workers=args.workers)
         if cfg.search.generations < ckpt.gen:
@@ -193,20 +198,75 @@ def resume_search(args, argv: list[str]) -> int:
     return _execute(run, cfg, splits, device, args, ckpt=ckpt, rows=rows, finished=finished)
 
 
+def _teacher_files(cfg: Config) -> list[str]:
+    """The files of teacher/ that a complete teacher has (``RunDir.save_teachers``)."""
+    return ["teacher.pt", "metrics.json"] + (["ann_teacher.pt", "ann_metrics.json"] if kd_mode(cfg.kd.mode).needs_ann else [])
+
+
+def restart_search(run: RunDir, args, argv: list[str]) -> int:
+    """``--resume`` of a run stopped before its first checkpoint (its manifest still says
+    'running', or 'interrupted' / 'failed'): the search starts again in the same run
+    directory, with the run's config.json and data root. A complete teacher (``teacher/``
+    holds every file ``save_teachers`` writes) is reused, else the teacher is trained (or
+    loaded from the run's original ``--teacher``) again; generation-0 evaluations that had
+    finished are reused (``ReplayEvaluator``), the rest is redone. ``run`` is locked; it is
+    unlocked on every path. Exit 2 with a one-line error as ``resume_search``."""
+    progress = not args.no_progress
+    try:
+        cfg = read_run_config(run.path / "config.json", generations=args.generations, workers=args.workers)
+        pid = run.running_elsewhere()
+        if pid is not None:
+            raise RunDirError(f"{run.path} is still being run by process {pid} on this host (manifest status "
+                              "'running'); stop that process first")
+        original = build_parser().parse_args(list(run.manifest.get("argv", []))[3:])
+        data_root = args.data_root or run.manifest.get("data_root")
+        splits = load_splits(cfg.dataset, data_root, cfg.data, seed=cfg.search.seed, progress=progress)
+        check_model(cfg, splits)
+    except (ConfigError, DatasetFormatError, RunDirError) as e:
+        run.unlock()
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except SystemExit:  # the recorded argv does not parse
+        run.unlock()
+        print(f"error: {run.path / 'manifest.json'}: its argv does not parse; start a new run", file=sys.stderr)
+        return EXIT_USAGE
+    teacher_done = all((run.teacher / name).is_file() for name in _teacher_files(cfg))
+    finished = {}
+    if teacher_done:
+        finished = {(r["genome_key"], r["seed"]): row_metrics(r) for r in run.evaluations_after(-1) if r.get("status") == "ok"}
+    else:  # start over cleanly: no partial teacher
+        for f in run.teacher.iterdir():
+            f.unlink()
+    rows, dropped = run.truncate_evaluations(-1)  # everything goes; reused evaluations are logged again
+    for name in ("generations.csv", "pareto.csv"):
+        (run.path / name).unlink(missing_ok=True)
+    device = default_device()
+    run.write_json("config.json", cfg.to_dict())
+    if args.data_root:
+        run.manifest["data_root"] = str(Path(args.data_root).resolve())
+    run.resume(argv, -1, str(device), dropped_evaluations=dropped, reused_evaluations=len(finished),
+               teacher_reused=teacher_done)
+    tqdm.write(f"restarting {run.path}, stopped before its first checkpoint: "
+               + ("its teacher and " if teacher_done else "a new teacher; ") + f"{len(finished)} finished evaluations reused")
+    args.teacher = None if teacher_done else original.teacher
+    return _execute(run, cfg, splits, device, args, finished=finished, reuse_teacher=teacher_done)
+
+
 def _execute(run: RunDir, cfg: Config, splits, device, args, ckpt: Checkpoint | None = None, rows: list[dict] | None = None,
-             finished: dict | None = None) -> int:
+             finished: dict | None = None, reuse_teacher: bool = False) -> int:
     """The stages in order: teachers -> search (fresh, or continued from ``ckpt``) ->
     export (the test split, once) -> plots; returns the exit code and records the final
     status in manifest.json. finished: ``{(genome key, seed): metrics}`` of evaluations
     that finished after ``ckpt``, served from the store instead of trained again
-    (``ReplayEvaluator``)."""
+    (``ReplayEvaluator``); reuse_teacher: load the run's own teacher without a checkpoint
+    (``restart_search``)."""
     progress = not args.no_progress
     tqdm.write(f"{cfg.dataset}: {len(splits.train)} train / {len(splits.val)} val / {len(splits.test)} test samples, "
                f"frames [T, C, H, W] = {list(splits.frame_shape)}, {splits.num_classes} classes")
     evaluator = None
     try:
         t0 = time.perf_counter()
-        teachers = prepare_teachers(cfg, splits, device, run_teacher_dir=run.teacher, resume=ckpt is not None,
+        teachers = prepare_teachers(cfg, splits, device, run_teacher_dir=run.teacher, resume=ckpt is not None or reuse_teacher,
                                     teacher_path=args.teacher, progress=progress)
         if teachers.fresh:
             run.save_teachers(teachers)

@@ -117,3 +117,50 @@ def test_driver_killed_5_times_resumes_to_the_same_front_without_retraining(work
     assert finished and not retrained  # target: 0 finished evaluations trained again
     n_trainings = sum(r["status"] == "ok" for r in rows)
     assert n_trainings == sum(r["status"] == "ok" for r in _rows(ref))
+
+
+def _kill_when(argv, env, ready, what):
+    proc = _start(argv, env)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None and not ready():
+            time.sleep(0.02)
+        assert proc.poll() is None, f"the run ended before {what}"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_a_run_killed_before_its_first_checkpoint_resumes(tmp_path, one_torch_thread):
+    """Killed while training the teacher: --resume starts over in the same directory; killed
+    during generation 0 (teacher saved, no checkpoint yet): it reuses the teacher and the
+    finished evaluations. Both end with the straight run's evaluations and front."""
+    args = [a for a in ARGS]
+    args[args.index("--generations") + 1] = "1"
+    args[args.index("--population") + 1] = "8"
+    ref = tmp_path / "straight"
+    assert main([*args, "--out", str(ref)]) == 0
+    env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"}
+    front = ["uid", "accuracy", "sparsity", "genome_key"]
+
+    early = tmp_path / "in_teacher"
+    _kill_when([*args, "--out", str(early)], env, lambda: (early / "manifest.json").is_file(), "the teacher")
+    assert not (early / "teacher" / "metrics.json").exists() and not has_checkpoint(early / "checkpoints")
+    assert main(["--resume", str(early), "--no-progress"]) == 0
+    m = json.loads((early / "manifest.json").read_text())
+    assert m["status"] == "completed" and m["resumes"][0]["from_gen"] == -1 and not m["resumes"][0]["teacher_reused"]
+
+    mid = tmp_path / "in_gen0"
+    _kill_when([*args, "--out", str(mid)], env, lambda: len(_rows(mid)) >= 2, "generation 0")
+    assert not has_checkpoint(mid / "checkpoints")
+    finished = {r["uid"]: (r["worker"], r["wall_s"]) for r in _rows(mid) if r["status"] == "ok"}
+    assert main(["--resume", str(mid), "--no-progress"]) == 0
+    m = json.loads((mid / "manifest.json").read_text())
+    assert m["resumes"][0]["teacher_reused"] and m["resumes"][0]["reused_evaluations"] == len(finished) >= 2
+    by_uid = {r["uid"]: (r["worker"], r["wall_s"]) for r in _rows(mid)}
+    assert all(by_uid[uid] == seen for uid, seen in finished.items())  # not trained again
+    for run in (early, mid):
+        assert _table(_rows(run)) == _table(_rows(ref))
+        pd.testing.assert_frame_equal(pd.read_csv(run / "pareto.csv")[front], pd.read_csv(ref / "pareto.csv")[front])
