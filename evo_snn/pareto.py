@@ -166,19 +166,25 @@ def read_run(path: str | Path) -> RunView:
 
 
 def run_summary(view: RunView) -> dict:
-    """One row of the comparison table: data set, KD mode, seed, status, last completed
-    generation, evaluations (ok + failed lines), front size, hypervolume of the front in
-    (accuracy, sparsity) with reference (0, 0), best validation accuracy at sparsity >=
-    0.5 / 0.8 / 0.9 (NaN when no member is that sparse), dense teacher validation accuracy."""
+    """One row of the comparison table: data set, KD mode, seed, objectives, status, last
+    completed generation, evaluations (ok + failed lines), front size, ``hypervolume`` of the
+    front in (accuracy, sparsity) with reference (0, 0) (comparable across runs whatever
+    their objectives), ``search_hypervolume`` (generations.csv: the run's own objectives and
+    reference point), best validation accuracy at sparsity >= 0.5 / 0.8 / 0.9 (NaN when no
+    member is that sparse), dense teacher validation accuracy."""
     from .baselines import accuracy_at_sparsity
     from .nsga import points_hypervolume
 
     pts = view.front[["accuracy", "sparsity"]].to_numpy(float) if len(view.front) else np.zeros((0, 2))
     ev = view.evaluations
     n_evals = int(ev["status"].isin(["ok", "failed"]).sum()) if "status" in ev else 0
+    objectives = (view.config.get("search") or {}).get("objectives") or ["accuracy", "sparsity"]
+    gens = view.generations
     row = {"run": view.label, "dataset": view.dataset, "kd_mode": view.kd_mode, "seed": view.seed,
-           "status": view.manifest.get("status", "unknown"), "generation": view.last_gen, "evaluations": n_evals,
-           "pending": view.pending, "front": len(view.front), "hypervolume": points_hypervolume(pts)}
+           "objectives": ",".join(objectives), "status": view.manifest.get("status", "unknown"),
+           "generation": view.last_gen, "evaluations": n_evals, "pending": view.pending, "front": len(view.front),
+           "hypervolume": points_hypervolume(pts),
+           "search_hypervolume": float(gens["hypervolume"].iloc[-1]) if "hypervolume" in gens and len(gens) else None}
     for s in SUMMARY_SPARSITIES:
         row[f"acc@sparsity>={s:g}"] = accuracy_at_sparsity(pts, s)
     row["teacher_val_accuracy"] = view.teacher.get("val_accuracy")

@@ -100,6 +100,7 @@ def test_several_runs_one_row_each(tmp_path, capsys):
     ra, rb = rows["a"], rows["b"]
     assert (ra["seed"], ra["kd_mode"], ra["dataset"], ra["evaluations"], ra["generation"]) == (0, "sparse", "synthetic", 5, 1)
     assert (rb["seed"], rb["kd_mode"], rb["evaluations"], rb["generation"]) == (1, "none", 2, 0)
+    assert ra["objectives"] == "accuracy,sparsity" and ra["search_hypervolume"] == pytest.approx(0.1)
     assert ra["acc@sparsity>=0.5"] == pytest.approx(0.8) and ra["acc@sparsity>=0.8"] == pytest.approx(0.5)
     assert ra["acc@sparsity>=0.9"] is None or math.isnan(ra["acc@sparsity>=0.9"])  # nothing that sparse
     assert rb["acc@sparsity>=0.8"] == pytest.approx(0.6) and rb["acc@sparsity>=0.5"] == pytest.approx(0.6)
