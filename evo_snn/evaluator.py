@@ -233,6 +233,10 @@ class SerialEvaluator:
                 yield i, _succeeded(result, task)
                 break
 
+    def describe(self) -> dict:
+        """What manifest.json records about the evaluator (see ``RayEvaluator.describe``)."""
+        return {"kind": "serial", "workers": 1, "max_retries": self.max_retries}
+
     def close(self) -> None:
         pass
 
@@ -375,6 +379,13 @@ class RayEvaluator:
         self.actors[self.actors.index(actor)] = new
         self.replaced += 1
         return new
+
+    def describe(self) -> dict:
+        """What manifest.json records about the evaluator: workers, CPU and GPU share per
+        actor, retries, timeout (s), Ray's node IP of this driver and its auth mode."""
+        return {"kind": "ray", "workers": self.workers, "cpus_per_worker": self.cpus_per_worker,
+                "gpus_per_worker": self.gpus_per_worker, "max_retries": self.max_retries,
+                "eval_timeout_s": self.timeout_s, "node_ip": self._ray.util.get_node_ip_address(), "auth": self.auth}
 
     def actor_info(self) -> list[dict]:
         """Per actor: ``pid``, ``gpu_ids`` (``ray.get_gpu_ids()``), ``device`` (the torch

@@ -277,6 +277,7 @@ def _execute(run: RunDir, cfg: Config, splits, device, args, ckpt: Checkpoint | 
                              cpu_state(teachers.dense), layers, teachers.ann_state)
         evaluator = make_evaluator(cfg.search.workers, args.address, max_retries=cfg.search.max_retries,
                                    eval_timeout_s=cfg.search.eval_timeout_s, faults=cfg.faults)
+        run.note(evaluator=evaluator.describe())  # e.g. Ray's node IP and auth mode ('token')
         students = student_store(run.checkpoints)  # filled as results arrive; checkpoints reference it
         logger = RunLogger(run)
         checkpoints = CheckpointWriter(run.checkpoints, students, logbook=lambda: logger.generations)

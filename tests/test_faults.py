@@ -236,7 +236,9 @@ def test_search_with_20_percent_faults_of_each_kind_completes_and_records_every_
                  "--workers", "2", *TINY, "--out", str(out), "--set", "faults.fail_rate=0.2",
                  "--set", f"faults.seed={fault_seed}", "--set", "search.eval_timeout_s=10"])
     assert code == 0
-    assert json.loads((out / "manifest.json").read_text())["status"] == "completed"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "completed"
+    assert manifest["evaluator"]["kind"] == "ray" and manifest["evaluator"]["eval_timeout_s"] == 10
     evaluated = [r for r in _rows(out) if r["status"] != "cached"]
     injected = []
     for r in evaluated:

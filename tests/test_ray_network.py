@@ -59,6 +59,8 @@ def test_local_ray_processes_listen_on_loopback_only_with_token_auth(ray_session
         assert all(_is_loopback(s.rsplit(":", 1)[0]) for s in sockets), listening
         assert {a["node_ip"] for a in ev.actor_info()} == {"127.0.0.1"}
         assert ray_auth_mode() == "token"  # Ray's default for a new local instance; init_local_ray keeps it
+        d = ev.describe()
+        assert (d["auth"], d["node_ip"], d["workers"], d["gpus_per_worker"]) == ("token", "127.0.0.1", 2, 0.0)
     finally:
         ev.close()
 
