@@ -569,7 +569,14 @@ def _export_locked(run: RunDir, pick: str, retrain_epochs: float, out, nir: bool
         teacher_metrics = json.loads((run.teacher / "metrics.json").read_text()) if (run.teacher / "metrics.json").is_file() else {}
         context = run_context(run, cmp.cfg, cmp.splits, teacher_metrics, argv)
         model_args = (cmp.cfg.model, cmp.splits.frame_shape, cmp.splits.num_classes)
-        rec = export_member(run, uid, [pick], member.genome, metrics, state, cmp.teacher, model_args, cmp.splits.test,
+        roles = [pick]
+        previous = (Path(out) if out is not None else run.exported) / uid / "metrics.json"
+        if previous.is_file():  # exported before (e.g. as the run's knee): keep its roles
+            try:
+                roles = list(dict.fromkeys([*(json.loads(previous.read_text()).get("roles") or []), pick]))
+            except ValueError:
+                pass
+        rec = export_member(run, uid, roles, member.genome, metrics, state, cmp.teacher, model_args, cmp.splits.test,
                             cmp.layers, out_root=None if out is None else Path(out), context=context, nir=nir)
     finally:
         cmp.close()

@@ -212,7 +212,9 @@ def test_retrain_epochs_reuse_the_final_retraining_path_and_keep_the_masks(run_c
 
     monkeypatch.setattr(Comparison, "evaluate", spy)
     recs = _archive(run_copy)
-    uid, key = recs[-1]["uid"], recs[-1]["genome_key"]
+    before = {p.name: json.loads((p / "metrics.json").read_text())["roles"] for p in (run_copy / "exported").iterdir()}
+    member = next(r for r in recs if r["uid"] in before)  # exported by the search already
+    uid, key = member["uid"], member["genome_key"]
     stored = torch.load(run_copy / "checkpoints" / "students" / f"{key}.pt", weights_only=True)
     # retraining for kd.epochs (1) with the member's seed replays its evaluation exactly: the same code path
     assert export.main([str(run_copy), "--pick", f"uid={uid}", "--retrain-epochs", "1", "--out", str(tmp_path / "o1"),
@@ -223,6 +225,7 @@ def test_retrain_epochs_reuse_the_final_retraining_path_and_keep_the_masks(run_c
     assert calls == [1.0, 2.0]  # Comparison.evaluate(epochs=N): GenomeFitness(with_epochs(ctx, N)), as baselines retrain
     d = run_copy / "exported" / uid
     rec = json.loads((d / "metrics.json").read_text())
+    assert rec["roles"] == [*before[uid], f"uid={uid}"]  # the search's roles kept
     assert rec["final_epochs"] == 2.0 and rec["student_val_accuracy"] == rec["retrained_val_accuracy"]
     assert rec["retrain_samples"] > 0 and "| retraining | 2 KD epochs" in (d / "MODEL_CARD.md").read_text()
     student = torch.load(d / "student.pt", weights_only=True)
