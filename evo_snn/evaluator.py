@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import numbers
 import os
 import time
 import warnings
@@ -148,7 +149,7 @@ class _Task:
     def __init__(self, index: int, job: tuple):
         self.index, self.job, self.attempt, self.faults = index, tuple(job), 0, []
         seed = self.job[1] if len(self.job) >= 2 else None
-        self.token = int(seed) if isinstance(seed, int) or type(seed).__name__.startswith(("int", "uint")) else index
+        self.token = int(seed) if isinstance(seed, numbers.Integral) else index
 
     def fault(self, kind: str, error: BaseException, injected: str | None) -> None:
         self.faults.append({"attempt": self.attempt, "kind": kind, "error": f"{type(error).__name__}: {error}"[:500],
@@ -207,6 +208,8 @@ class SerialEvaluator:
     """
 
     workers = 1
+    max_retries = 2  # class defaults: a subclass that skips __init__ behaves as the default
+    faults = None
 
     def __init__(self, max_retries: int = 2, faults=None):
         _check_faults(faults, ray_workers=False)

@@ -67,7 +67,10 @@ def test_inject_raise_and_unknown_kind():
 
 
 def test_config_validates_the_faults_section():
-    from conftest import tiny_config
+    from evo_snn.config import load_config
+
+    def tiny_config(**sets):
+        return load_config("synthetic", overrides=[f"{k}={v}" for k, v in sets.items()])
 
     cfg = tiny_config(**{"faults.fail_rate": "0.2", "faults.kinds": "[raise]"})
     assert cfg.faults.fail_rate == 0.2 and cfg.faults.kinds == ("raise",)
