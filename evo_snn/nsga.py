@@ -85,11 +85,12 @@ def objective_value(ind, name: str, default: float = 0.0) -> float:
     """``name`` ('accuracy', 'sparsity', 'energy', or any metric) of an individual: its
     fitness value when ``name`` is one of its objectives, else its metric (for 'energy':
     ``energy_fraction``), ``default`` when it has none (a failed individual)."""
-    objectives = getattr(ind.fitness, "objectives", OBJECTIVES)
-    if name in objectives and ind.fitness.valid:
-        return float(ind.fitness.values[objectives.index(name)])
+    fitness = ind.fitness  # duck-typed: anything with ``values`` (and DEAP's ``valid``)
+    objectives = getattr(fitness, "objectives", OBJECTIVES)
+    if name in objectives and getattr(fitness, "valid", bool(fitness.values)):
+        return float(fitness.values[objectives.index(name)])
     key = OBJECTIVE_TABLE[name][0] if name in OBJECTIVE_TABLE else name
-    value = ind.metrics.get(key)
+    value = getattr(ind, "metrics", {}).get(key)
     return default if value is None else float(value)
 
 
