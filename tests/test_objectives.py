@@ -103,12 +103,20 @@ def test_three_objective_search_keeps_the_3d_front_and_minimises_energy():
         assert objective_value(ind, "energy") == ind.metrics["energy_fraction"] == ind.fitness.values[2]
 
 
-def test_accuracy_energy_search_reads_sparsity_from_the_metrics():
-    from evo_snn.rundir import pareto_frame
+def test_accuracy_energy_search_reads_sparsity_from_the_metrics(tmp_path):
+    """Catches: pareto.csv / generations.csv reading fitness.values[1] (here the energy) as the sparsity."""
+    import pandas as pd
+
+    from evo_snn.rundir import RunDir, RunLogger, pareto_frame
 
     cfg = SearchConfig(population=4, generations=1, seed=0, objectives=("accuracy", "energy"))
-    search = StructureSearch(_ops(), EnergyFitness(), cfg, GenomeConfig(), progress=False)
+    run = RunDir.create(tmp_path / "run", "synthetic", "x")
+    search = StructureSearch(_ops(), EnergyFitness(), cfg, GenomeConfig(), callbacks=[RunLogger(run)], progress=False)
     archive = list(search.run())
+    gens = pd.read_csv(run.path / "generations.csv")
+    sparsity = [ind.metrics["sparsity"] for ind in search.population]
+    assert gens["mean_sparsity"].iloc[-1] == pytest.approx(sum(sparsity) / len(sparsity))
+    assert gens["mean_sparsity"].iloc[-1] != pytest.approx(sum(i.fitness.values[1] for i in search.population) / 4)
     front = pareto_frame(archive)
     by_uid = {ind.uid: ind for ind in archive}
     for _, row in front.iterrows():
