@@ -108,7 +108,7 @@ def train_steps(
             opt.step()
             sched.step()
             functional.reset_net(model)
-            losses.append(loss.item())
+            losses.append(loss.detach())  # .item() once per epoch, not per step: no device sync per step
             step += 1
             bar.update(1)
             if step >= steps:
@@ -118,7 +118,7 @@ def train_steps(
             if epoch_end is not None:
                 epoch_end(epoch)
     bar.close()
-    return float(sum(losses) / max(len(losses), 1))
+    return float(sum(v.item() for v in losses) / max(len(losses), 1))
 
 
 def ce_loss(logits: torch.Tensor, y: torch.Tensor, _x_seq: torch.Tensor) -> torch.Tensor:

@@ -249,3 +249,38 @@ def test_energy_is_counted_on_the_students_validation_pass(setup):
     first = ctx.layers[0]
     assert 0.3 < m["layer_effective_ops"][first] / dense.layers[first].effective_ops < 0.7
     assert 0 < m["energy_fraction"] < 1
+
+
+@pytest.mark.parametrize("student_init", ["teacher", "scratch"])
+def test_folded_masks_train_bit_for_bit_like_prune_reparametrisation(setup, student_init):
+    """Catches: a fold_masks that lets pruned weights move (no gradient hook), or one whose
+    kept weights drift from torch.nn.utils.prune's ``weight_orig * weight_mask`` training.
+
+    Three Adam steps (batch 8) from the same start, once with prune.custom_from_mask +
+    make_permanent (the fitness's former path) and once with fold_masks: every tensor of
+    the state equal bit for bit, pruned weights exactly 0."""
+    from evo_snn.kd import student_loss
+    from evo_snn.pruning import apply_masks, fold_masks, make_permanent
+
+    ctx, teacher, _ann, genome = setup
+    masks = genome.mask_dict()
+    sparse = sparse_copy(teacher, masks)
+    states = []
+    for attach in ("prune", "fold"):
+        torch.manual_seed(3)
+        student = (copy.deepcopy(sparse) if student_init == "teacher" else build_model(ctx.cfg.model, ctx.frame_shape, C)).requires_grad_(True)
+        hooks = apply_masks(student, masks) if attach == "prune" else fold_masks(student, masks)
+        loss_fn = student_loss(ctx.cfg.kd, C, sparse)
+        train_steps(student, ctx.train, epochs=1, batch_size=8, lr=0.01, loss_fn=loss_fn, seed=4)
+        make_permanent(student) if attach == "prune" else hooks.remove()
+        states.append(student.state_dict())
+    prune_state, fold_state = states
+    assert prune_state.keys() == fold_state.keys()
+    for k in prune_state:
+        assert torch.equal(prune_state[k], fold_state[k]), k
+    moved = 0
+    for name, mask in masks.items():
+        w = fold_state[f"{name}.weight"].numpy()
+        assert (w[~mask] == 0).all(), name
+        moved += int((w[mask] != sparse.state_dict()[f"{name}.weight"].numpy()[mask]).sum())
+    assert moved > 0  # the steps did train

@@ -1,0 +1,225 @@
+"""Overhead of one fitness evaluation against a plain spikingjelly loop, and where it goes.
+
+    OMP_NUM_THREADS=1 python benchmarks/fitness_overhead.py [--rounds 5] [--threads 1]
+        [--datasets synthetic nmnist] [--data-root ../shared/data/nmnist_subset]
+
+For each data set (its search space's net, T, batch size and KD budget), the same
+genome (global magnitude pruning at 50 %) and the same seed are timed, interleaved
+over ``--rounds`` rounds (medians reported), as:
+
+- ``fitness``: ``GenomeFitness(ctx)(genome, seed)``, everything a search evaluation does;
+- ``plain``: the minimum a fitness needs, written directly against spikingjelly: the sparse
+  teacher and the student loaded from the masked state (pre-built modules), the same
+  training batches (materialised once as float ``x_seq [T, N, C, H, W]``), per step a
+  sparse-teacher forward (no grad), a student forward/backward, the KD loss, Adam with
+  the cosine schedule, masks kept by a gradient hook; then one student validation pass
+  (its accuracy). ``plain`` has no teacher-accuracy pass and no energy counting.
+
+and then each stage of the fitness on its own (``stage ...`` lines, median seconds and %
+of the fitness): sparse teacher (deep copy + masks), the teacher's validation accuracy,
+student copy + masks, KD training (``train_steps``), the validation pass with the
+energy hooks, the same pass without hooks, sparsity and the CPU copy of the state. Two
+controls name the training loop's own overhead: ``train_steps`` with the masks as a
+``torch.nn.utils.prune`` re-parametrisation vs folded in with a gradient hook, and the
+batches alone (DataLoader + ``to_seq``, no model).
+
+The teacher is the net at its initialisation (not trained): on a CPU every op is dense,
+so the time does not depend on the teacher's accuracy (the energy hooks' counts do a
+little). Prints one line per figure and the ratio ``fitness / plain``. Not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from spikingjelly.activation_based import functional
+
+from evo_snn.config import load_config
+from evo_snn.data import load_splits
+from evo_snn.energy import EnergyCounter
+from evo_snn.fitness import FitnessContext, GenomeFitness
+from evo_snn.genome import GenomeOps
+from evo_snn.models import build_model
+from evo_snn.pruning import apply_masks, fold_masks, make_permanent, prunable_layers, sparse_copy, weight_magnitudes, weight_sparsity
+from evo_snn.train import accuracy, cpu_state, loader, train_steps
+from evo_snn.kd import KDLoss, student_loss
+
+DEFAULT_NMNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "nmnist_subset"
+
+
+def context(dataset: str, data_root: Path | None) -> tuple[FitnessContext, torch.nn.Module]:
+    cfg = load_config(dataset)
+    splits = load_splits(dataset, data_root, cfg.data, seed=0)
+    torch.manual_seed(0)
+    teacher = build_model(cfg.model, splits.frame_shape, splits.num_classes)
+    layers = tuple(prunable_layers(teacher, cfg.genome.prunable))
+    ctx = FitnessContext(cfg, splits.train, splits.val, splits.frame_shape, splits.num_classes, cpu_state(teacher), layers)
+    return ctx, teacher
+
+
+class Plain:
+    """The plain loop: modules built once, batches materialised once (float, on the device)."""
+
+    def __init__(self, ctx: FitnessContext, teacher: torch.nn.Module, seed: int):
+        kd = ctx.cfg.kd
+        self.ctx, self.dense = ctx, cpu_state(teacher)
+        self.t = build_model(ctx.cfg.model, ctx.frame_shape, ctx.num_classes).requires_grad_(False).eval()
+        self.s = build_model(ctx.cfg.model, ctx.frame_shape, ctx.num_classes)
+        dl = loader(ctx.train, kd.batch_size, shuffle=True, seed=seed)
+        g = torch.Generator().manual_seed(seed + 1)
+        self.steps = max(1, math.ceil(kd.epochs * len(dl)))
+        self.batches = [(ctx.train.to_seq(x, train=True, generator=g), y) for x, y in dl][: self.steps]
+        self.val = [(ctx.val.to_seq(x), y) for x, y in loader(ctx.val, 64, shuffle=False)]
+        self.kd = KDLoss(kd.alpha, kd.temperature)
+
+    def __call__(self, masks: dict[str, np.ndarray]) -> float:
+        kd = self.ctx.cfg.kd
+        m = {n + ".weight": torch.as_tensor(v, dtype=torch.float32) for n, v in masks.items()}
+        state = {k: v * m[k] if k in m else v for k, v in self.dense.items()}
+        self.t.load_state_dict(state)
+        self.s.load_state_dict(state)
+        params = dict(self.s.named_parameters())
+        hooks = [params[k].register_hook(lambda g, mk=mk: g * mk) for k, mk in m.items()]
+        opt = torch.optim.Adam(self.s.parameters(), lr=kd.lr)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.steps)
+        self.s.train()
+        for x, y in self.batches:
+            with torch.no_grad():
+                z_t = self.t(x)
+            functional.reset_net(self.t)
+            loss = self.kd(self.s(x), z_t, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            functional.reset_net(self.s)
+        for h in hooks:
+            h.remove()
+        self.s.eval()
+        correct = 0
+        with torch.no_grad():
+            for x, y in self.val:
+                correct += int((self.s(x).argmax(1) == y).sum())
+                functional.reset_net(self.s)
+        return correct / len(self.ctx.val)
+
+
+def timed(fn, *args):
+    t0 = time.perf_counter()
+    out = fn(*args)
+    return time.perf_counter() - t0, out
+
+
+def stages(fit: GenomeFitness, genome, seed: int) -> dict[str, float]:
+    """Seconds of each stage of ``GenomeFitness.__call__`` (same calls, in the same order)."""
+    ctx, kd, out = fit.ctx, fit.ctx.cfg.kd, {}
+    torch.manual_seed(seed)
+    masks = genome.mask_dict()
+    out["sparse teacher (deepcopy + masks)"], teacher = timed(sparse_copy, fit.teacher, masks)
+    out["teacher_accuracy pass"], _ = timed(accuracy, teacher, ctx.val)
+    t0 = time.perf_counter()
+    student = copy.deepcopy(teacher).requires_grad_(True)
+    apply_masks(student, masks)
+    out["student copy + masks"] = time.perf_counter() - t0
+    loss = student_loss(kd, ctx.num_classes, teacher)
+    out["train_steps (KD training)"], _ = timed(lambda: train_steps(student, ctx.train, epochs=kd.epochs, batch_size=kd.batch_size,
+                                                                    lr=kd.lr, loss_fn=loss, seed=seed))
+    out["make_permanent"], _ = timed(make_permanent, student)
+    e = ctx.cfg.energy
+    t0 = time.perf_counter()
+    with EnergyCounter(student, e.e_ac_pj, e.e_mac_pj) as counter:
+        accuracy(student, ctx.val)
+    counter.report().metrics()
+    out["validation pass with energy hooks"] = time.perf_counter() - t0
+    out["(control) validation pass, no hooks"], _ = timed(accuracy, student, ctx.val)
+    out["weight_sparsity + cpu_state"], _ = timed(lambda: (weight_sparsity(student, ctx.layers), cpu_state(student)))
+    return out
+
+
+def train_controls(fit: GenomeFitness, genome, seed: int) -> dict[str, float]:
+    """train_steps with prune's re-parametrisation vs folded masks + gradient hook; batches alone."""
+    ctx, kd, out = fit.ctx, fit.ctx.cfg.kd, {}
+    masks = genome.mask_dict()
+    teacher = sparse_copy(fit.teacher, masks)
+    loss = student_loss(kd, ctx.num_classes, teacher)
+    for name, attach in (("train_steps, prune re-parametrisation", apply_masks), ("train_steps, folded masks + grad hook", fold_masks)):
+        student = copy.deepcopy(teacher).requires_grad_(True)
+        handle = attach(student, masks)
+        out[name], _ = timed(lambda: train_steps(student, ctx.train, epochs=kd.epochs, batch_size=kd.batch_size, lr=kd.lr,
+                                                 loss_fn=loss, seed=seed))
+        if hasattr(handle, "remove"):
+            handle.remove()
+
+    def batches_only():
+        dl = loader(ctx.train, kd.batch_size, shuffle=True, seed=seed)
+        g = torch.Generator().manual_seed(seed + 1)
+        steps = max(1, math.ceil(kd.epochs * len(dl)))
+        for i, (x, y) in enumerate(dl):
+            ctx.train.to_seq(x, train=True, generator=g)
+            if i + 1 >= steps:
+                break
+
+    out["batches alone (DataLoader + to_seq)"], _ = timed(batches_only)
+    return out
+
+
+def run(dataset: str, data_root: Path | None, rounds: int, seed: int) -> None:
+    ctx, teacher = context(dataset, data_root)
+    fit = GenomeFitness(ctx, torch.device("cpu"))
+    ops = GenomeOps(weight_magnitudes(fit.teacher, ctx.layers), ctx.cfg.genome)
+    genome = ops.global_magnitude(0.5)
+    plain = Plain(ctx, teacher, seed)
+    kd = ctx.cfg.kd
+    print(f"\n== {dataset}: model {ctx.cfg.model.name} {tuple(ctx.cfg.model.channels) or ''} width {ctx.cfg.model.width}, "
+          f"frame_shape {ctx.frame_shape}, train {len(ctx.train)}, val {len(ctx.val)}, kd.epochs {kd.epochs}, "
+          f"batch {kd.batch_size} ({plain.steps} steps), kd.mode {kd.mode}, genome sparsity {genome.sparsity:.3f}, "
+          f"threads {torch.get_num_threads()}, rounds {rounds}")
+    fit(genome, seed)  # warm-up (allocator, first-call costs)
+    plain(genome.mask_dict())
+    t_fit, t_plain, st, ctl = [], [], [], []
+    for r in range(rounds):
+        order = (0, 1) if r % 2 == 0 else (1, 0)
+        for which in order:
+            if which == 0:
+                t_fit.append(timed(fit, genome, seed)[0])
+            else:
+                t_plain.append(timed(plain, genome.mask_dict())[0])
+        st.append(stages(fit, genome, seed))
+        ctl.append(train_controls(fit, genome, seed))
+    f, p = statistics.median(t_fit), statistics.median(t_plain)
+    print(f"fitness      {f:8.3f} s  (median of {rounds})")
+    print(f"plain loop   {p:8.3f} s")
+    print(f"ratio fitness / plain = {f / p:.3f}")
+    for rows in (st, ctl):
+        for k in rows[0]:
+            v = statistics.median(row[k] for row in rows)
+            print(f"stage {k:42s} {v:8.3f} s  {100 * v / f:5.1f} % of fitness")
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--datasets", nargs="+", default=["synthetic", "nmnist"])
+    ap.add_argument("--data-root", type=Path, default=DEFAULT_NMNIST, help="N-MNIST root (skipped when absent)")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=123)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    for ds in args.datasets:
+        root = None if ds == "synthetic" else args.data_root
+        if root is not None and not root.exists():
+            print(f"\n== {ds}: skipped, data root {root} is absent")
+            continue
+        run(ds, root, args.rounds, args.seed)
+
+
+if __name__ == "__main__":
+    main()
