@@ -357,6 +357,10 @@ class RayEvaluator:
                           "in this run's workers; unset RAY_AUTH_MODE (or set RAY_AUTH_MODE=token)", stacklevel=2)
         if gpus_per_worker is None:
             gpus_per_worker = gpu_share(ray.cluster_resources().get("GPU", 0.0), workers)
+        cpus = ray.cluster_resources().get("CPU", 0.0)
+        if cpus < workers * cpus_per_worker:
+            warnings.warn(f"the Ray cluster has {cpus:g} CPUs for {workers} workers of {cpus_per_worker} CPU(s): "
+                          f"only {int(cpus // cpus_per_worker)} actors can run, the others wait for CPUs", stacklevel=2)
         self.gpus_per_worker, self.cpus_per_worker = gpus_per_worker, cpus_per_worker
         self.max_retries, self.timeout_s, self.faults = max_retries, eval_timeout_s, faults
         self._actor_cls = ray.remote(_Actor)
