@@ -39,7 +39,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from spikingjelly.activation_based import functional
 
 from evo_snn.config import load_config
@@ -47,10 +46,18 @@ from evo_snn.data import load_splits
 from evo_snn.energy import EnergyCounter
 from evo_snn.fitness import FitnessContext, GenomeFitness
 from evo_snn.genome import GenomeOps
-from evo_snn.models import build_model
-from evo_snn.pruning import apply_masks, fold_masks, make_permanent, prunable_layers, sparse_copy, weight_magnitudes, weight_sparsity
-from evo_snn.train import accuracy, cpu_state, loader, train_steps
 from evo_snn.kd import KDLoss, student_loss
+from evo_snn.models import build_model
+from evo_snn.pruning import (
+    apply_masks,
+    fold_masks,
+    make_permanent,
+    prunable_layers,
+    sparse_copy,
+    weight_magnitudes,
+    weight_sparsity,
+)
+from evo_snn.train import accuracy, cpu_state, loader, train_steps
 
 DEFAULT_NMNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "nmnist_subset"
 
@@ -153,7 +160,7 @@ def train_controls(fit: GenomeFitness, genome, seed: int) -> dict[str, float]:
     for name, attach in (("train_steps, prune re-parametrisation", apply_masks), ("train_steps, folded masks + grad hook", fold_masks)):
         student = copy.deepcopy(teacher).requires_grad_(True)
         handle = attach(student, masks)
-        out[name], _ = timed(lambda: train_steps(student, ctx.train, epochs=kd.epochs, batch_size=kd.batch_size, lr=kd.lr,
+        out[name], _ = timed(lambda student=student: train_steps(student, ctx.train, epochs=kd.epochs, batch_size=kd.batch_size, lr=kd.lr,
                                                  loss_fn=loss, seed=seed))
         if hasattr(handle, "remove"):
             handle.remove()
@@ -171,7 +178,19 @@ def train_controls(fit: GenomeFitness, genome, seed: int) -> dict[str, float]:
     return out
 
 
-def run(dataset: str, data_root: Path | None, rounds: int, seed: int) -> None:
+def profile(fit: GenomeFitness, plain: Plain, genome, seed: int, rows: int) -> None:
+    """torch.profiler tables (self CPU time, top ``rows`` ops) of one fitness call and one plain loop."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as tprofile
+
+    for name, fn in (("fitness", lambda: fit(genome, seed)), ("plain", lambda: plain(genome.mask_dict()))):
+        with tprofile(activities=[ProfilerActivity.CPU]) as prof:
+            fn()
+        print(f"-- torch.profiler, {name}: top {rows} ops by self CPU time")
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))
+
+
+def run(dataset: str, data_root: Path | None, rounds: int, seed: int, profile_rows: int = 0) -> None:
     ctx, teacher = context(dataset, data_root)
     fit = GenomeFitness(ctx, torch.device("cpu"))
     ops = GenomeOps(weight_magnitudes(fit.teacher, ctx.layers), ctx.cfg.genome)
@@ -194,6 +213,8 @@ def run(dataset: str, data_root: Path | None, rounds: int, seed: int) -> None:
                 t_plain.append(timed(plain, genome.mask_dict())[0])
         st.append(stages(fit, genome, seed))
         ctl.append(train_controls(fit, genome, seed))
+    if profile_rows:
+        profile(fit, plain, genome, seed, profile_rows)
     f, p = statistics.median(t_fit), statistics.median(t_plain)
     print(f"fitness      {f:8.3f} s  (median of {rounds})")
     print(f"plain loop   {p:8.3f} s")
@@ -211,6 +232,7 @@ def main(argv=None) -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=123)
+    ap.add_argument("--profile", type=int, default=0, metavar="ROWS", help="also print torch.profiler's top ROWS ops of each")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     for ds in args.datasets:
@@ -218,7 +240,7 @@ def main(argv=None) -> None:
         if root is not None and not root.exists():
             print(f"\n== {ds}: skipped, data root {root} is absent")
             continue
-        run(ds, root, args.rounds, args.seed)
+        run(ds, root, args.rounds, args.seed, args.profile)
 
 
 if __name__ == "__main__":

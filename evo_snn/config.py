@@ -239,6 +239,12 @@ class SearchConfig:
     hv_reference: the hypervolume's reference point, {objective: value}; defaults to each
       objective's worst value (accuracy 0, sparsity 0, energy 1), e.g.
       ``--set search.hv_reference.energy=0.5``.
+    students_per_batch: K genomes whose students train at once as one grouped network
+      (``evo_snn.grouped``: same batches, summed loss, so each student's update is its solo
+      update); the search sends its fresh jobs to the evaluator in groups of K, in order.
+      A group's batch order and augmentation come from its first member's seed, each
+      student's initialisation from its own. 1 (default) = one student per evaluation,
+      today's path exactly.
     """
 
     population: int = 8
@@ -252,6 +258,7 @@ class SearchConfig:
     eval_timeout_s: float = 0.0
     objectives: tuple[str, ...] = ("accuracy", "sparsity")
     hv_reference: dict = field(default_factory=lambda: {k: v[2] for k, v in OBJECTIVES.items()})
+    students_per_batch: int = 1
 
 
 OBJECTIVES = {
@@ -363,6 +370,8 @@ class Config:
             (self.search.population >= 4 and self.search.population % 4 == 0, "search.population must be a multiple of 4 (>= 4)"),
             (self.search.generations >= 0, "search.generations must be >= 0"),
             (self.search.workers >= 1, "search.workers must be >= 1"),
+            (isinstance(self.search.students_per_batch, int) and self.search.students_per_batch >= 1,
+             "search.students_per_batch must be an integer >= 1"),
             (self.search.final_epochs >= 0, "search.final_epochs must be >= 0"),
             (0.0 <= self.genome.init_global_fraction <= 1.0, "genome.init_global_fraction must be in [0, 1]"),
             (self.genome.mask_mutation in ("random", "magnitude"), "genome.mask_mutation must be 'random' or 'magnitude'"),

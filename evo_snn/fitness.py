@@ -12,6 +12,7 @@ training and validation splits, so fitness cannot be read off the test set.
 from __future__ import annotations
 
 import copy
+import math
 import os
 import socket
 import time
@@ -19,6 +20,7 @@ from dataclasses import dataclass, replace
 
 import torch
 import torch.nn as nn
+from spikingjelly.activation_based import functional
 
 from .config import Config
 from .data import FrameSet
@@ -28,7 +30,7 @@ from .kd import kd_mode, student_loss, teacher_for
 from .models import build_model, select_backend
 from .outcome import FitnessResult  # noqa: F401  (re-exported: evaluators and tests import it here)
 from .pruning import MaskHooks, fold_masks, sparse_copy, weight_sparsity
-from .train import accuracy, cpu_state, samples_processed, train_steps
+from .train import accuracy, cpu_state, predict_logits, samples_processed, train_steps
 
 
 @dataclass
@@ -113,11 +115,25 @@ class GenomeFitness:
         """
         t0 = time.perf_counter()
         kd = self.ctx.cfg.kd
+        student, teacher, hooks = self._prepare(genome, seed, init_state)
+        teacher_acc = accuracy(teacher, self.ctx.val)
+
+        teaching = teacher_for(kd.mode, sparse=teacher, dense=self.teacher, ann=self.ann_teacher)
+        kd_loss = student_loss(kd, self.ctx.num_classes, teaching)
+        train_loss = train_steps(student, self.ctx.train, epochs=kd.epochs, batch_size=kd.batch_size, lr=kd.lr, loss_fn=kd_loss, seed=seed)
+        hooks.remove()
+        metrics = self._score(student, genome, teacher_acc, train_loss, init_state is not None)
+        metrics["wall_s"] = time.perf_counter() - t0
+        return FitnessResult(metrics, cpu_state(student))
+
+    def _prepare(self, genome: Genome, seed: int, init_state: dict | None):
+        """(student with the genome's masks folded in and kept by hooks, sparse teacher, the
+        hooks): ``torch.manual_seed(seed)`` first, then the sparse teacher, then the
+        student (a copy of it, a parent's student, or a seeded fresh net)."""
+        kd = self.ctx.cfg.kd
         torch.manual_seed(seed)
         masks = genome.mask_dict()
         teacher = sparse_copy(self.teacher, masks)  # frozen, eval mode
-        teacher_acc = accuracy(teacher, self.ctx.val)
-
         if init_state is not None:
             student = self.inherit(init_state)
         elif kd.student_init == "teacher":
@@ -128,16 +144,17 @@ class GenomeFitness:
         # prune's re-parametrisation, without its product on every forward (6 % of an
         # N-MNIST evaluation, benchmarks/fitness_overhead.py)
         hooks = fold_masks(student, masks) if kd.student_mask == "genome" else MaskHooks([])
+        return student, teacher, hooks
 
-        teaching = teacher_for(kd.mode, sparse=teacher, dense=self.teacher, ann=self.ann_teacher)
-        kd_loss = student_loss(kd, self.ctx.num_classes, teaching)
-        train_loss = train_steps(student, self.ctx.train, epochs=kd.epochs, batch_size=kd.batch_size, lr=kd.lr, loss_fn=kd_loss, seed=seed)
-        hooks.remove()
+    def _score(self, student: nn.Module, genome: Genome, teacher_acc: float, train_loss: float, inherited: bool) -> dict:
+        """The metrics of a trained student: its validation pass with the energy hooks, and
+        the rest of ``__call__``'s metrics except ``wall_s``."""
+        kd = self.ctx.cfg.kd
         energy = self.ctx.cfg.energy
         with EnergyCounter(student, energy.e_ac_pj, energy.e_mac_pj) as counter:  # hooks only read: same accuracy
             student_acc = accuracy(student, self.ctx.val)
         sparsity, per_layer = weight_sparsity(student, self.ctx.layers)
-        metrics = {
+        return {
             "accuracy": student_acc,
             "sparsity": sparsity,
             "teacher_accuracy": teacher_acc,
@@ -146,13 +163,90 @@ class GenomeFitness:
             "kd_mode": kd.mode,
             "train_loss": train_loss,
             "train_samples": samples_processed(len(self.ctx.train), kd.batch_size, kd.epochs),
-            "wall_s": time.perf_counter() - t0,
+            "wall_s": None,
             "worker": f"{socket.gethostname()}:{os.getpid()}",
             "device": str(self.device),
             "threads": torch.get_num_threads(),
-            "inherited": init_state is not None,
+            "inherited": inherited,
             "backend": self.backend,
             **(counter.report().metrics() if counter.samples else {}),  # synops, effective_acs/macs, energy_pj, ...
         }
-        state = cpu_state(student)
-        return FitnessResult(metrics, state)
+
+    def group(self, jobs: list[tuple]) -> list:
+        """Evaluate a group of jobs ``[(genome, seed[, init_state])]`` with their K students
+        trained as one grouped net (``search.students_per_batch``; ``evo_snn.grouped``).
+
+        Returns one ``FitnessResult`` or Exception per job, in order, with the metrics of
+        ``__call__`` plus ``group_size`` (K), ``group_seed`` (the seed of the batch order)
+        and ``group_wall_s`` (the whole group's wall time; ``wall_s`` is its K-th part). A
+        job whose genome does not fit the model gets its Exception; the others train.
+        Seed scheme: batch order and augmentation from the first job's seed, student k's
+        initialisation from its own seed (see ``evo_snn.grouped``). One job: ``[self(*job)]``.
+        teacher_accuracy: each sparse teacher's validation accuracy, from one grouped pass.
+        """
+        if len(jobs) == 1:
+            try:
+                return [self(*jobs[0])]
+            except Exception as e:  # noqa: BLE001 - reported per job
+                return [e]
+        from .grouped import group, group_masks, last_epoch_steps, member_losses
+
+        t0 = time.perf_counter()
+        kd = self.ctx.cfg.kd
+        out: list = [None] * len(jobs)
+        ok: list[int] = []
+        students, teachers, masks = [], [], []
+        for i, job in enumerate(jobs):
+            genome, seed, init_state = job[0], job[1], job[2] if len(job) > 2 else None
+            try:
+                student, teacher, hooks = self._prepare(genome, seed, init_state)
+                hooks.remove()  # the group keeps the zeros with its own hooks
+            except Exception as e:  # noqa: BLE001 - a genome that does not fit: that member fails
+                out[i] = e
+                continue
+            ok.append(i)
+            students.append(student)
+            teachers.append(teacher)
+            masks.append(jobs[i][0].mask_dict() if kd.student_mask == "genome" else None)
+        if not ok:
+            return out
+        seed0 = int(jobs[0][1])
+        net = group(students)
+        handles = group_masks(net, masks)
+        sparse_group = group(teachers).requires_grad_(False).eval()
+        val_logits = predict_logits(sparse_group, self.ctx.val)  # (N_val, K, classes)
+        teacher_accs = [(val_logits[:, k].argmax(1) == self.ctx.val.labels).float().mean().item() if len(self.ctx.val)
+                        else float("nan") for k in range(len(ok))]
+        mode = kd_mode(kd.mode)
+        single = teacher_for(kd.mode, sparse=None, dense=self.teacher, ann=self.ann_teacher) if mode.teacher != "sparse" else None
+        per_step: list[torch.Tensor] = []
+
+        def loss_fn(z_s, y, x_seq):
+            z_t = None
+            if mode.teacher is not None:
+                with torch.no_grad():
+                    if single is None:
+                        z_t = sparse_group(x_seq)
+                        functional.reset_net(sparse_group)
+                    else:
+                        z_t = single(x_seq).unsqueeze(1).expand_as(z_s)
+                        functional.reset_net(single)
+            losses = member_losses(kd, z_s, z_t, y)
+            per_step.append(losses.detach())
+            return losses.sum()
+
+        train_steps(net, self.ctx.train, epochs=kd.epochs, batch_size=kd.batch_size, lr=kd.lr, loss_fn=loss_fn, seed=seed0)
+        for h in handles:
+            h.remove()
+        per_epoch = math.ceil(len(self.ctx.train) / kd.batch_size)
+        last = per_step[len(per_step) - last_epoch_steps(len(per_step), per_epoch):]
+        for k, (i, student) in enumerate(zip(ok, students)):
+            student.load_state_dict({key: v.detach().clone() for key, v in net.member_state(k).items()})
+            train_loss = float(sum(v[k].item() for v in last) / max(len(last), 1))
+            job = jobs[i]  # noqa: PLR1736 - i indexes jobs, k the group's members
+            metrics = self._score(student, job[0], teacher_accs[k], train_loss, len(job) > 2 and job[2] is not None)
+            out[i] = FitnessResult(metrics, cpu_state(student))
+        wall = time.perf_counter() - t0
+        for i in ok:
+            out[i].metrics.update(wall_s=wall / len(jobs), group_wall_s=wall, group_size=len(jobs), group_seed=seed0)
+        return out

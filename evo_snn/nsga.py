@@ -234,6 +234,7 @@ class StructureSearch:
         self.n_evals = 0  # real evaluations of generation `gen`
         self.elapsed_s = 0.0  # search wall time up to the end of generation `gen`, over all sessions
         self._counter = 0
+        self._grouped = None  # GroupedJobs(fitness), built on the first grouped map
 
     def _new(self, genome: Genome, gen: int, parents: tuple[str, ...] = ()) -> Individual:
         ind = Individual(genome, uid=f"{gen:02d}-{self._counter:04d}", gen=gen, parents=parents,
@@ -264,7 +265,7 @@ class StructureSearch:
         jobs = [self._job(ind) for ind in fresh]
         failed: dict[str, dict] = {}
         bar = tqdm(total=len(jobs), desc=f"gen {gen} evaluations", unit="eval", disable=not self.progress, leave=False)
-        for i, res in self.evaluator.map(self.fitness, jobs):
+        for i, res in self._map(jobs):
             ind = fresh[i]
             if isinstance(res, Exception):
                 ind.metrics = failure_metrics(res)  # error, attempts, faults (after the retries)
@@ -283,6 +284,24 @@ class StructureSearch:
             else:
                 self._assign(ind, self.results[ind.genome.key], "cached")
         return len(jobs)
+
+    def _map(self, jobs: list[tuple]):
+        """``evaluator.map(fitness, jobs)``; with ``search.students_per_batch`` K > 1 the jobs
+        go in groups of K, in order (``evo_snn.grouped.GroupedJobs``: one grouped network
+        trains the K students), and each member's result (or the group's exception) is
+        yielded under the member's own index, as the ungrouped map does."""
+        K = int(getattr(self.search, "students_per_batch", 1) or 1)
+        if K <= 1:
+            yield from self.evaluator.map(self.fitness, jobs)
+            return
+        from .grouped import GroupedJobs
+
+        if getattr(self, "_grouped", None) is None:  # one wrapper per search: a Ray actor receives (and builds) it once
+            self._grouped = GroupedJobs(self.fitness)
+        groups = [jobs[i:i + K] for i in range(0, len(jobs), K)]
+        for g, res in self.evaluator.map(self._grouped, [(tuple(grp), grp[0][1]) for grp in groups]):
+            for j in range(len(groups[g])):
+                yield g * K + j, res if isinstance(res, Exception) else res[j]
 
     def student(self, key: str) -> dict | None:
         """The trained student of genome ``key`` from the store, or None when it has none."""
