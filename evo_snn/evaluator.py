@@ -396,7 +396,8 @@ class RayEvaluator:
 
     def actor_info(self) -> list[dict]:
         """Per actor: ``pid``, ``gpu_ids`` (``ray.get_gpu_ids()``), ``device`` (the torch
-        device string it builds ``fn`` with), ``threads`` (torch threads) and ``node_ip``."""
+        device string it builds ``fn`` with), ``threads`` (torch threads), ``node_ip``,
+        ``node_id`` and ``cuda_visible_devices``."""
         return self._ray.get([a.info.remote() for a in self.actors])
 
     def map(self, fn: Callable, jobs: Iterable[Job]) -> Iterator[tuple[int, object]]:
@@ -509,7 +510,8 @@ class _Actor:
         import torch
 
         return {"pid": os.getpid(), "gpu_ids": self.gpu_ids, "device": self.device, "threads": torch.get_num_threads(),
-                "node_ip": ray.util.get_node_ip_address(), "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+                "node_ip": ray.util.get_node_ip_address(), "node_id": ray.get_runtime_context().get_node_id(),
+                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
 
     def load(self, fn: Callable) -> None:
         self.fn = fn
