@@ -291,21 +291,22 @@ def test_search_survives_two_worker_kills_and_gives_the_fault_free_front(tmp_pat
     out = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-m", "evo_snn.search", *args, "--workers", "2", "--out", str(out)], cwd=root,
                             env={**os.environ, "PYTHONPATH": root}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    killed = []
+    killed, spared = [], set()  # the second victim is a worker started after the first kill (a replacement)
     try:
         driver = psutil.Process(proc.pid)
         while proc.poll() is None and len(killed) < 2:
             for p in driver.children(recursive=True):
                 try:
-                    busy = " ".join(p.cmdline()).startswith("ray::_Actor.evaluate")
+                    cmd = " ".join(p.cmdline())
                 except psutil.Error:
                     continue
-                if busy and p.pid not in killed:
+                if cmd.startswith("ray::_Actor.evaluate") and p.pid not in spared:
+                    if not killed:
+                        spared = {c.pid for c in driver.children(recursive=True)}
                     p.send_signal(signal.SIGKILL)  # in the middle of an evaluation
                     killed.append(p.pid)
-                    time.sleep(1.0)
                     break
-            time.sleep(0.05)
+            time.sleep(0.02)
         assert proc.wait(timeout=600) == 0
     finally:
         if proc.poll() is None:
