@@ -409,7 +409,14 @@ class RayEvaluator:
             return
         if fn is not self._fn:
             self._fn_ref = ray.put(fn)
-            ray.get([a.load.remote(self._fn_ref) for a in self.actors])
+            refs = [(a, a.load.remote(self._fn_ref)) for a in list(self.actors)]
+            for actor, ref in refs:
+                try:
+                    ray.get(ref)
+                except RayTaskError:  # fn cannot be built (e.g. a bad config): stop here
+                    raise
+                except RayError:  # the actor died while idle: a fresh one (which loads fn)
+                    self._replace(actor)
             self._fn = fn
         idle = list(self.actors)
         running: dict = {}  # ref -> (task, actor, planned fault, start time)

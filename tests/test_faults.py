@@ -214,6 +214,15 @@ class TestRayFaults:
         assert pids[0] not in {a["pid"] for a in ev.actor_info()}
 
 
+    def test_ray_replaces_a_worker_that_died_while_idle_when_it_loads_a_new_function(self, configured):
+        ev, replaced0 = configured()
+        pid = ev.actor_info()[1]["pid"]
+        os.kill(pid, signal.SIGKILL)
+        time.sleep(0.5)
+        out = dict(ev.map(divmod, [(7, 2), (9, 4)]))  # a new function: loaded on every actor first
+        assert out == {0: (3, 1), 1: (2, 1)} and ev.replaced - replaced0 == 1
+        assert pid not in {a["pid"] for a in ev.actor_info()}
+
     def test_ray_cuda_error_recreates_the_actor_and_a_timeout_fails_after_the_retries(self, configured):
         ev, replaced0 = configured(max_retries=1)
         pid = ev.actor_info()[0]["pid"]
