@@ -158,11 +158,14 @@ class _Task:
 
 def _succeeded(result, task: _Task):
     """``result``, with ``attempts`` and ``faults`` added to its ``metrics`` dict (where it
-    has one) when it needed more than one attempt."""
-    metrics = getattr(result, "metrics", None)
-    if task.faults and isinstance(metrics, dict):
-        metrics["attempts"] = task.attempt
-        metrics["faults"] = list(task.faults)
+    has one; to each member's for the list a grouped job returns, ``evo_snn.grouped``) when
+    it needed more than one attempt."""
+    if task.faults:
+        for r in result if isinstance(result, list) else [result]:
+            metrics = getattr(r, "metrics", None)
+            if isinstance(metrics, dict):
+                metrics["attempts"] = task.attempt
+                metrics["faults"] = list(task.faults)
     return result
 
 
@@ -550,15 +553,17 @@ class ReplayEvaluator:
 
     finished: ``{(genome key, seed): metrics}`` of the evaluations of the unfinished
     generation that had finished (their evaluations.jsonl rows, ``rundir.row_metrics``);
-    store: the run's ``StudentStore`` holding their students. A job ``(genome, seed, ...)``
-    whose (``genome.key``, seed) is in ``finished`` is yielded at once as
-    ``FitnessResult(metrics, student)``, student None when the store no longer has it (a
-    kill after the end of the generation deleted the students no owner needed: genomes
-    out of the population and the archive, which the same results leave out again),
-    before the jobs of ``inner``
-    (the order a serial run had: it finishes its jobs in order). Declares the students it
-    still has to serve to the store (``need``, owner ``RECOVERED_OWNER``) and releases
-    them once all are served. ``reused``: how many jobs it served.
+    store: the run's ``StudentStore`` holding their students.
+
+    A job ``(genome, seed, ...)`` whose (``genome.key``, seed) is in ``finished`` is yielded
+    at once as ``FitnessResult(metrics, student)``, and a grouped job ``(member jobs, seed)``
+    (``evo_snn.grouped``) whose members all are, as the list of its members' results;
+    before the jobs of ``inner`` (the order a serial run had: it finishes its jobs in
+    order). The student is None when the store no longer has it: a kill after the end of
+    the generation, whose students no owner needed any more were deleted (genomes out of
+    the population and the archive, which the same results leave out again). Declares the
+    students it still has to serve to the store (``need``, owner ``RECOVERED_OWNER``) and
+    releases them once all are served. ``reused``: how many evaluations it served.
     """
 
     def __init__(self, inner, finished: dict, store):
@@ -574,17 +579,26 @@ class ReplayEvaluator:
     def map(self, fn: Callable, jobs: Iterable[Job]) -> Iterator[tuple[int, object]]:
         from .outcome import FitnessResult
 
+        def key_of(job):
+            try:
+                return getattr(job[0], "key", None), int(job[1])
+            except (IndexError, TypeError, ValueError):  # not a (genome, seed, ...) job
+                return None
+
+        def replay(key):
+            self.reused += 1
+            metrics = self.finished.pop(key)
+            return FitnessResult(dict(metrics), self.store.get(key[0]) if key[0] in self.store else None)
+
         jobs = list(jobs)
         rest = []
         for i, job in enumerate(jobs):
-            try:
-                key = (getattr(job[0], "key", None), int(job[1]))
-            except (IndexError, TypeError, ValueError):  # not a (genome, seed, ...) job
-                key = None
+            key = key_of(job)
+            members = job[0] if isinstance(job[0], tuple) and job[0] and isinstance(job[0][0], tuple) else None
             if key in self.finished:
-                metrics = self.finished.pop(key)
-                self.reused += 1
-                yield i, FitnessResult(dict(metrics), self.store.get(key[0]) if key[0] in self.store else None)
+                yield i, replay(key)
+            elif members is not None and all(key_of(m) in self.finished for m in members):
+                yield i, [replay(key_of(m)) for m in members]  # a grouped job (evo_snn.grouped) whose members all finished
             else:
                 rest.append(i)
         if not self.finished:

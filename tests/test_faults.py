@@ -332,3 +332,15 @@ def test_search_survives_two_worker_kills_and_gives_the_fault_free_front(tmp_pat
     front = ["uid", "accuracy", "sparsity", "genome_key"]
     pd.testing.assert_frame_equal(pd.read_csv(out / "pareto.csv")[front], pd.read_csv(ref / "pareto.csv")[front])
     print(f"killed workers {killed}; faults recorded: {recorded}")
+
+
+def test_faults_of_a_grouped_job_are_recorded_on_every_member():
+    f = FaultsConfig(fail_rate=0.5, kinds=("raise",), seed=2)
+    seed = next(s for s in range(100) if len(_plan(f, s, 2)) == 1)  # one fault, then success
+
+    def group(members, _seed):  # the shape of evo_snn.grouped.GroupedJobs: one result per member
+        return [probe(v, s) for v, s in members]
+
+    out = dict(SerialEvaluator(max_retries=2, faults=f).map(group, [(((1, 5), (2, 6)), seed)]))
+    assert [r.metrics["value"] for r in out[0]] == [1, 2]
+    assert all(r.metrics["attempts"] == 2 and len(r.metrics["faults"]) == 1 for r in out[0])

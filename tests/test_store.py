@@ -201,3 +201,23 @@ def test_replay_serves_finished_jobs_from_the_store_and_trains_only_the_rest(tmp
     ev.finished.clear()
     list(ev.map(fit, []))
     assert RECOVERED_OWNER not in store._needs
+
+
+def test_replay_serves_a_grouped_job_whose_members_all_finished(tmp_path):
+    from evo_snn.evaluator import ReplayEvaluator, SerialEvaluator
+
+    store = StudentStore(tmp_path / "students")
+    g = [type("G", (), {"key": k})() for k in ("a", "b", "c", "d")]
+    for k in "ab":
+        store.put(k, _state(1.0))
+    finished = {("a", 1): {"accuracy": 0.5}, ("b", 2): {"accuracy": 0.6}, ("c", 3): {"accuracy": 0.7}}
+    calls = []
+
+    def group(members, seed):
+        calls.append([m[0].key for m in members])
+        return [FitnessResult({"accuracy": 0.0}, _state(0.0)) for _ in members]
+
+    ev = ReplayEvaluator(SerialEvaluator(), finished, store)
+    out = dict(ev.map(group, [(((g[0], 1), (g[1], 2)), 1), (((g[2], 3), (g[3], 4)), 3)]))
+    assert [r.metrics["accuracy"] for r in out[0]] == [0.5, 0.6]  # both members had finished: served
+    assert calls == [["c", "d"]] and ev.reused == 2  # d had not: the whole group trains
