@@ -244,6 +244,11 @@ def _rows(run):
     return [json.loads(line) for line in (run / "evaluations.jsonl").read_text().splitlines()]
 
 
+# Long enough that no real evaluation of the tiny search reaches it on a loaded 2-core machine
+# (5 s did: an uninjected timeout then shifts the plan); each injected hang costs this much.
+HANG_TIMEOUT_S = 20
+
+
 def test_search_with_20_percent_faults_of_each_kind_completes_and_records_every_fault(tmp_path, ray_session, one_torch_thread):
     """faults.fail_rate=0.2 over raise, exit and hang on 2 Ray workers: the run completes,
     every injected fault is in evaluations.jsonl, and the front has members."""
@@ -262,11 +267,11 @@ def test_search_with_20_percent_faults_of_each_kind_completes_and_records_every_
     out = tmp_path / "faulty"
     code = main(["--dataset", "synthetic", "--population", "4", "--generations", "1", "--seed", "3", "--no-progress",
                  "--workers", "2", *TINY, "--out", str(out), "--set", "faults.fail_rate=0.2",
-                 "--set", f"faults.seed={fault_seed}", "--set", "search.eval_timeout_s=5"])
+                 "--set", f"faults.seed={fault_seed}", "--set", f"search.eval_timeout_s={HANG_TIMEOUT_S}"])
     assert code == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "completed"
-    assert manifest["evaluator"]["kind"] == "ray" and manifest["evaluator"]["eval_timeout_s"] == 5
+    assert manifest["evaluator"]["kind"] == "ray" and manifest["evaluator"]["eval_timeout_s"] == HANG_TIMEOUT_S
     evaluated = [r for r in _rows(out) if r["status"] != "cached"]
     injected = []
     for r in evaluated:
