@@ -56,7 +56,7 @@ from .train import accuracy
 
 EXIT_USAGE = 2
 PICKS = ("knee", "max-accuracy", "min-energy", "sparsity>=X", "uid=UID")
-ENERGY_UNITS = {"energy_pj": " pJ", "energy_fraction": " (of the dense net's)", "effective_acs": " ACs",
+ENERGY_UNITS = {"energy_pj": " pJ", "energy_fraction": " (of the bound with every synapse active at every step)", "effective_acs": " ACs",
                 "effective_macs": " MACs", "synops": " dense SynOps", "spikes": " spikes", "firing_rate": " spikes/neuron/step"}
 # the energy metric --pick min-energy minimises: the estimate in pJ per sample (evo_snn.energy)
 ENERGY_KEYS = ("energy_pj",)
