@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -44,3 +45,19 @@ def json_default(x):
     if isinstance(x, Path):
         return str(x)
     raise TypeError(f"not JSON serialisable: {type(x).__name__}")
+
+
+def read_jsonl(path: Path) -> tuple[list, int]:
+    """The parsed lines of a JSON-lines file (e.g. ``evaluations.jsonl``), and how many
+    lines were not JSON (one cut short by a crash, or being written). A missing file
+    gives ([], 0). Callers decide what to do with values that are not JSON objects."""
+    path = Path(path)
+    if not path.is_file():
+        return [], 0
+    values, bad = [], 0
+    for line in path.read_text().splitlines():
+        try:
+            values.append(json.loads(line))
+        except ValueError:
+            bad += 1
+    return values, bad

@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .atomic import read_jsonl
+
 EXIT_USAGE = 2
 SUMMARY_SPARSITIES = (0.5, 0.8, 0.9)
 # scalar metrics of the energy counters (``evo_snn.energy.EnergyReport.metrics``, per sample,
@@ -131,17 +133,8 @@ def read_run(path: str | Path) -> RunView:
     config = _read_json(path / "config.json", required=True)
     manifest = _read_json(path / "manifest.json", required=False)
     teacher = _read_json(path / "teacher" / "metrics.json", required=False)
-    rows, skipped = [], 0
-    ev_path = path / "evaluations.jsonl"
-    if ev_path.is_file():
-        for line in ev_path.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except ValueError:
-                skipped += 1
-                continue
-            if isinstance(row, dict):
-                rows.append(row)
+    values, skipped = read_jsonl(path / "evaluations.jsonl")
+    rows = [row for row in values if isinstance(row, dict)]
     evaluations = pd.DataFrame(rows)
     generations = _read_csv(path / "generations.csv")
     front = _read_csv(path / "pareto.csv")

@@ -32,7 +32,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .atomic import atomic_write_bytes, json_default
+from .atomic import atomic_write_bytes, json_default, read_jsonl
 from .nsga import hypervolume, objective_value
 from .train import cpu_state
 
@@ -183,16 +183,9 @@ class RunDir:
         """Rows of evaluations.jsonl with ``gen <= gen``, and how many other lines there were
         (an unfinished generation, or a line cut short by a crash); rewrites the file
         atomically without those lines (``--resume``)."""
-        path = self.path / "evaluations.jsonl"
-        if not path.is_file():
-            return [], 0
-        rows, dropped = [], 0
-        for line in path.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except ValueError:
-                dropped += 1
-                continue
+        values, dropped = read_jsonl(self.path / "evaluations.jsonl")
+        rows = []
+        for row in values:
             if isinstance(row, dict) and isinstance(row.get("gen"), int) and row["gen"] <= gen:
                 rows.append(row)
             else:
@@ -205,18 +198,8 @@ class RunDir:
         """The readable rows of evaluations.jsonl with ``gen > gen`` (those of a generation
         that a kill left unfinished; ``--resume`` reuses the finished ones, see
         ``row_metrics``); lines cut short by a crash are skipped."""
-        path = self.path / "evaluations.jsonl"
-        if not path.is_file():
-            return []
-        rows = []
-        for line in path.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(row, dict) and isinstance(row.get("gen"), int) and row["gen"] > gen:
-                rows.append(row)
-        return rows
+        values, _ = read_jsonl(self.path / "evaluations.jsonl")
+        return [row for row in values if isinstance(row, dict) and isinstance(row.get("gen"), int) and row["gen"] > gen]
 
     # ------------------------------------------------------------------ manifest
     def start(self, argv: list[str], seed: int, device: str, data_root: str | None = None) -> None:
