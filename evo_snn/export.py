@@ -526,10 +526,7 @@ def export_run(run_dir: str | Path, pick: str, retrain_epochs: float = 0.0, out:
     except ValueError as e:
         raise RunDirError(f"{path / 'manifest.json'}: not readable JSON ({e})") from e
     if out is None:  # writing into the run: be its one writer (a running search or --resume holds run.lock)
-        pid = run.running_elsewhere()  # a search started before run.lock existed
         try:
-            if pid is not None:
-                raise RunDirError(f"manifest.json says process {pid} is running it")
             run.lock()
         except RunDirError as e:
             raise ExportError(f"{path} is still being searched ({e}); pass --out DIR to export from its last "

@@ -11,7 +11,10 @@ Layout::
 One writer per run directory: ``RunDir.lock`` takes ``run.lock`` (an OS file lock,
 ``fcntl.flock`` through the ``filelock`` package) and a second search on the same
 directory is refused; the OS drops the lock when its process dies, however it dies
-(SIGKILL included), so a lock left by a dead search is simply taken over.
+(SIGKILL included), so a lock left by a dead search is simply taken over. The lock is
+the only "is this run still being written?" check: manifest.json's ``pid`` and
+``status`` are a record, not a claim (a killed run's manifest still says 'running',
+and its pid may since belong to an unrelated process).
 """
 
 from __future__ import annotations
@@ -220,21 +223,6 @@ class RunDir:
             "data_root": data_root,
         }
         self.write_json("manifest.json", self.manifest)
-
-    def running_elsewhere(self) -> int | None:
-        """The pid of another live process on this host that the manifest says is
-        running this directory (status 'running'), else None."""
-        m = self.manifest
-        pid = m.get("pid")
-        if m.get("status") != "running" or not isinstance(pid, int) or pid == os.getpid() or m.get("host") != platform.node():
-            return None
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        except OSError:  # exists, owned by someone else
-            return pid
-        return pid
 
     def resume(self, argv: list[str], from_gen: int, device: str, **extra) -> None:
         """Mark the run 'running' again: sets ``resumed_from_gen`` and appends an entry

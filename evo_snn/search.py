@@ -141,8 +141,10 @@ def resume_search(args, argv: list[str]) -> int:
     state; drops evaluations.jsonl lines of generations after the checkpoint (they are
     evaluated again, with the same uids and seeds). Exit 2 with a one-line error for a
     refused flag, a missing run directory, checkpoint or teacher file, an invalid
-    config, a ``--generations`` below the checkpoint's generation, a run still
-    running, or data that cannot be loaded (these leave manifest.json untouched), and
+    config, a ``--generations`` below the checkpoint's generation, a run another
+    process is writing (its ``run.lock`` is held; ``RunDir.lock`` is the only such
+    check: a killed run's manifest still says 'running' and names a pid that may have
+    been reused), or data that cannot be loaded (these leave manifest.json untouched), and
     for a teacher or checkpoint that does not fit the config (status 'failed'). A run
     stopped before its first checkpoint goes to ``restart_search``.
     """
@@ -170,10 +172,6 @@ def resume_search(args, argv: list[str]) -> int:
             if not (run.teacher / name).is_file():
                 raise RunDirError(f"{run.teacher / name} not found; a run resumes with its own teacher"
                                   + (" (kd.mode 'ann' needs its ANN teacher too)" if name == "ann_teacher.pt" else ""))
-        pid = run.running_elsewhere()
-        if pid is not None:
-            raise RunDirError(f"{run.path} is still being run by process {pid} on this host (manifest status "
-                              "'running'); stop that process first")
         data_root = args.data_root or run.manifest.get("data_root")
         splits = load_splits(cfg.dataset, data_root, cfg.data, seed=cfg.search.seed, progress=progress)
         check_model(cfg, splits)
@@ -214,10 +212,6 @@ def restart_search(run: RunDir, args, argv: list[str]) -> int:
     progress = not args.no_progress
     try:
         cfg = read_run_config(run.path / "config.json", generations=args.generations, workers=args.workers)
-        pid = run.running_elsewhere()
-        if pid is not None:
-            raise RunDirError(f"{run.path} is still being run by process {pid} on this host (manifest status "
-                              "'running'); stop that process first")
         original = build_parser().parse_args(list(run.manifest.get("argv", []))[3:])
         data_root = args.data_root or run.manifest.get("data_root")
         splits = load_splits(cfg.dataset, data_root, cfg.data, seed=cfg.search.seed, progress=progress)

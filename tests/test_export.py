@@ -299,11 +299,11 @@ def test_a_running_search_is_exported_only_elsewhere(run_copy, tmp_path, capsys)
         assert export.main([str(run_copy), "--pick", "knee", "--out", str(tmp_path / "o"), "--no-progress"]) == 0
     finally:
         holder.unlock()
-    m = json.loads((run_copy / "manifest.json").read_text())  # a search started before run.lock existed
-    m.update(status="running", pid=os.getppid(), host=platform.node())  # a live process that is not us
+    m = json.loads((run_copy / "manifest.json").read_text())  # a killed search's manifest, its pid reused
+    m.update(status="running", pid=os.getppid(), host=platform.node())  # a live process that is not a search
     (run_copy / "manifest.json").write_text(json.dumps(m))
-    assert export.main([str(run_copy), "--pick", "knee", "--no-progress"]) == 2
-    assert "process" in capsys.readouterr().err
+    assert export.main([str(run_copy), "--pick", "knee", "--no-progress"]) == 0  # only run.lock refuses
+    assert len(list((run_copy / "exported").iterdir())) >= len(before)
 
 
 def test_nir_flag(run_copy, tmp_path, capsys, monkeypatch):

@@ -62,3 +62,59 @@ def test_resume_is_refused_while_another_process_holds_the_run_and_a_dead_holder
     assert main(["--resume", str(run.path), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "being written" not in err and "checkpoint" in err
+
+
+# ------------------------------------------- the lock is the only "still running?" check
+def _killed_run(tmp_path, *, checkpoint: bool):
+    """A tiny synthetic run as a SIGKILLed search leaves it: manifest.json still says
+    'running', with a pid that now belongs to a live, unrelated process (pid 1)."""
+    from evo_snn.checkpoint import CheckpointWriter, student_store
+    from evo_snn.config import load_config
+
+    cfg = load_config("synthetic", None, ["data.synthetic_classes=3", "data.synthetic_train_per_class=8",
+                                          "data.synthetic_test_per_class=2", "data.synthetic_size=8", "data.frames=2",
+                                          "model.channels=[4]"])
+    run = RunDir.create(tmp_path / "r", "synthetic", "t")
+    run.write_json("config.json", cfg.to_dict())
+    run.start(["python", "-m", "evo_snn.search", "--dataset", "synthetic"], seed=0, device="cpu")
+    run.write_json("manifest.json", {**run.manifest, "pid": 1})  # status 'running', pid alive on this host
+    if checkpoint:
+        (run.teacher / "teacher.pt").write_bytes(b"")  # resume_search checks that it is there; _execute would load it
+        ckpts = run.path / "checkpoints"
+        CheckpointWriter(ckpts, student_store(ckpts)).save({"gen": 0, "population": [], "archive": [], "results": {},
+                                                            "genomes": {}})
+    return run
+
+
+@pytest.mark.parametrize("checkpoint", [True, False], ids=["resume", "restart-before-first-checkpoint"])
+def test_a_live_pid_in_the_manifest_does_not_block_resume_only_a_held_lock_does(tmp_path, capsys, monkeypatch, checkpoint):
+    import json
+    import os
+
+    import evo_snn.search as search_mod
+
+    run = _killed_run(tmp_path, checkpoint=checkpoint)
+    os.kill(1, 0)  # pid 1 is alive (PermissionError would mean alive too, and fails this test loudly)
+    calls = []
+
+    def fake_execute(run_, cfg, splits, device, args, ckpt=None, **kw):  # the stages themselves are tested elsewhere
+        calls.append((run_.path, ckpt.gen if ckpt is not None else None))
+        assert run_._lock is not None  # it runs as the run's one writer
+        return 0
+
+    monkeypatch.setattr(search_mod, "_execute", fake_execute)
+    proc = _holder(run.path)  # a search holds the run: refused whatever the manifest says
+    try:
+        assert main(["--resume", str(run.path), "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and str(run.path / LOCK_FILE) in err
+        assert "being written by another search (manifest.json: pid 1 on host" in err
+        assert "wait for that search to end or stop it" in err and calls == []
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    # nobody holds run.lock: the manifest's live pid 1 is not the run's search, --resume goes on
+    assert main(["--resume", str(run.path), "--no-progress"]) == 0, capsys.readouterr().err
+    assert calls == [(run.path, 0 if checkpoint else None)]
+    m = json.loads((run.path / "manifest.json").read_text())
+    assert m["pid"] == os.getpid() and m["resumes"][-1]["previous_status"] == "running"

@@ -135,23 +135,22 @@ def test_manifest_start_finish_resume_and_note(tmp_path):
     assert _no_tmp_files(run.path) == []
 
 
-def test_running_elsewhere_sees_only_a_live_other_process_on_this_host(tmp_path):
+def test_the_lock_ignores_a_manifest_that_names_a_live_unrelated_process(tmp_path):
+    """A killed run's manifest still says 'running' with its pid, which may since belong to
+    another process: only run.lock says whether the directory is being written."""
     run = RunDir.create(tmp_path / "run", "synthetic", "x")
     run.start([], seed=0, device="cpu")
-    assert run.running_elsewhere() is None  # this process
     child = subprocess.Popen(["sleep", "30"])
     try:
-        run.manifest.update(pid=child.pid)
-        assert run.running_elsewhere() == child.pid
-        run.manifest.update(host=platform.node() + "-other")
-        assert run.running_elsewhere() is None  # another host: cannot tell
-        run.manifest.update(host=platform.node(), status="interrupted")
-        assert run.running_elsewhere() is None
-        run.manifest.update(status="running")
+        run.write_json("manifest.json", {**run.manifest, "pid": child.pid})  # alive, on this host, not a search
+        again = RunDir.open(run.path)
+        assert again.manifest["status"] == "running" and again.manifest["host"] == platform.node()
+        again.lock()
+        assert again._lock is not None and not hasattr(again, "running_elsewhere")
+        again.unlock()
     finally:
         child.kill()
         child.wait()
-    assert run.running_elsewhere() is None  # the process is gone
 
 
 # ---------------------------------------------------------------------- truncate_evaluations
