@@ -107,6 +107,12 @@ class ModelConfig:
       round(width * c), at least 1); 1.0 = the published widths.
     dropout: dropout before the readout FC (conv_snn, ResNet/WRN/VGG: 0 = none;
       dvs_gesture_net: 0 = its default 0.5).
+    neuron_backend: which spikingjelly implementation runs the spiking neurons
+      (``evo_snn.models.neurons.select_backend``): 'auto' (default: the fastest one that
+      imports and runs on the device; always 'torch' on the CPU) | 'torch' (the reference,
+      on any device) | 'cuda' (spikingjelly 2.x's native CUDA kernels) | 'triton' |
+      'cupy' (spikingjelly 0.0.0.x only); all but 'auto' and 'torch' need a CUDA device.
+      The choice is recorded as ``backend`` in manifest.json and in each evaluation.
     """
 
     name: str = "tiny_conv"
@@ -120,6 +126,7 @@ class ModelConfig:
     detach_reset: bool = True
     dropout: float = 0.0
     width: float = 1.0
+    neuron_backend: str = "auto"
 
     def ann_twin(self) -> "ModelConfig":
         """The same model with nn.ReLU in place of every spiking neuron (ANN-teacher KD)."""
@@ -170,6 +177,7 @@ class GenomeConfig:
     mask_mutation: str = "random"
 
 
+NEURON_BACKENDS = ("auto", "torch", "cuda", "triton", "cupy")  # model.neuron_backend (evo_snn.models.neurons)
 SPLIT_MODES = ("number", "time")  # how events are cut into frames (evo_snn.data.events)
 RESIZE_FILTERS = ("nearest", "box", "bilinear", "hamming", "bicubic", "lanczos")
 
@@ -212,10 +220,39 @@ class KDConfig:
     student_mask: str = "genome"
 
 
+AMP_MODES = ("none", "bf16", "fp16")  # train.amp (evo_snn.train.autocast)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How every training loop runs (teacher training and each genome's KD training,
+    ``evo_snn.train.train_steps``): the GPU hot path. The defaults change nothing.
+
+    amp: automatic mixed precision of the training forwards (student and teacher):
+      'none' (default: float32) | 'bf16' (``torch.autocast`` with bfloat16, any device) |
+      'fp16' (float16 with a ``GradScaler``; CUDA only). Weights, optimizer state and the
+      loss (the KD softmax / KL and cross-entropy) stay float32; validation passes run in
+      float32, so accuracies are measured as without AMP.
+    channels_last: convert the nets (4-D conv weights) and each batch to the channels-last
+      memory layout. spikingjelly's multi-step layers flatten ``[T, N, C, H, W]`` to
+      ``[T*N, C, H, W]`` (a view), so a batch laid out as ``[T, N, H, W, C]`` in memory
+      reaches every conv and BatchNorm as channels-last; neurons are element-wise and keep
+      it. Same values up to float rounding (a spike may flip where a membrane potential
+      sits on the threshold). Default false.
+    """
+
+    amp: str = "none"
+    channels_last: bool = False
+
+
 @dataclass(frozen=True)
 class SearchConfig:
     """NSGA-II settings. population must be a multiple of 4 (DEAP's selTournamentDCD).
 
+    measure_teacher: measure each genome's sparse teacher on the validation split
+      (``teacher_accuracy`` in the metrics, pareto.csv and the model card; about 5-7 % of an
+      N-MNIST evaluation). false skips that pass and records ``teacher_accuracy`` as null;
+      the search never reads it. Default true.
     final_epochs: KD epochs (may be < 1) with which a selected member is retrained from
       its genome, with the same KD settings, before its single test measurement
       (``evo_snn.baselines``; the baselines get the same retraining); 0 = no
@@ -252,6 +289,7 @@ class SearchConfig:
     workers: int = 1
     seed: int = 0
     tag: str = "search"
+    measure_teacher: bool = True
     final_epochs: float = 0.0
     inherit_weights: bool = False
     max_retries: int = 2
@@ -318,6 +356,7 @@ class Config:
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     genome: GenomeConfig = field(default_factory=GenomeConfig)
     kd: KDConfig = field(default_factory=KDConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     faults: FaultsConfig = field(default_factory=FaultsConfig)
     energy: EnergyConfig = field(default_factory=EnergyConfig)
@@ -367,6 +406,9 @@ class Config:
             (self.kd.epochs > 0, "kd.epochs must be > 0"),
             (self.kd.student_init in ("teacher", "scratch"), "kd.student_init must be 'teacher' or 'scratch'"),
             (self.kd.student_mask in ("genome", "dense"), "kd.student_mask must be 'genome' or 'dense'"),
+            (self.train.amp in AMP_MODES, f"train.amp must be one of {list(AMP_MODES)}, got {self.train.amp!r}"),
+            (self.model.neuron_backend in NEURON_BACKENDS,
+             f"model.neuron_backend must be one of {list(NEURON_BACKENDS)}, got {self.model.neuron_backend!r}"),
             (self.search.population >= 4 and self.search.population % 4 == 0, "search.population must be a multiple of 4 (>= 4)"),
             (self.search.generations >= 0, "search.generations must be >= 0"),
             (self.search.workers >= 1, "search.workers must be >= 1"),

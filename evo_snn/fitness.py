@@ -30,7 +30,7 @@ from .kd import kd_mode, student_loss, teacher_for
 from .models import build_model, select_backend
 from .outcome import FitnessResult  # noqa: F401  (re-exported: evaluators and tests import it here)
 from .pruning import MaskHooks, fold_masks, sparse_copy, weight_sparsity
-from .train import accuracy, cpu_state, predict_logits, samples_processed, train_steps
+from .train import accuracy, channels_last, cpu_state, predict_logits, samples_processed, train_steps
 
 
 @dataclass
@@ -71,7 +71,11 @@ class GenomeFitness:
         self.teacher = self.build()
         self.teacher.load_state_dict(ctx.teacher_state)
         self.teacher.requires_grad_(False).eval()
-        self.backend = select_backend(self.teacher, self.device)  # students copy the teacher's nodes
+        # students copy the teacher's nodes; raises ConfigError for a model.neuron_backend that cannot run here
+        self.backend = select_backend(self.teacher, self.device, ctx.cfg.model.neuron_backend)
+        self.hot_path = ctx.cfg.train  # AMP / channels-last of the KD training (evo_snn.train)
+        if self.hot_path.channels_last:
+            channels_last(self.teacher)  # its sparse copies and the students copied from them inherit the layout
         self.ann_teacher = None
         if kd_mode(ctx.cfg.kd.mode).needs_ann:
             if ctx.ann_teacher_state is None:
@@ -98,10 +102,18 @@ class GenomeFitness:
         model_cfg = c.cfg.model.ann_twin() if ann else c.cfg.model
         return build_model(model_cfg, c.frame_shape, c.num_classes).to(self.device)
 
+    def teacher_accuracy(self, sparse_teacher: nn.Module) -> float | None:
+        """The sparse teacher's validation accuracy in [0, 1], or None when
+        ``search.measure_teacher`` is false (the pass is skipped)."""
+        if not self.ctx.cfg.search.measure_teacher:
+            return None
+        return accuracy(sparse_teacher, self.ctx.val, channels_last=self.hot_path.channels_last)
+
     def __call__(self, genome: Genome, seed: int, init_state: dict[str, torch.Tensor] | None = None) -> FitnessResult:
         """KD-train a student for ``genome`` and score it on validation.
 
-        metrics: accuracy, sparsity, teacher_accuracy, ..., and the student's counts on the
+        metrics: accuracy, sparsity, teacher_accuracy (None with ``search.measure_teacher``
+        false), ..., and the student's counts on the
         validation pass, per sample (``EnergyReport.metrics``): ``synops``, ``effective_acs``,
         ``effective_macs``, ``energy_pj``, ``energy_fraction`` (the ``energy`` objective),
         ``spikes``, ``firing_rate``, ``activation_sparsity`` and per-layer dicts.
@@ -116,11 +128,11 @@ class GenomeFitness:
         t0 = time.perf_counter()
         kd = self.ctx.cfg.kd
         student, teacher, hooks = self._prepare(genome, seed, init_state)
-        teacher_acc = accuracy(teacher, self.ctx.val)
+        teacher_acc = self.teacher_accuracy(teacher)
 
         teaching = teacher_for(kd.mode, sparse=teacher, dense=self.teacher, ann=self.ann_teacher)
         kd_loss = student_loss(kd, self.ctx.num_classes, teaching)
-        train_loss = train_steps(student, self.ctx.train, epochs=kd.epochs, batch_size=kd.batch_size, lr=kd.lr, loss_fn=kd_loss, seed=seed)
+        train_loss = train_steps(student, self.ctx.train, hot_path=self.hot_path, epochs=kd.epochs, batch_size=kd.batch_size, lr=kd.lr, loss_fn=kd_loss, seed=seed)
         hooks.remove()
         metrics = self._score(student, genome, teacher_acc, train_loss, init_state is not None)
         metrics["wall_s"] = time.perf_counter() - t0
@@ -152,7 +164,7 @@ class GenomeFitness:
         kd = self.ctx.cfg.kd
         energy = self.ctx.cfg.energy
         with EnergyCounter(student, energy.e_ac_pj, energy.e_mac_pj) as counter:  # hooks only read: same accuracy
-            student_acc = accuracy(student, self.ctx.val)
+            student_acc = accuracy(student, self.ctx.val, channels_last=self.hot_path.channels_last)
         sparsity, per_layer = weight_sparsity(student, self.ctx.layers)
         return {
             "accuracy": student_acc,
@@ -182,7 +194,8 @@ class GenomeFitness:
         job whose genome does not fit the model gets its Exception; the others train.
         Seed scheme: batch order and augmentation from the first job's seed, student k's
         initialisation from its own seed (see ``evo_snn.grouped``). One job: ``[self(*job)]``.
-        teacher_accuracy: each sparse teacher's validation accuracy, from one grouped pass.
+        teacher_accuracy: each sparse teacher's validation accuracy, from one grouped pass
+        (None for every member with ``search.measure_teacher`` false: no pass).
         """
         if len(jobs) == 1:
             try:
@@ -214,9 +227,13 @@ class GenomeFitness:
         net = group(students)
         handles = group_masks(net, masks)
         sparse_group = group(teachers).requires_grad_(False).eval()
-        val_logits = predict_logits(sparse_group, self.ctx.val)  # (N_val, K, classes)
-        teacher_accs = [(val_logits[:, k].argmax(1) == self.ctx.val.labels).float().mean().item() if len(self.ctx.val)
-                        else float("nan") for k in range(len(ok))]
+        if self.hot_path.channels_last:
+            channels_last(sparse_group)
+        teacher_accs: list[float | None] = [None] * len(ok)
+        if self.ctx.cfg.search.measure_teacher:
+            val_logits = predict_logits(sparse_group, self.ctx.val, channels_last=self.hot_path.channels_last)  # (N_val, K, classes)
+            teacher_accs = [(val_logits[:, k].argmax(1) == self.ctx.val.labels).float().mean().item() if len(self.ctx.val)
+                            else float("nan") for k in range(len(ok))]
         mode = kd_mode(kd.mode)
         single = teacher_for(kd.mode, sparse=None, dense=self.teacher, ann=self.ann_teacher) if mode.teacher != "sparse" else None
         per_step: list[torch.Tensor] = []
@@ -235,7 +252,7 @@ class GenomeFitness:
             per_step.append(losses.detach())
             return losses.sum()
 
-        train_steps(net, self.ctx.train, epochs=kd.epochs, batch_size=kd.batch_size, lr=kd.lr, loss_fn=loss_fn, seed=seed0)
+        train_steps(net, self.ctx.train, hot_path=self.hot_path, epochs=kd.epochs, batch_size=kd.batch_size, lr=kd.lr, loss_fn=loss_fn, seed=seed0)
         for h in handles:
             h.remove()
         per_epoch = math.ceil(len(self.ctx.train) / kd.batch_size)

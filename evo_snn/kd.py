@@ -83,7 +83,8 @@ class KDLoss(nn.Module):
 
     alpha: weight of the KD term in [0, 1]; temperature: tau > 0.
     forward(z_s, z_t, y): student logits [N, C], teacher logits [N, C] (no gradient
-    flows into them), labels [N] int64 -> scalar loss.
+    flows into them), labels [N] int64 -> scalar loss, computed in float32 whatever the
+    logits' dtype (mixed-precision training, ``train.amp``).
     """
 
     def __init__(self, alpha: float, temperature: float):
@@ -94,7 +95,8 @@ class KDLoss(nn.Module):
 
     def forward(self, z_s: torch.Tensor, z_t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         tau = self.temperature
-        kl = F.kl_div(F.log_softmax(z_s / tau, dim=1), F.softmax(z_t.detach() / tau, dim=1), reduction="batchmean")
+        z_s, z_t = z_s.float(), z_t.detach().float()  # no-ops for float32 logits
+        kl = F.kl_div(F.log_softmax(z_s / tau, dim=1), F.softmax(z_t / tau, dim=1), reduction="batchmean")
         return self.alpha * tau * tau * kl + (1.0 - self.alpha) * F.cross_entropy(z_s, y)
 
 
@@ -146,6 +148,7 @@ class VirtualTeacherLoss(nn.Module):
 
     def forward(self, z_s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         tau = self.temperature
+        z_s = z_s.float()  # the loss in float32 (a no-op for float32 logits)
         q_v = virtual_teacher_probs(y, z_s.shape[1], self.correct_prob, tau, self.form)
         if self.form == "paper":
             kl = F.kl_div(F.log_softmax(z_s, dim=1), q_v, reduction="batchmean")

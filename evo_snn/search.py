@@ -41,14 +41,14 @@ from .export import finalize
 from .fitness import FitnessContext, default_device
 from .genome import GenomeOps
 from .kd import kd_mode
-from .models import build_model, model_names, select_backend
+from .models import build_model, check_backend_request, model_names, select_backend
 from .nsga import StructureSearch
 from .plots import plot_run
 from .pruning import prunable_layers, weight_magnitudes
 from .rundir import RunDir, RunDirError, RunLogger, pareto_frame, row_metrics, sigterm_as_interrupt
 from .teacher import TeacherLoadError
 from .teacher import prepare as prepare_teachers
-from .train import cpu_state
+from .train import check_hot_path, cpu_state
 
 EXIT_USAGE = 2
 
@@ -99,13 +99,20 @@ def _cli_overrides(args) -> list[str]:
     return [f"{key}={getattr(args, name)}" for name, key in flags.items() if getattr(args, name) is not None]
 
 
-def check_model(cfg, splits) -> None:
+def check_model(cfg, splits, device: torch.device | None = None) -> None:
     """Build the configured model once so that a bad model.* or genome.prunable fails
-    before any output is written; raises ConfigError."""
+    before any output is written, and check that ``model.neuron_backend`` and ``train.amp``
+    can run on ``device`` (default: the run's device); raises ConfigError."""
     try:
-        prunable_layers(build_model(cfg.model, splits.frame_shape, splits.num_classes), cfg.genome.prunable)
+        net = build_model(cfg.model, splits.frame_shape, splits.num_classes)
+        prunable_layers(net, cfg.genome.prunable)
     except ValueError as e:
         raise ConfigError(f"model {cfg.model.name!r} with input {list(splits.frame_shape)}: {e}") from e
+    device = device or default_device()
+    check_hot_path(cfg.train, device)
+    check_backend_request(cfg.model.neuron_backend, device)
+    if device.type == "cuda" and cfg.model.neuron_backend != "auto":
+        select_backend(net.to(device), device, cfg.model.neuron_backend)  # imports and runs here, or ConfigError
 
 
 def run_search(args, argv: list[str]) -> int:
@@ -264,7 +271,8 @@ def _execute(run: RunDir, cfg: Config, splits, device, args, ckpt: Checkpoint | 
                                     teacher_path=args.teacher, progress=progress)
         if teachers.fresh:
             run.save_teachers(teachers)
-        run.note(backend=select_backend(teachers.dense, device))
+        run.note(backend=select_backend(teachers.dense, device, cfg.model.neuron_backend),
+                 neuron_backend_requested=cfg.model.neuron_backend)
 
         layers = tuple(prunable_layers(teachers.dense, cfg.genome.prunable))
         ctx = FitnessContext(cfg, splits.train, splits.val, splits.frame_shape, splits.num_classes,

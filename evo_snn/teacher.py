@@ -29,6 +29,7 @@ def train_teacher(cfg: Config, splits: Splits, seed: int, device: torch.device, 
     Returns (model in eval mode, metrics with ``val_accuracy`` in [0, 1], ``epochs``,
     ``train_loss``, ``wall_s``). The validation accuracy after each epoch is logged
     under ``val_curve``; it is not used to pick an epoch (the last one is kept).
+    Trained under ``cfg.train`` (AMP, channels-last); validated in float32.
     """
     t0 = time.perf_counter()
     torch.manual_seed(seed)
@@ -37,16 +38,17 @@ def train_teacher(cfg: Config, splits: Splits, seed: int, device: torch.device, 
     curve: list[float] = []
 
     def on_epoch(epoch: int) -> None:
-        curve.append(accuracy(model, splits.val))
+        curve.append(accuracy(model, splits.val, channels_last=cfg.train.channels_last))
         model.train()
         if progress:
             tqdm.write(f"teacher epoch {epoch}/{tc.epochs}: val accuracy {curve[-1]:.3f}")
 
     loss = train_steps(model, splits.train, epochs=tc.epochs, batch_size=tc.batch_size, lr=tc.lr, weight_decay=tc.weight_decay,
-                       loss_fn=ce_loss, seed=seed, progress="teacher" if progress else None, epoch_end=on_epoch)
+                       loss_fn=ce_loss, seed=seed, progress="teacher" if progress else None, epoch_end=on_epoch,
+                       hot_path=cfg.train)
     model.eval()
     # the last epoch's validation pass already measured the final model
-    val_accuracy = curve[-1] if len(curve) == tc.epochs else accuracy(model, splits.val)
+    val_accuracy = curve[-1] if len(curve) == tc.epochs else accuracy(model, splits.val, channels_last=cfg.train.channels_last)
     metrics = {"val_accuracy": val_accuracy, "epochs": tc.epochs, "train_loss": loss,
                "val_curve": curve, "wall_s": time.perf_counter() - t0, "source": "trained"}
     return model, metrics

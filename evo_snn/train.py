@@ -4,10 +4,17 @@ Frame sets are stored sample-major (``[N, T, C, H, W]``); ``FrameSet.to_seq`` tu
 each batch into the spikingjelly layout ``x_seq: [T, N, C, H, W]`` (augmenting
 training batches where the data set says so) before the forward pass, and
 ``functional.reset_net`` runs after every batch, in evaluation too.
+
+The GPU hot path (``TrainConfig``, the config's ``train`` section; the defaults change
+nothing): ``autocast`` (``train.amp``: bf16 or fp16 mixed precision of the training
+forwards, the loss in float32), ``channels_last_seq`` / ``channels_last``
+(``train.channels_last``) and ``to_device`` (pinned memory and ``non_blocking`` copies of
+CPU batches to a CUDA device).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Callable
 
@@ -18,7 +25,61 @@ from spikingjelly.activation_based import functional
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
 from tqdm.auto import tqdm
 
+from .config import AMP_MODES, ConfigError, TrainConfig
 from .data import FrameSet
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+"""``train.amp`` -> the autocast dtype ('none' runs float32 without autocast)."""
+
+
+def check_hot_path(train_cfg: TrainConfig, device: torch.device | str) -> None:
+    """raises ConfigError when ``train.amp`` cannot run on ``device``: 'fp16' needs CUDA
+    (its GradScaler), 'bf16' on CUDA needs a GPU with bfloat16 (compute capability 8+)."""
+    device = torch.device(device)
+    if train_cfg.amp not in AMP_MODES:
+        raise ConfigError(f"train.amp must be one of {list(AMP_MODES)}, got {train_cfg.amp!r}")
+    if train_cfg.amp == "fp16" and device.type != "cuda":
+        raise ConfigError(f"train.amp 'fp16' needs a CUDA device (its GradScaler), the device is {device}; "
+                          "use train.amp=bf16 or none")
+    if train_cfg.amp == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError(f"train.amp 'bf16': {device} has no bfloat16 support; use train.amp=fp16 or none")
+
+
+def autocast(amp: str, device: torch.device | str) -> contextlib.AbstractContextManager:
+    """The context that runs forwards under ``train.amp``: ``torch.autocast(device.type,
+    dtype)`` for 'bf16' / 'fp16', a no-op context for 'none'. raises ValueError for an
+    unknown mode."""
+    if amp == "none":
+        return contextlib.nullcontext()
+    if amp not in AMP_DTYPES:
+        raise ValueError(f"unknown amp mode {amp!r}; known: {list(AMP_MODES)}")
+    return torch.autocast(device_type=torch.device(device).type, dtype=AMP_DTYPES[amp])
+
+
+def to_device(x: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """``x`` on ``device``. A CPU tensor bound for a CUDA device is copied into pinned
+    (page-locked) memory and sent with ``non_blocking=True``, so the copy overlaps the
+    GPU's work; anywhere else ``x.to(device)`` (the same tensor, not pinned, when it is
+    already there, e.g. CPU -> CPU or a device-resident data set)."""
+    device = torch.device(device)
+    if device.type == "cuda" and x.device.type == "cpu":
+        return x.pin_memory().to(device, non_blocking=True)
+    return x.to(device)
+
+
+def channels_last_seq(x_seq: torch.Tensor) -> torch.Tensor:
+    """``x_seq: [T, N, C, H, W]`` (same shape and values) laid out as ``[T, N, H, W, C]`` in
+    memory, so that spikingjelly's multi-step flatten to ``[T*N, C, H, W]`` (a view) is a
+    channels-last tensor. Other ranks are returned as they are."""
+    if x_seq.dim() != 5:
+        return x_seq
+    return x_seq.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
+
+
+def channels_last(model: nn.Module) -> nn.Module:
+    """``model`` with every 4-D parameter and buffer (conv weights) in the channels-last
+    memory format, in place (the Parameter objects, and hooks on them, stay); returns it."""
+    return model.to(memory_format=torch.channels_last)
 
 
 def loader(fs: FrameSet, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
@@ -31,24 +92,26 @@ def loader(fs: FrameSet, batch_size: int, shuffle: bool, seed: int = 0) -> DataL
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, fs: FrameSet, batch_size: int = 64) -> torch.Tensor:
-    """Logits [N, num_classes] of ``model`` in eval mode over the frame set (CPU tensor)."""
+def predict_logits(model: nn.Module, fs: FrameSet, batch_size: int = 64, *, channels_last: bool = False) -> torch.Tensor:
+    """Logits [N, num_classes] of ``model`` in eval mode over the frame set (CPU tensor),
+    float32. channels_last: batches in the channels-last layout (``channels_last_seq``)."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     out = []
     for x, _ in loader(fs, batch_size, shuffle=False):
-        out.append(model(fs.to_seq(x, train=False).to(device)).cpu())
+        x_seq = to_device(fs.to_seq(x, train=False), device)
+        out.append(model(channels_last_seq(x_seq) if channels_last else x_seq).cpu())
         functional.reset_net(model)
     model.train(was_training)
     return torch.cat(out) if out else torch.empty(0)
 
 
-def accuracy(model: nn.Module, fs: FrameSet, batch_size: int = 64) -> float:
-    """Top-1 accuracy, a fraction in [0, 1]."""
+def accuracy(model: nn.Module, fs: FrameSet, batch_size: int = 64, *, channels_last: bool = False) -> float:
+    """Top-1 accuracy, a fraction in [0, 1] (nan for an empty set)."""
     if len(fs) == 0:
         return float("nan")
-    return (predict_logits(model, fs, batch_size).argmax(1) == fs.labels).float().mean().item()
+    return (predict_logits(model, fs, batch_size, channels_last=channels_last).argmax(1) == fs.labels).float().mean().item()
 
 
 def cpu_state(model_or_state: nn.Module | dict) -> dict[str, torch.Tensor]:
@@ -83,13 +146,23 @@ def train_steps(
     weight_decay: float = 0.0,
     progress: str | None = None,
     epoch_end: Callable[[int], None] | None = None,
+    hot_path: TrainConfig | None = None,
 ) -> float:
     """Adam with a cosine schedule for ``epochs`` (may be fractional) over ``fs``.
 
-    loss_fn(logits, labels, x_seq) -> scalar. Returns the mean training loss of the
-    last epoch. ``epoch_end(epoch)`` is called after each full epoch.
+    loss_fn(logits, labels, x_seq) -> scalar, called with float32 logits ``[N, classes]``
+    inside the ``train.amp`` autocast context (a teacher forward in it runs in mixed
+    precision too; the KD losses take float32 of the teacher's logits). Returns the mean
+    training loss of the last epoch. ``epoch_end(epoch)`` is called after each full epoch.
+    hot_path: ``train.amp`` / ``train.channels_last`` (None = the defaults: float32, the
+    default layout). With 'fp16' a ``GradScaler`` scales the loss (steps with inf/nan
+    gradients are skipped). channels_last converts ``model`` in place and each batch.
     """
+    hot_path = hot_path or TrainConfig()
     device = next(model.parameters()).device
+    if hot_path.channels_last:
+        channels_last(model)
+    scaler = torch.amp.GradScaler(device.type) if hot_path.amp == "fp16" else None
     dl = loader(fs, batch_size, shuffle=True, seed=seed)
     aug_gen = torch.Generator().manual_seed(seed + 1)
     steps = max(1, math.ceil(epochs * len(dl)))
@@ -101,11 +174,19 @@ def train_steps(
     while step < steps:
         losses = []
         for x, y in dl:
-            x_seq, y = fs.to_seq(x, train=True, generator=aug_gen).to(device), y.to(device)
-            loss = loss_fn(model(x_seq), y, x_seq)
+            x_seq, y = to_device(fs.to_seq(x, train=True, generator=aug_gen), device), to_device(y, device)
+            if hot_path.channels_last:
+                x_seq = channels_last_seq(x_seq)
+            with autocast(hot_path.amp, device):
+                loss = loss_fn(model(x_seq).float(), y, x_seq)  # .float(): the loss in float32 (a no-op without amp)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            if scaler is None:
+                loss.backward()
+                opt.step()
+            else:
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
             sched.step()
             functional.reset_net(model)
             losses.append(loss.detach())  # .item() once per epoch, not per step: no device sync per step

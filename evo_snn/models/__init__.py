@@ -26,7 +26,8 @@ the neuron as a factory, as spikingjelly's own models do::
 ``build_model(cfg, frame_shape, num_classes)`` is the one reader of ``ModelConfig``: it
 turns the neuron settings into that factory (``neuron_factory``) and sets step mode 'm'.
 ``ModelConfig.neuron = 'relu'`` builds the ANN twin of any of them (factory ``nn.ReLU``).
-``select_backend(net, device)`` picks the spikingjelly neuron backend on a GPU.
+``select_backend(net, device, requested)`` picks the spikingjelly neuron backend on a GPU
+(``ModelConfig.neuron_backend``).
 """
 
 from .neurons import (
@@ -36,6 +37,7 @@ from .neurons import (
     SURROGATES,
     NeuronFactory,
     SpikingNeuronFactory,
+    check_backend_request,
     neuron_factory,
     select_backend,
     spiking_nodes,
@@ -50,7 +52,7 @@ from .vgg import SpikingVGG, vgg16, vgg16_tiny
 __all__ = [
     "ANN_ACTIVATIONS", "NEURON_CHOICES", "NEURONS", "SURROGATES", "ModelBuilder", "NeuronFactory",
     "SpikingNet", "SpikingNeuronFactory", "SpikingResNet", "SpikingVGG", "SpikingWideResNet",
-    "build_model", "conv_snn", "dvs_gesture_net", "dvs_gesture_net_tiny", "model_names",
+    "build_model", "check_backend_request", "conv_snn", "dvs_gesture_net", "dvs_gesture_net_tiny", "model_names",
     "neuron_factory", "register_model", "resnet18", "resnet18_tiny", "scale_width", "select_backend",
     "spiking_nodes", "vgg16", "vgg16_tiny", "wrn16_4", "wrn16_4_tiny",
 ]

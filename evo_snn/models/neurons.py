@@ -22,6 +22,7 @@ models do); ``neuron_factory(cfg)`` turns a ``ModelConfig`` into one, and only
 from __future__ import annotations
 
 import copy
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -29,7 +30,7 @@ import torch
 import torch.nn as nn
 from spikingjelly.activation_based import neuron, surrogate
 
-from ..config import ModelConfig
+from ..config import NEURON_BACKENDS, ConfigError, ModelConfig
 
 NEURONS = {"if": neuron.IFNode, "lif": neuron.LIFNode, "plif": neuron.ParametricLIFNode}
 """Spiking neuron classes by ``ModelConfig.neuron`` name."""
@@ -118,7 +119,10 @@ def spiking_nodes(net: nn.Module) -> list[nn.Module]:
 # import). Surrogates outside its fused set (e.g. Rect) run the torch reference.
 
 _SJ2_KINDS = {"IFNode": "if", "LIFNode": "lif", "ParametricLIFNode": "plif"}
+_SJ2_PACKAGES = {"if": "if_", "lif": "lif", "plif": "plif"}  # spikingjelly._ops.<package>._selection
+_SJ2_BACKENDS = ("cuda", "triton", "torch")  # the names spikingjelly 2.x's selection takes
 _LEGACY_ORDER = ("triton", "cupy")
+_LEGACY_BACKENDS = ("torch", "cupy", "triton")
 
 
 def _probe(node: nn.Module, device: torch.device, backend: str | None = None) -> bool:
@@ -140,8 +144,19 @@ def _probe(node: nn.Module, device: torch.device, backend: str | None = None) ->
         return False
 
 
-def _select_legacy(nodes: list[nn.Module], device: torch.device) -> str:
-    if device.type == "cuda":
+def _select_legacy(nodes: list[nn.Module], device: torch.device, requested: str = "auto") -> str:
+    if requested not in ("auto", *_LEGACY_BACKENDS):
+        raise ConfigError(f"model.neuron_backend {requested!r}: this spikingjelly (0.0.0.x API) has the backends "
+                          f"{list(_LEGACY_BACKENDS)}")
+    if requested not in ("auto", "torch"):
+        kinds = {type(n): n for n in nodes}.values()
+        if not all(requested in n.supported_backends for n in nodes) or not all(_probe(n, device, requested) for n in kinds):
+            raise ConfigError(f"model.neuron_backend {requested!r} does not run on {device} for "
+                              f"{sorted({type(n).__name__ for n in nodes})}; use auto or torch")
+        for n in nodes:
+            n.backend = requested
+        return requested
+    if device.type == "cuda" and requested == "auto":
         for name in _LEGACY_ORDER:
             if all(name in n.supported_backends for n in nodes):
                 kinds = {type(n): n for n in nodes}.values()
@@ -172,8 +187,37 @@ def _sj2_implementation(node: nn.Module, device: torch.device) -> str:
     return "torch" if name.startswith("torch") else name
 
 
-def select_backend(net: nn.Module, device: torch.device | str) -> str:
-    """Use the fastest spikingjelly neuron backend that works on ``device``; return its name.
+def _force_sj2(kind: str, requested: str) -> None:
+    """Make spikingjelly 2.x run ``kind`` ('if' | 'lif' | 'plif') neurons with ``requested``
+    ('auto' | 'cuda' | 'triton' | 'torch') on CUDA from now on, in this process: what
+    ``SJ_<NEURON>_CUDA_IMPLEMENTATION`` does when set before import. It sets the private
+    ``_requested`` of the neuron's selection and drops the selections it had cached.
+    raises ConfigError when this spikingjelly has no such selection object."""
+    try:
+        selection = importlib.import_module(f"spikingjelly._ops.{_SJ2_PACKAGES[kind]}")._selection
+        selection._requested = requested
+        selection._selections.clear()
+        selection._compiled_selections.clear()
+    except (ImportError, AttributeError, KeyError) as e:
+        raise ConfigError(f"model.neuron_backend {requested!r}: cannot choose spikingjelly's implementation of {kind!r} "
+                          f"neurons here ({e}); use auto, or set SJ_{kind.upper()}_CUDA_IMPLEMENTATION before starting") from e
+
+
+def check_backend_request(requested: str, device: torch.device | str) -> None:
+    """raises ConfigError when ``model.neuron_backend`` cannot be used on ``device``: an
+    unknown name, or a GPU backend ('cuda', 'triton', 'cupy') without a CUDA device.
+    Whether a GPU backend imports and runs is checked by ``select_backend``."""
+    device = torch.device(device)
+    if requested not in NEURON_BACKENDS:
+        raise ConfigError(f"model.neuron_backend must be one of {list(NEURON_BACKENDS)}, got {requested!r}")
+    if requested not in ("auto", "torch") and device.type != "cuda":
+        raise ConfigError(f"model.neuron_backend {requested!r} needs a CUDA device, the device is {device}; "
+                          "use auto (torch on the CPU) or torch")
+
+
+def select_backend(net: nn.Module, device: torch.device | str, requested: str = "auto") -> str:
+    """Use the fastest spikingjelly neuron backend that works on ``device`` (``requested``
+    = 'auto', ``model.neuron_backend``'s default) or the ``requested`` one; return its name.
 
     CPU (or a net without spiking neurons, e.g. the ``relu`` twin): 'torch'.
     CUDA, spikingjelly 0.0.0.x API (nodes with ``supported_backends``): tries
@@ -184,22 +228,45 @@ def select_backend(net: nn.Module, device: torch.device | str) -> str:
     'torch'; several joined by '+', e.g. 'cuda+torch' when a Rect-surrogate layer
     falls back) after checking that each node type runs on ``device``.
 
+    requested 'torch' | 'cuda' | 'triton' | 'cupy': that backend or a ConfigError. Under
+    spikingjelly 2.x ('cuda', 'triton', 'torch'; no 'cupy': 'cuda' is its successor) the
+    choice is process-wide per neuron type (``_force_sj2``), the same for every net.
+
     The returned string is meant for ``manifest.json``.
-    raises RuntimeError if, under spikingjelly 2.x, a neuron type cannot run on the
-    CUDA ``device`` (set SJ_IF_CUDA_IMPLEMENTATION=torch, or _LIF_/_PLIF_, and restart).
+    raises ConfigError for a request that cannot run on ``device`` (``check_backend_request``,
+    or the backend fails to import or to run a tiny forward + backward); RuntimeError if,
+    under spikingjelly 2.x with 'auto', a neuron type cannot run on the CUDA ``device``
+    (set SJ_IF_CUDA_IMPLEMENTATION=torch, or _LIF_/_PLIF_, and restart).
     """
     device = torch.device(device)
+    check_backend_request(requested, device)
     nodes = spiking_nodes(net)
     if not nodes:
         return "torch"
     if all(hasattr(n, "supported_backends") for n in nodes):
-        return _select_legacy(nodes, device)
+        return _select_legacy(nodes, device, requested)
     if device.type != "cuda":
         return "torch"
+    if requested == "cupy":
+        raise ConfigError("model.neuron_backend 'cupy': spikingjelly 2.x has no CuPy backend; its native CUDA "
+                          "kernels are 'cuda' (or use auto)")
+    distinct = {(type(n), type(getattr(n, "surrogate_function", None))): n for n in nodes}.values()
+    if requested != "auto":
+        kinds = {_SJ2_KINDS.get(type(n).__name__) for n in distinct}
+        if None in kinds:
+            raise ConfigError(f"model.neuron_backend {requested!r}: spikingjelly 2.x chooses no implementation for "
+                              f"{sorted(type(n).__name__ for n in distinct if type(n).__name__ not in _SJ2_KINDS)}; use auto")
+        for kind in kinds:
+            _force_sj2(kind, requested)
     used = set()
-    for node in {(type(n), type(getattr(n, "surrogate_function", None))): n for n in nodes}.values():
+    for node in distinct:
         if not _probe(node, device):
+            if requested != "auto":
+                raise ConfigError(f"model.neuron_backend {requested!r} does not run spikingjelly {type(node).__name__} "
+                                  f"(surrogate {type(getattr(node, 'surrogate_function', None)).__name__}) on {device}; use auto")
             raise RuntimeError(f"spikingjelly {type(node).__name__} does not run on {device}; "
                                "force the torch reference with SJ_<NEURON>_CUDA_IMPLEMENTATION=torch")
         used.add(_sj2_implementation(node, device))
+    if requested != "auto" and used != {requested}:
+        raise ConfigError(f"model.neuron_backend {requested!r}: spikingjelly runs {'+'.join(sorted(used))} on {device}")
     return "+".join(sorted(used))
