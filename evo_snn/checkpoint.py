@@ -15,7 +15,8 @@ Layout (every file written atomically: tmp + ``os.replace``)::
 A generation is written into ``checkpoints/tmp-<pid>/`` first, renamed to a fresh
 ``gen-<GGGG>-<token>/`` and only then does ``state.json`` switch to it; genome and
 student files it needs are in place before that. So an interruption at any point
-leaves ``state.json`` naming a complete checkpoint. Files no longer referenced
+leaves ``state.json`` naming a complete checkpoint; a save that fails (e.g. a full
+disk) also removes what it had written of the new generation folder. Files no longer referenced
 (older generation folders, genomes that left the population and the archive, stale
 tmp folders) are deleted after the switch, and the store is told that the checkpoint
 needs only its own students (``StudentStore.retain``): the store deletes a student
@@ -34,6 +35,8 @@ import json
 import os
 import shutil
 import uuid
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -117,7 +120,9 @@ class CheckpointWriter:
         """Write one generation's checkpoint; returns its folder. ``state``: a
         ``StructureSearch.state_dict()`` whose students are in the store; ``logbook``:
         the generations.csv rows so far. raises CheckpointError (before anything of this
-        checkpoint counts) when a student is missing from the store."""
+        checkpoint counts) when a student is missing from the store; any other error (OSError
+        of a full disk) is raised after removing the new folder, ``state.json`` still
+        naming the previous checkpoint."""
         missing = [key for key in state["results"] if key not in self.store]
         if missing:
             raise CheckpointError(f"{self.store.directory} lacks the students of {missing}: not checkpointed")
@@ -129,24 +134,40 @@ class CheckpointWriter:
         doc = {k: v for k, v in state.items() if k != "genomes"}
         doc["logbook"] = list(logbook)
         tmp = self.root / f"tmp-{os.getpid()}"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir()
-        atomic_write_bytes(tmp / "search.json", (json.dumps(doc, indent=1, default=json_default) + "\n").encode())
-        save_state_dict(tmp / "torch_rng.pt", {"cpu": torch.get_rng_state()})
         name = f"gen-{state['gen']:04d}-{uuid.uuid4().hex[:8]}"
-        os.replace(tmp, self.root / name)
-        pointer = {"format": CHECKPOINT_FORMAT, "gen": state["gen"], "dir": name, "written": now_iso()}
-        atomic_write_bytes(self.root / POINTER, (json.dumps(pointer, indent=2) + "\n").encode())
+        try:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            tmp.mkdir()
+            atomic_write_bytes(tmp / "search.json", (json.dumps(doc, indent=1, default=json_default) + "\n").encode())
+            save_state_dict(tmp / "torch_rng.pt", {"cpu": torch.get_rng_state()})
+            os.replace(tmp, self.root / name)
+            pointer = {"format": CHECKPOINT_FORMAT, "gen": state["gen"], "dir": name, "written": now_iso()}
+            atomic_write_bytes(self.root / POINTER, (json.dumps(pointer, indent=2) + "\n").encode())
+        except BaseException:  # the previous checkpoint stays the one state.json names; leave nothing of this one
+            shutil.rmtree(tmp, ignore_errors=True)
+            if self._pointed_dir() != name:
+                shutil.rmtree(self.root / name, ignore_errors=True)
+            raise
         self._collect(name, set(state["genomes"]))
         self.store.retain(CHECKPOINT_OWNER, state["results"])
         return self.root / name
 
+    def _pointed_dir(self) -> str | None:
+        """The folder name ``state.json`` names now (None when it is absent or unreadable)."""
+        try:
+            return json.loads((self.root / POINTER).read_text()).get("dir")
+        except (OSError, ValueError, AttributeError):
+            return None
+
     def _collect(self, current: str, genome_keys: set[str]) -> None:
-        """Delete the generation folders and genomes the checkpoint named ``current`` does not reference."""
+        """Delete the generation folders and genomes the checkpoint named ``current`` does not
+        reference, and tmp files of the pointer left by an interrupted write."""
         for p in self.root.iterdir():
             if p.is_dir() and (p.name.startswith("gen-") or p.name.startswith("tmp-")) and p.name != current:
                 shutil.rmtree(p, ignore_errors=True)
+            elif p.is_file() and p.name.startswith(f"{POINTER}.tmp-"):
+                p.unlink(missing_ok=True)
         for p in self.genomes.iterdir():
             if p.name in genome_keys:
                 for tmp in p.glob("*.tmp-*"):  # left by an interrupted Genome.save
@@ -162,34 +183,47 @@ def load_checkpoint(directory: str | Path) -> Checkpoint:
     """Read the checkpoint that ``<directory>/state.json`` names.
 
     The students stay on disk (``Checkpoint.students``); each referenced one must be
-    there. Raises CheckpointError (no pointer, a missing or unreadable file, a genome
-    that does not match its key).
+    there. Raises CheckpointError naming the file at fault (no pointer, a missing,
+    truncated or unreadable file, a pointer and a search state of different
+    generations, a genome that does not match its key).
     """
     root = Path(directory)
     if not has_checkpoint(root):
         raise CheckpointError(f"{root.parent} has no checkpoints/{POINTER}: nothing to resume "
                               "(only runs started by this version, after generation 0, can be resumed)")
     students = student_store(root)
+    current = root / POINTER  # the file being read, for the error message
     try:
-        pointer = json.loads((root / POINTER).read_text())
+        pointer = json.loads(current.read_text())
         if pointer.get("format") != CHECKPOINT_FORMAT:
-            raise CheckpointError(f"{root / POINTER}: format {pointer.get('format')!r}, expected {CHECKPOINT_FORMAT}")
+            raise CheckpointError(f"{current}: format {pointer.get('format')!r}, expected {CHECKPOINT_FORMAT}")
         folder = root / pointer["dir"]
-        doc = json.loads((folder / "search.json").read_text())
+        current = folder / "search.json"
+        doc = json.loads(current.read_text())
+        gen = int(doc["gen"])
+        if gen != pointer.get("gen"):
+            raise ValueError(f"generation {gen}, but {root / POINTER} says {pointer.get('gen')!r}")
         keys = {rec["genome_key"] for rec in doc["population"] + doc["archive"]}
-        genomes = {key: Genome.load(root / "genomes" / key) for key in sorted(keys)}
+        genomes = {}
+        for key in sorted(keys):
+            current = root / "genomes" / key
+            genomes[key] = Genome.load(current)
         for key in doc["results"]:
             if key not in students:
-                raise FileNotFoundError(f"{students.path(key)} not found")
-        rng_file = folder / "torch_rng.pt"
-        torch_rng = _load_pt(rng_file)["cpu"] if rng_file.is_file() else None
+                current = students.path(key)
+                raise FileNotFoundError("not found")
+        current = folder / "torch_rng.pt"
+        torch_rng = _load_pt(current)["cpu"] if current.is_file() else None
     except CheckpointError:
         raise
-    except (OSError, ValueError, KeyError, RuntimeError) as e:
-        raise CheckpointError(f"checkpoint in {root} is incomplete or unreadable: {type(e).__name__}: {e}") from e
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RuntimeError, EOFError, zipfile.BadZipFile,
+            zlib.error) as e:
+        raise CheckpointError(f"checkpoint in {root} is incomplete or unreadable: {current}: {type(e).__name__}: {e} "
+                              f"(it cannot be resumed; start a new run, --teacher {root.parent / 'teacher' / 'teacher.pt'} "
+                              "reuses its teacher)") from e
     logbook = doc.pop("logbook", [])
     state = {**doc, "genomes": genomes}
-    return Checkpoint(int(doc["gen"]), state, logbook, torch_rng, students)
+    return Checkpoint(gen, state, logbook, torch_rng, students)
 
 
 def _load_pt(path: Path) -> dict:
@@ -256,8 +290,6 @@ def load_sparse_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[s
     SparseFormatError naming the file for an unknown format version, a missing or
     inconsistent entry, or a file that is not a readable ``.npz``.
     """
-    import zipfile
-
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as z:
@@ -281,6 +313,6 @@ def load_sparse_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[s
                 masks[key[: -len(".weight")]] = m.reshape(shape)
     except SparseFormatError:
         raise
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
         raise SparseFormatError(f"{path}: not a readable sparse weight file ({type(e).__name__}: {e})") from e
     return state, masks
