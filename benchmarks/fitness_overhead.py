@@ -2,6 +2,14 @@
 
     OMP_NUM_THREADS=1 python benchmarks/fitness_overhead.py [--rounds 5] [--threads 1]
         [--datasets synthetic nmnist] [--data-root ../shared/data/nmnist_subset]
+        [--amp bf16] [--channels-last] [--no-teacher-acc] [--each] [--no-stages]
+
+Hot-path options (issue 12; ``train.amp``, ``train.channels_last``,
+``search.measure_teacher=false``): with any of them the fitness runs with them (the plain
+loop with the same AMP and layout, so that ``fitness / plain`` stays the overhead), and a
+fitness with the defaults is timed in the same rounds, interleaved: ``ratio fitness(options)
+/ fitness(defaults)`` is the option's speed-up (< 1 = faster). ``--each`` also times each
+option on its own. ``--no-stages`` skips the per-stage breakdown (faster).
 
 For each data set (its search space's net, T, batch size and KD budget), the same
 genome (global magnitude pruning at 50 %) and the same seed are timed, interleaved
@@ -57,13 +65,13 @@ from evo_snn.pruning import (
     weight_magnitudes,
     weight_sparsity,
 )
-from evo_snn.train import accuracy, cpu_state, loader, train_steps
+from evo_snn.train import accuracy, autocast, channels_last, channels_last_seq, cpu_state, loader, train_steps
 
 DEFAULT_NMNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "nmnist_subset"
 
 
-def context(dataset: str, data_root: Path | None) -> tuple[FitnessContext, torch.nn.Module]:
-    cfg = load_config(dataset)
+def context(dataset: str, data_root: Path | None, overrides: list[str] | None = None) -> tuple[FitnessContext, torch.nn.Module]:
+    cfg = load_config(dataset, overrides=overrides)
     splits = load_splits(dataset, data_root, cfg.data, seed=0)
     torch.manual_seed(0)
     teacher = build_model(cfg.model, splits.frame_shape, splits.num_classes)
@@ -86,6 +94,12 @@ class Plain:
         self.batches = [(ctx.train.to_seq(x, train=True, generator=g), y) for x, y in dl][: self.steps]
         self.val = [(ctx.val.to_seq(x), y) for x, y in loader(ctx.val, 64, shuffle=False)]
         self.kd = KDLoss(kd.alpha, kd.temperature)
+        self.amp, self.cl = ctx.cfg.train.amp, ctx.cfg.train.channels_last
+        if self.cl:  # the same layout as the fitness (train.channels_last)
+            channels_last(self.t)
+            channels_last(self.s)
+            self.batches = [(channels_last_seq(x), y) for x, y in self.batches]
+            self.val = [(channels_last_seq(x), y) for x, y in self.val]
 
     def __call__(self, masks: dict[str, np.ndarray]) -> float:
         kd = self.ctx.cfg.kd
@@ -99,10 +113,11 @@ class Plain:
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.steps)
         self.s.train()
         for x, y in self.batches:
-            with torch.no_grad():
-                z_t = self.t(x)
-            functional.reset_net(self.t)
-            loss = self.kd(self.s(x), z_t, y)
+            with autocast(self.amp, "cpu"):
+                with torch.no_grad():
+                    z_t = self.t(x)
+                functional.reset_net(self.t)
+                loss = self.kd(self.s(x).float(), z_t, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -131,19 +146,19 @@ def stages(fit: GenomeFitness, genome, seed: int) -> dict[str, float]:
     torch.manual_seed(seed)
     masks = genome.mask_dict()
     out["sparse teacher (deepcopy + masks)"], teacher = timed(sparse_copy, fit.teacher, masks)
-    out["teacher_accuracy pass"], _ = timed(accuracy, teacher, ctx.val)
+    out["teacher_accuracy pass"], _ = timed(fit.teacher_accuracy, teacher)  # None, at once, with --no-teacher-acc
     t0 = time.perf_counter()
     student = copy.deepcopy(teacher).requires_grad_(True)
     apply_masks(student, masks)
     out["student copy + masks"] = time.perf_counter() - t0
     loss = student_loss(kd, ctx.num_classes, teacher)
     out["train_steps (KD training)"], _ = timed(lambda: train_steps(student, ctx.train, epochs=kd.epochs, batch_size=kd.batch_size,
-                                                                    lr=kd.lr, loss_fn=loss, seed=seed))
+                                                                    lr=kd.lr, loss_fn=loss, seed=seed, hot_path=fit.hot_path))
     out["make_permanent"], _ = timed(make_permanent, student)
     e = ctx.cfg.energy
     t0 = time.perf_counter()
     with EnergyCounter(student, e.e_ac_pj, e.e_mac_pj) as counter:
-        accuracy(student, ctx.val)
+        accuracy(student, ctx.val, channels_last=fit.hot_path.channels_last)
     counter.report().metrics()
     out["validation pass with energy hooks"] = time.perf_counter() - t0
     out["(control) validation pass, no hooks"], _ = timed(accuracy, student, ctx.val)
@@ -161,7 +176,7 @@ def train_controls(fit: GenomeFitness, genome, seed: int) -> dict[str, float]:
         student = copy.deepcopy(teacher).requires_grad_(True)
         handle = attach(student, masks)
         out[name], _ = timed(lambda student=student: train_steps(student, ctx.train, epochs=kd.epochs, batch_size=kd.batch_size, lr=kd.lr,
-                                                 loss_fn=loss, seed=seed))
+                                                 loss_fn=loss, seed=seed, hot_path=fit.hot_path))
         if hasattr(handle, "remove"):
             handle.remove()
 
@@ -190,39 +205,73 @@ def profile(fit: GenomeFitness, plain: Plain, genome, seed: int, rows: int) -> N
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))
 
 
-def run(dataset: str, data_root: Path | None, rounds: int, seed: int, profile_rows: int = 0) -> None:
-    ctx, teacher = context(dataset, data_root)
+def run(dataset: str, data_root: Path | None, rounds: int, seed: int, profile_rows: int = 0,
+        variants: list[tuple[str, list[str]]] | None = None, with_stages: bool = True) -> None:
+    """Time the fitness (under the last of ``variants``: (name, config overrides)) against the
+    plain loop; with more than one variant, also each other variant's fitness in the same
+    rounds (the first is the defaults) and each one's ratio to it."""
+    variants = variants or [("defaults", [])]
+    ctx, teacher = context(dataset, data_root, variants[-1][1])
     fit = GenomeFitness(ctx, torch.device("cpu"))
+    others = {name: GenomeFitness(context(dataset, data_root, sets)[0], torch.device("cpu")) for name, sets in variants[:-1]}
     ops = GenomeOps(weight_magnitudes(fit.teacher, ctx.layers), ctx.cfg.genome)
     genome = ops.global_magnitude(0.5)
     plain = Plain(ctx, teacher, seed)
-    kd = ctx.cfg.kd
+    kd, hp = ctx.cfg.kd, ctx.cfg.train
     print(f"\n== {dataset}: model {ctx.cfg.model.name} {tuple(ctx.cfg.model.channels) or ''} width {ctx.cfg.model.width}, "
           f"frame_shape {ctx.frame_shape}, train {len(ctx.train)}, val {len(ctx.val)}, kd.epochs {kd.epochs}, "
           f"batch {kd.batch_size} ({plain.steps} steps), kd.mode {kd.mode}, genome sparsity {genome.sparsity:.3f}, "
-          f"threads {torch.get_num_threads()}, rounds {rounds}")
+          f"threads {torch.get_num_threads()}, rounds {rounds}; fitness = {variants[-1][0]!r}: train.amp {hp.amp}, "
+          f"train.channels_last {hp.channels_last}, search.measure_teacher {ctx.cfg.search.measure_teacher}")
     fit(genome, seed)  # warm-up (allocator, first-call costs)
     plain(genome.mask_dict())
-    t_fit, t_plain, st, ctl = [], [], [], []
+    for f in others.values():
+        f(genome, seed)
+    t_fit, t_plain, t_other, st, ctl = [], [], {name: [] for name in others}, [], []
+    calls = [("fitness", lambda: fit(genome, seed)), ("plain", lambda: plain(genome.mask_dict()))]
+    calls += [(name, lambda f=f: f(genome, seed)) for name, f in others.items()]
     for r in range(rounds):
-        order = (0, 1) if r % 2 == 0 else (1, 0)
-        for which in order:
-            if which == 0:
-                t_fit.append(timed(fit, genome, seed)[0])
-            else:
-                t_plain.append(timed(plain, genome.mask_dict())[0])
-        st.append(stages(fit, genome, seed))
-        ctl.append(train_controls(fit, genome, seed))
+        order = calls[r % len(calls):] + calls[:r % len(calls)]  # rotated: each position as often
+        for name, call in order:
+            t = timed(call)[0]
+            {"fitness": t_fit, "plain": t_plain}.get(name, t_other.get(name, [])).append(t)
+        if with_stages:
+            st.append(stages(fit, genome, seed))
+            ctl.append(train_controls(fit, genome, seed))
     if profile_rows:
         profile(fit, plain, genome, seed, profile_rows)
     f, p = statistics.median(t_fit), statistics.median(t_plain)
-    print(f"fitness      {f:8.3f} s  (median of {rounds})")
+    print(f"fitness      {f:8.3f} s  (median of {rounds}; {variants[-1][0]})")
     print(f"plain loop   {p:8.3f} s")
     print(f"ratio fitness / plain = {f / p:.3f}")
+    if others:
+        base, w = statistics.median(t_other[variants[0][0]]), max(len(name) for name, _ in variants)
+        for name in others:
+            print(f"fitness, {name:{w}s} {statistics.median(t_other[name]):8.3f} s")
+        print(f"fitness, {variants[-1][0]:{w}s} {f:8.3f} s")
+        for name in [*others, variants[-1][0]][1:]:
+            o = f if name == variants[-1][0] else statistics.median(t_other[name])
+            print(f"ratio fitness({name}) / fitness({variants[0][0]}) = {o / base:.3f}")
     for rows in (st, ctl):
-        for k in rows[0]:
+        for k in (rows[0] if rows else []):
             v = statistics.median(row[k] for row in rows)
             print(f"stage {k:42s} {v:8.3f} s  {100 * v / f:5.1f} % of fitness")
+
+
+def variants_of(args) -> list[tuple[str, list[str]]]:
+    """(name, config overrides): the defaults, then with ``--each`` each option alone, then
+    all the options given together (the fitness that the plain loop is compared with)."""
+    opts = []
+    if args.amp != "none":
+        opts.append((f"amp {args.amp}", [f"train.amp={args.amp}"]))
+    if args.channels_last:
+        opts.append(("channels_last", ["train.channels_last=true"]))
+    if args.no_teacher_acc:
+        opts.append(("no teacher accuracy", ["search.measure_teacher=false"]))
+    if not opts:
+        return [("defaults", [])]
+    out = [("defaults", [])] + (opts if args.each and len(opts) > 1 else [])
+    return out + [(" + ".join(n for n, _ in opts), [s for _, sets in opts for s in sets])]
 
 
 def main(argv=None) -> None:
@@ -233,6 +282,12 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=123)
     ap.add_argument("--profile", type=int, default=0, metavar="ROWS", help="also print torch.profiler's top ROWS ops of each")
+    ap.add_argument("--amp", choices=["none", "bf16"], default="none", help="train.amp of the fitness and the plain loop "
+                    "(fp16 needs CUDA; this benchmark runs on the CPU)")
+    ap.add_argument("--channels-last", action="store_true", help="train.channels_last=true (fitness and plain loop)")
+    ap.add_argument("--no-teacher-acc", action="store_true", help="search.measure_teacher=false (no sparse-teacher validation pass)")
+    ap.add_argument("--each", action="store_true", help="with several options: also time each option alone")
+    ap.add_argument("--no-stages", action="store_true", help="skip the per-stage breakdown and the training controls")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     for ds in args.datasets:
@@ -240,7 +295,7 @@ def main(argv=None) -> None:
         if root is not None and not root.exists():
             print(f"\n== {ds}: skipped, data root {root} is absent")
             continue
-        run(ds, root, args.rounds, args.seed, args.profile)
+        run(ds, root, args.rounds, args.seed, args.profile, variants_of(args), not args.no_stages)
 
 
 if __name__ == "__main__":
