@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -186,16 +187,34 @@ class Comparison:
 
     def search_compute(self) -> tuple[int, int]:
         """(evaluations, training samples) the search spent, from evaluations.jsonl
-        (cached rows cost nothing; rows without ``train_samples`` are counted from the config)."""
+        (cached rows cost nothing; rows without ``train_samples`` are counted from the config).
+
+        A multi-fidelity search (``search.fidelity_fraction`` < 1) has one row per rung: a
+        rung-0 row counts the samples of its b x kd.epochs, a continuation row those of its
+        (1 - b) x kd.epochs (``train_samples``), so a promoted genome is counted once in
+        full, b x S + (1 - b) x S; a failed row counts its ``fidelity_spent`` x kd.epochs.
+        Each row is one evaluation."""
         path = self.run.path / "evaluations.jsonl"
-        per_eval = samples_processed(len(self.splits.train), self.cfg.kd.batch_size, self.cfg.kd.epochs)
+        n_train, kd = len(self.splits.train), self.cfg.kd
         n = samples = 0
         for line in path.read_text().splitlines() if path.is_file() else []:
             row = json.loads(line)
             if row.get("status") in ("ok", "failed") and row.get("gen", 0) <= self.ckpt.gen:
                 n += 1
-                samples += int(row.get("train_samples", per_eval)) if row.get("status") == "ok" else per_eval
+                spent = samples_processed(n_train, kd.batch_size, kd.epochs * float(row.get("fidelity_spent", 1.0)))
+                samples += int(row.get("train_samples", spent)) if row.get("status") == "ok" else spent
         return n, samples
+
+    def random_evaluations(self, n_search: int, search_samples: int) -> int:
+        """How many random genomes the ``random`` baseline evaluates by default: as many as the
+        search's evaluations, or for a multi-fidelity search as many full evaluations as its
+        training samples pay for (``ceil(samples / S)``), so that it spends the same compute."""
+        from .fidelity import enabled
+
+        if not enabled(self.cfg.search):
+            return n_search
+        per_eval = samples_processed(len(self.splits.train), self.cfg.kd.batch_size, self.cfg.kd.epochs)
+        return max(1, math.ceil(search_samples / max(per_eval, 1)))
 
     def baseline_members(self, method: str, ratios, n_random: int, search_samples: int = 0) -> list[Member]:
         """Evaluate one baseline method on validation and mark its validation front.
@@ -255,7 +274,8 @@ def compare(run: RunDir, methods=METHODS, ratios=DEFAULT_RATIOS, n_random: int |
         n_search, search_samples = cmp.search_compute()
         groups = {"search": cmp.search_members()}
         for method in methods:
-            groups[method] = cmp.baseline_members(method, ratios, n_search if n_random is None else n_random, search_samples)
+            n_rand = cmp.random_evaluations(n_search, search_samples) if n_random is None else n_random
+            groups[method] = cmp.baseline_members(method, ratios, n_rand, search_samples)
             if progress:
                 tqdm.write(f"{method}: {len(groups[method])} evaluations, "
                            f"{sum(m.selected for m in groups[method])} on the validation front")
@@ -342,7 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ratios", type=ratio_list, default=list(DEFAULT_RATIOS),
                    help="prune ratios / sparsities of the uniform and global baselines (default: 0.1,...,0.9,0.95)")
     p.add_argument("--random-evals", type=int, default=None,
-                   help="random genomes to evaluate (default: as many evaluations as the search made)")
+                   help="random genomes to evaluate (default: as many evaluations as the search made; for a "
+                   "multi-fidelity search as many full evaluations as its training samples pay for)")
     p.add_argument("--final-epochs", type=epochs_list, default=None,
                    help="retrain every selected member this many KD epochs before the test; comma-separated for several "
                    "measurements of one evaluation pass, e.g. 0,2 (files of E > 0 get -feE) (default: the run's "

@@ -282,6 +282,18 @@ class SearchConfig:
       A group's batch order and augmentation come from its first member's seed, each
       student's initialisation from its own. 1 (default) = one student per evaluation,
       today's path exactly.
+    fidelity_fraction: multi-fidelity evaluation (successive halving inside a generation,
+      ``evo_snn.fidelity``): every offspring is first KD-trained for fidelity_fraction x
+      kd.epochs (rung 0) and ranked among the generation's offspring only (non-dominated
+      sorting + crowding); the best promote_fraction of them continue from their rung-0
+      student for the remaining (1 - fidelity_fraction) x kd.epochs (rung 1). Only
+      full-fidelity results enter survival, the archive and the export; every sample of
+      both rungs is counted. In (0, 1]; 1 (default) or null = off, today's search exactly.
+      Generation 0 is evaluated at full fidelity.
+    promote_fraction: fraction of a generation's offspring scored at rung 0 that is
+      promoted to the full budget, ceil(promote_fraction x n); in (0, 1]. A generation
+      then costs about fidelity_fraction + promote_fraction x (1 - fidelity_fraction)
+      plain generations (0.625 for 0.25 and 0.5).
     """
 
     population: int = 8
@@ -297,6 +309,8 @@ class SearchConfig:
     objectives: tuple[str, ...] = ("accuracy", "sparsity")
     hv_reference: dict = field(default_factory=lambda: {k: v[2] for k, v in OBJECTIVES.items()})
     students_per_batch: int = 1
+    fidelity_fraction: float | None = 1.0
+    promote_fraction: float = 0.5
 
 
 OBJECTIVES = {
@@ -415,6 +429,11 @@ class Config:
             (isinstance(self.search.students_per_batch, int) and self.search.students_per_batch >= 1,
              "search.students_per_batch must be an integer >= 1"),
             (self.search.final_epochs >= 0, "search.final_epochs must be >= 0"),
+            (self.search.fidelity_fraction is None or (isinstance(self.search.fidelity_fraction, float)
+                                                       and 0.0 < self.search.fidelity_fraction <= 1.0),
+             "search.fidelity_fraction must be a number in (0, 1] (1 or null = one fidelity, the default)"),
+            (isinstance(self.search.promote_fraction, float) and 0.0 < self.search.promote_fraction <= 1.0,
+             "search.promote_fraction must be a number in (0, 1]"),
             (0.0 <= self.genome.init_global_fraction <= 1.0, "genome.init_global_fraction must be in [0, 1]"),
             (self.genome.mask_mutation in ("random", "magnitude"), "genome.mask_mutation must be 'random' or 'magnitude'"),
             (self.search.max_retries >= 0, "search.max_retries must be >= 0"),

@@ -564,13 +564,18 @@ class ReplayEvaluator:
     the population and the archive, which the same results leave out again). Declares the
     students it still has to serve to the store (``need``, owner ``RECOVERED_OWNER``) and
     releases them once all are served. ``reused``: how many evaluations it served.
+    A rung-0 result of a multi-fidelity search (metrics ``fidelity`` < 1) is served with
+    its rung-0 student (``fidelity.row_student_key``), never the genome's full one.
     """
 
     def __init__(self, inner, finished: dict, store):
+        from .fidelity import row_student_key
+
         self.inner, self.store = inner, store
         self.finished = {(k, int(s)): m for (k, s), m in finished.items()}
         self.reused = 0
-        store.need(RECOVERED_OWNER, {k for k, _ in self.finished})
+        self._student_key = row_student_key
+        store.need(RECOVERED_OWNER, {row_student_key(k, m) for (k, _), m in self.finished.items()})
 
     @property
     def workers(self) -> int:
@@ -588,7 +593,8 @@ class ReplayEvaluator:
         def replay(key):
             self.reused += 1
             metrics = self.finished.pop(key)
-            return FitnessResult(dict(metrics), self.store.get(key[0]) if key[0] in self.store else None)
+            skey = self._student_key(key[0], metrics)
+            return FitnessResult(dict(metrics), self.store.get(skey) if skey in self.store else None)
 
         jobs = list(jobs)
         rest = []

@@ -25,6 +25,7 @@ from spikingjelly.activation_based import functional
 from .config import Config
 from .data import FrameSet
 from .energy import EnergyCounter
+from .fidelity import Rung
 from .genome import Genome
 from .kd import kd_mode, student_loss, teacher_for
 from .models import build_model, select_backend
@@ -109,7 +110,8 @@ class GenomeFitness:
             return None
         return accuracy(sparse_teacher, self.ctx.val, channels_last=self.hot_path.channels_last)
 
-    def __call__(self, genome: Genome, seed: int, init_state: dict[str, torch.Tensor] | None = None) -> FitnessResult:
+    def __call__(self, genome: Genome, seed: int, init_state: dict[str, torch.Tensor] | None = None,
+                 rung: Rung | None = None) -> FitnessResult:
         """KD-train a student for ``genome`` and score it on validation.
 
         metrics: accuracy, sparsity, teacher_accuracy (None with ``search.measure_teacher``
@@ -124,29 +126,46 @@ class GenomeFitness:
         connections the parent had pruned and ``genome`` keeps (regrown) taken from the
         dense teacher, and ``genome``'s masks applied. raises on a genome that does not
         fit the model (the evaluator reports it).
+
+        rung: a multi-fidelity search's budget (``evo_snn.fidelity``): train
+        ``rung.spent`` x kd.epochs instead of kd.epochs (``train_samples`` counts those);
+        at a continuation (``rung.continues``) init_state is this genome's own student
+        after ``rung.start`` x kd.epochs (its rung-0 result), loaded as it is, and the
+        metric ``inherited`` is False (the search reports the rung-0 one). Note that the
+        continuation starts a new Adam and cosine schedule (the rung-0 optimiser state is
+        not kept). raises ValueError for a continuation without init_state.
         """
         t0 = time.perf_counter()
         kd = self.ctx.cfg.kd
-        student, teacher, hooks = self._prepare(genome, seed, init_state)
+        own = rung is not None and rung.continues
+        if own and init_state is None:
+            raise ValueError(f"the continuation of {genome.key} from fidelity {rung.start:g} needs its rung-0 student")
+        epochs = kd.epochs if rung is None else kd.epochs * rung.spent
+        student, teacher, hooks = self._prepare(genome, seed, init_state, own=own)
         teacher_acc = self.teacher_accuracy(teacher)
 
         teaching = teacher_for(kd.mode, sparse=teacher, dense=self.teacher, ann=self.ann_teacher)
         kd_loss = student_loss(kd, self.ctx.num_classes, teaching)
-        train_loss = train_steps(student, self.ctx.train, hot_path=self.hot_path, epochs=kd.epochs, batch_size=kd.batch_size, lr=kd.lr, loss_fn=kd_loss, seed=seed)
+        train_loss = train_steps(student, self.ctx.train, hot_path=self.hot_path, epochs=epochs, batch_size=kd.batch_size, lr=kd.lr, loss_fn=kd_loss, seed=seed)
         hooks.remove()
-        metrics = self._score(student, genome, teacher_acc, train_loss, init_state is not None)
+        metrics = self._score(student, genome, teacher_acc, train_loss, init_state is not None and not own, epochs=epochs)
         metrics["wall_s"] = time.perf_counter() - t0
         return FitnessResult(metrics, cpu_state(student))
 
-    def _prepare(self, genome: Genome, seed: int, init_state: dict | None):
+    def _prepare(self, genome: Genome, seed: int, init_state: dict | None, own: bool = False):
         """(student with the genome's masks folded in and kept by hooks, sparse teacher, the
         hooks): ``torch.manual_seed(seed)`` first, then the sparse teacher, then the
-        student (a copy of it, a parent's student, or a seeded fresh net)."""
+        student (a copy of it, a parent's student, or a seeded fresh net; with ``own``,
+        ``init_state`` loaded as it is: the genome's own partly trained student)."""
         kd = self.ctx.cfg.kd
         torch.manual_seed(seed)
         masks = genome.mask_dict()
         teacher = sparse_copy(self.teacher, masks)  # frozen, eval mode
-        if init_state is not None:
+        if own:
+            student = self.build()
+            student.load_state_dict({k: v.to(self.device) for k, v in init_state.items()})
+            student.requires_grad_(True)
+        elif init_state is not None:
             student = self.inherit(init_state)
         elif kd.student_init == "teacher":
             student = copy.deepcopy(teacher).requires_grad_(True)
@@ -158,9 +177,11 @@ class GenomeFitness:
         hooks = fold_masks(student, masks) if kd.student_mask == "genome" else MaskHooks([])
         return student, teacher, hooks
 
-    def _score(self, student: nn.Module, genome: Genome, teacher_acc: float, train_loss: float, inherited: bool) -> dict:
+    def _score(self, student: nn.Module, genome: Genome, teacher_acc: float, train_loss: float, inherited: bool,
+               epochs: float | None = None) -> dict:
         """The metrics of a trained student: its validation pass with the energy hooks, and
-        the rest of ``__call__``'s metrics except ``wall_s``."""
+        the rest of ``__call__``'s metrics except ``wall_s``; ``train_samples`` counts
+        ``epochs`` (default kd.epochs) of KD training."""
         kd = self.ctx.cfg.kd
         energy = self.ctx.cfg.energy
         with EnergyCounter(student, energy.e_ac_pj, energy.e_mac_pj) as counter:  # hooks only read: same accuracy
@@ -174,7 +195,7 @@ class GenomeFitness:
             "layer_sparsity": per_layer,
             "kd_mode": kd.mode,
             "train_loss": train_loss,
-            "train_samples": samples_processed(len(self.ctx.train), kd.batch_size, kd.epochs),
+            "train_samples": samples_processed(len(self.ctx.train), kd.batch_size, kd.epochs if epochs is None else epochs),
             "wall_s": None,
             "worker": f"{socket.gethostname()}:{os.getpid()}",
             "device": str(self.device),
@@ -196,6 +217,9 @@ class GenomeFitness:
         initialisation from its own seed (see ``evo_snn.grouped``). One job: ``[self(*job)]``.
         teacher_accuracy: each sparse teacher's validation accuracy, from one grouped pass
         (None for every member with ``search.measure_teacher`` false: no pass).
+        Jobs of a multi-fidelity search ``(genome, seed, init_state, rung)`` share one rung
+        (the search maps one rung at a time): the group trains ``rung.spent`` x kd.epochs,
+        from each member's own rung-0 student at a continuation (as ``__call__``).
         """
         if len(jobs) == 1:
             try:
@@ -209,10 +233,18 @@ class GenomeFitness:
         out: list = [None] * len(jobs)
         ok: list[int] = []
         students, teachers, masks = [], [], []
+        rung_of = {job[3] if len(job) > 3 else None for job in jobs}
+        if len(rung_of) != 1:
+            raise ValueError(f"a group's jobs must share one rung, got {sorted(map(str, rung_of))}")
+        rung = rung_of.pop()
+        own = rung is not None and rung.continues
+        epochs = kd.epochs if rung is None else kd.epochs * rung.spent
         for i, job in enumerate(jobs):
             genome, seed, init_state = job[0], job[1], job[2] if len(job) > 2 else None
             try:
-                student, teacher, hooks = self._prepare(genome, seed, init_state)
+                if own and init_state is None:
+                    raise ValueError(f"the continuation of {genome.key} from fidelity {rung.start:g} needs its rung-0 student")
+                student, teacher, hooks = self._prepare(genome, seed, init_state, own=own)
                 hooks.remove()  # the group keeps the zeros with its own hooks
             except Exception as e:  # noqa: BLE001 - a genome that does not fit: that member fails
                 out[i] = e
@@ -252,7 +284,7 @@ class GenomeFitness:
             per_step.append(losses.detach())
             return losses.sum()
 
-        train_steps(net, self.ctx.train, hot_path=self.hot_path, epochs=kd.epochs, batch_size=kd.batch_size, lr=kd.lr, loss_fn=loss_fn, seed=seed0)
+        train_steps(net, self.ctx.train, hot_path=self.hot_path, epochs=epochs, batch_size=kd.batch_size, lr=kd.lr, loss_fn=loss_fn, seed=seed0)
         for h in handles:
             h.remove()
         per_epoch = math.ceil(len(self.ctx.train) / kd.batch_size)
@@ -261,7 +293,8 @@ class GenomeFitness:
             student.load_state_dict({key: v.detach().clone() for key, v in net.member_state(k).items()})
             train_loss = float(sum(v[k].item() for v in last) / max(len(last), 1))
             job = jobs[i]  # noqa: PLR1736 - i indexes jobs, k the group's members
-            metrics = self._score(student, job[0], teacher_accs[k], train_loss, len(job) > 2 and job[2] is not None)
+            metrics = self._score(student, job[0], teacher_accs[k], train_loss, len(job) > 2 and job[2] is not None and not own,
+                                  epochs=epochs)
             out[i] = FitnessResult(metrics, cpu_state(student))
         wall = time.perf_counter() - t0
         for i in ok:

@@ -9,6 +9,12 @@ NSGA-II choices as defaults. ``StructureSearch.state_dict()``
 / ``load_state_dict()`` hand the whole search state out and back in as data, so that
 an interrupted search continues where it stopped.
 
+Multi-fidelity (``search.fidelity_fraction`` b < 1, ``evo_snn.fidelity``): each
+generation's offspring are scored at b x kd.epochs (rung 0), ranked among themselves
+(``promote``: DEAP ``selNSGA2``), and the best ``ceil(search.promote_fraction x n)``
+continue from their rung-0 student to the full budget (rung 1); only full-fidelity
+individuals enter survival and the archive (``evaluate_offspring``).
+
 Objectives (``search.objectives``, default accuracy and sparsity, both maximised; 'energy',
 the student's estimated energy as a fraction of its dense bound, minimised) and their
 directions are declared once, in the ``config.OBJECTIVES`` table, from which
@@ -35,6 +41,8 @@ from .atomic import to_jsonable
 from .config import OBJECTIVES as OBJECTIVE_TABLE
 from .config import GenomeConfig, SearchConfig
 from .evaluator import SerialEvaluator, failure_metrics
+from .fidelity import FULL, Rung, rung_seed, rungs, student_key
+from .fidelity import enabled as fidelity_enabled
 from .genome import Genome, GenomeOps
 from .store import StudentStore
 
@@ -105,6 +113,15 @@ class Individual:
     seed: int = 0
     fitness: Fitness = field(default_factory=Fitness)
     init_key: str | None = None  # genome key of the parent whose student it inherits (search.inherit_weights)
+    rung: Rung | None = None  # the rung of its latest evaluation (multi-fidelity search); None: single fidelity
+
+    @property
+    def evaluation_seed(self) -> int:
+        """The seed of its latest evaluation: ``seed``, or at a continuation (rung 1 from its
+        rung-0 student) ``fidelity.rung_seed(seed, rung.index)``."""
+        if self.rung is None or not self.rung.continues:
+            return self.seed
+        return rung_seed(self.seed, self.rung.index)
 
 
 def eval_seed(root_seed: int, gen: int, index: int) -> int:
@@ -184,7 +201,10 @@ class StructureSearch:
       ``student_state`` (the trained student's state_dict), e.g. ``FitnessResult``; it
       may raise (the individual then fails). Applied through ``evaluator.map(fitness,
       jobs)``; with ``search.inherit_weights`` jobs carry ``init_state``, the first
-      parent's student (None when unknown).
+      parent's student (None when unknown). In a multi-fidelity search
+      (``search.fidelity_fraction`` < 1) every job is ``(genome, seed, init_state, rung)``
+      with ``rung`` a ``fidelity.Rung``: train ``rung.spent`` x kd.epochs; at a
+      continuation (``rung.continues``) init_state is the genome's own rung-0 student.
     evaluator: ``map(fn, jobs)`` yielding ``(index, result | Exception)``
       (``evo_snn.evaluator``; default ``SerialEvaluator()``).
     store: where students go as results arrive and are read from (``StudentStore``;
@@ -235,6 +255,10 @@ class StructureSearch:
         self.elapsed_s = 0.0  # search wall time up to the end of generation `gen`, over all sessions
         self._counter = 0
         self._grouped = None  # GroupedJobs(fitness), built on the first grouped map
+        # multi-fidelity (evo_snn.fidelity): (rung 0, rung 1), or None for one fidelity
+        self.rungs = rungs(search.fidelity_fraction) if fidelity_enabled(search) else None
+        self.promote_fraction = float(getattr(search, "promote_fraction", 0.5))
+        self._screened: dict[str, dict] = {}  # genome key -> rung-0 metrics, this generation only
 
     def _new(self, genome: Genome, gen: int, parents: tuple[str, ...] = ()) -> Individual:
         ind = Individual(genome, uid=f"{gen:02d}-{self._counter:04d}", gen=gen, parents=parents,
@@ -242,19 +266,28 @@ class StructureSearch:
         self._counter += 1
         return ind
 
-    def evaluate(self, individuals: list[Individual], gen: int) -> int:
+    def evaluate(self, individuals: list[Individual], gen: int, rung: Rung | None = None) -> int:
         """Evaluate individuals without a valid fitness; returns the number of real evaluations.
 
         A genome already in the cache, or equal to another one of this call, is
         evaluated once: the others get its result with status 'cached'. Each student
         goes to the store as its result arrives.
+
+        rung: None (one fidelity), or the ``fidelity.Rung`` of a multi-fidelity search:
+        its ``metrics()`` (fidelity, rung, fidelity_spent) are added to each result. A
+        full-fidelity result goes to the cache (``results``) and its student under the
+        genome key; a rung-0 result goes to this generation's ``_screened`` and its
+        student under ``fidelity.student_key`` (``<key>.rung0``).
         """
+        full = rung is None or rung.fidelity >= FULL
+        cache = self.results if full else self._screened
         todo = [ind for ind in individuals if not ind.fitness.valid]
         fresh: list[Individual] = []
         twins: list[Individual] = []  # same genome as an earlier individual of this call
         first: set[str] = set()
         for ind in todo:
-            cached = self.results.get(ind.genome.key)
+            ind.rung = rung
+            cached = cache.get(ind.genome.key)
             if cached is not None:
                 self._assign(ind, cached, "cached")
             elif ind.genome.key in first:
@@ -263,18 +296,24 @@ class StructureSearch:
                 first.add(ind.genome.key)
                 fresh.append(ind)
         jobs = [self._job(ind) for ind in fresh]
+        extra = {} if rung is None else rung.metrics()
         failed: dict[str, dict] = {}
-        bar = tqdm(total=len(jobs), desc=f"gen {gen} evaluations", unit="eval", disable=not self.progress, leave=False)
+        desc = f"gen {gen} evaluations" + ("" if rung is None else f" (fidelity {rung.fidelity:g})")
+        bar = tqdm(total=len(jobs), desc=desc, unit="eval", disable=not self.progress, leave=False)
         for i, res in self._map(jobs):
             ind = fresh[i]
             if isinstance(res, Exception):
-                ind.metrics = failure_metrics(res)  # error, attempts, faults (after the retries)
+                ind.metrics = {**failure_metrics(res), **extra}  # error, attempts, faults (after the retries)
                 failed[ind.genome.key] = ind.metrics
                 self._fail(ind)
             else:
-                self.store.put(ind.genome.key, res.student_state)
-                self.results[ind.genome.key] = res.metrics
-                self._assign(ind, res.metrics, "ok")
+                metrics = {**res.metrics, **extra}
+                if rung is not None and rung.continues and "inherited" in self._screened.get(ind.genome.key, {}):
+                    metrics["inherited"] = self._screened[ind.genome.key]["inherited"]  # the lineage's, not the continuation's
+                key = ind.genome.key if full else student_key(ind.genome.key, rung.fidelity, rung.index)
+                self.store.put(key, res.student_state)
+                cache[ind.genome.key] = metrics
+                self._assign(ind, metrics, "ok")
             bar.update(1)
         bar.close()
         for ind in twins:
@@ -282,8 +321,51 @@ class StructureSearch:
                 ind.metrics = dict(failed[ind.genome.key])
                 self._fail(ind)
             else:
-                self._assign(ind, self.results[ind.genome.key], "cached")
+                self._assign(ind, cache[ind.genome.key], "cached")
         return len(jobs)
+
+    def evaluate_offspring(self, children: list[Individual], gen: int) -> tuple[list[Individual], int]:
+        """Evaluate a generation's offspring; returns (the full-fidelity ones, in order, and
+        the number of real evaluations).
+
+        One fidelity: ``evaluate(children)``, all of them. Multi-fidelity: a child whose
+        genome is in the cache gets its full-fidelity result ('cached'); the others are
+        scored at rung 0, ``promote`` picks among those results only, and the promoted
+        genomes (with their twins) continue from their rung-0 student to the full budget
+        (rung 1). Children not promoted keep their rung-0 result and are returned neither
+        for survival nor for the archive. The rung-0 results live for this generation only.
+        """
+        if self.rungs is None:
+            return children, self.evaluate(children, gen)
+        r0, r1 = self.rungs
+        cached = [c for c in children if c.genome.key in self.results]
+        self.evaluate(cached, gen, Rung(1, 0.0, FULL))  # cache hits only: no evaluation
+        ids = {id(c) for c in cached}
+        screened = [c for c in children if id(c) not in ids]
+        self._screened = {}
+        n = self.evaluate(screened, gen, r0)
+        keys = {ind.genome.key for ind in self.promote(screened)}
+        cont = [c for c in screened if c.genome.key in keys]
+        for c in cont:
+            c.fitness = self.fitness_cls()  # a rung-0 value is never compared with a full one
+        n += self.evaluate(cont, gen, r1)
+        ids |= {id(c) for c in cont}
+        self._screened = {}
+        return [c for c in children if id(c) in ids], n
+
+    def promote(self, screened: list[Individual]) -> list[Individual]:
+        """The rung-0 individuals promoted to the full budget: the best ``ceil(
+        search.promote_fraction x n)`` of the n distinct genomes scored at rung 0, by
+        non-dominated sorting and crowding among themselves only (DEAP ``selNSGA2``; a
+        twin counts once, failed ones are never promoted). Returns them in selection order."""
+        distinct, seen = [], set()
+        for ind in screened:
+            if ind.genome.key not in seen:
+                seen.add(ind.genome.key)
+                distinct.append(ind)
+        ok = [ind for ind in distinct if ind.status == "ok"]
+        k = min(len(ok), math.ceil(self.promote_fraction * len(distinct) - 1e-9))
+        return tools.selNSGA2(ok, k) if k > 0 else []
 
     def _map(self, jobs: list[tuple]):
         """``evaluator.map(fitness, jobs)``; with ``search.students_per_batch`` K > 1 the jobs
@@ -310,10 +392,18 @@ class StructureSearch:
         return self.store.get(key)
 
     def _job(self, ind: Individual) -> tuple:
-        """(genome, seed), or with ``search.inherit_weights`` (genome, seed, parent student state)."""
-        if not self.search.inherit_weights:
-            return ind.genome, ind.seed
-        return ind.genome, ind.seed, self.student(ind.init_key) if ind.init_key else None
+        """(genome, seed), or with ``search.inherit_weights`` (genome, seed, parent student
+        state); in a multi-fidelity search (genome, seed of the rung, init_state, rung), whose
+        init_state at a continuation is the genome's rung-0 student (None when the store
+        lacks it: only a resumed run's replayed continuation, which is not trained)."""
+        init = self.student(ind.init_key) if self.search.inherit_weights and ind.init_key else None
+        if ind.rung is None:
+            return (ind.genome, ind.seed, init) if self.search.inherit_weights else (ind.genome, ind.seed)
+        if ind.rung.continues:
+            r0 = self.rungs[0]
+            key = student_key(ind.genome.key, r0.fidelity, r0.index)
+            init = self.store.get(key) if key in self.store else None
+        return ind.genome, ind.evaluation_seed, init, ind.rung
 
     def _notify(self, ind: Individual, metrics: dict | None) -> None:
         for cb in self.callbacks:
@@ -398,21 +488,22 @@ class StructureSearch:
 
         The archive (DEAP ``ParetoFront``, one entry per genome key) is updated with
         every evaluated individual, parents and offspring, before survival, so a
-        non-dominated member cut by ``selNSGA2``'s crowding stays in it.
+        non-dominated member cut by ``selNSGA2``'s crowding stays in it. In a
+        multi-fidelity search only full-fidelity offspring reach the archive and survival
+        (``evaluate_offspring``); generation 0 is evaluated at full fidelity.
         """
         G = self.search.generations
         t0 = time.perf_counter() - self.elapsed_s  # elapsed_s keeps counting across a resume
         if self.gen < 0:
             pop = [self._new(g, 0) for g in self.initial_genomes()]
-            n = self.evaluate(pop, 0)
+            n = self.evaluate(pop, 0, None if self.rungs is None else Rung(1, 0.0, FULL))  # gen 0: full fidelity
             self.archive.update(pop)
             pop = self.survivors(pop)
             self._forget_unused(pop)
             self._finish_generation(0, pop, n, t0)
         for gen in range(self.gen + 1, G + 1):
             pop = self.population
-            children = self.offspring(pop, gen)
-            n = self.evaluate(children, gen)
+            children, n = self.evaluate_offspring(self.offspring(pop, gen), gen)
             self.archive.update(pop + children)
             pop = self.survivors(pop + children)
             self._forget_unused(pop)

@@ -139,6 +139,8 @@ def read_run(path: str | Path) -> RunView:
     generations = _read_csv(path / "generations.csv")
     front = _read_csv(path / "pareto.csv")
     ok = evaluations[evaluations["status"] == "ok"] if "status" in evaluations else evaluations
+    if "fidelity" in ok:  # a multi-fidelity search (evo_snn.fidelity): rung-0 rows never describe a front member
+        ok = ok[ok["fidelity"].isna() | (ok["fidelity"] >= 1.0)]
     if front.empty and not ok.empty:  # generation 0 not complete yet: the front of what was evaluated
         front = _nondominated_rows(ok)[["uid", "accuracy", "sparsity", "teacher_accuracy", "gen"]].reset_index(drop=True)
     last = int(generations["gen"].max()) if len(generations) else -1

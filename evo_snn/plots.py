@@ -64,6 +64,8 @@ def pareto_figure(evaluations: pd.DataFrame, pareto: pd.DataFrame, dense_teacher
     labelled ``uid (roles)``. Columns as in ``plot_run``.
     """
     fig, ax = plt.subplots(figsize=(7, 5))
+    if "fidelity" in evaluations:  # a multi-fidelity search: rung-0 scores are not comparable, only full ones are drawn
+        evaluations = evaluations[evaluations["fidelity"].isna() | (evaluations["fidelity"] >= 1.0)]
     if len(evaluations):
         cmap, norm, ticks = _generation_colours(evaluations["gen"])
         sc = ax.scatter(evaluations["sparsity"], evaluations["accuracy"], c=evaluations["gen"], cmap=cmap, norm=norm,

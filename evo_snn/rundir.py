@@ -280,7 +280,11 @@ def row_metrics(row: dict) -> dict:
 
 class RunLogger:
     """Search callback of ``evo_snn.search``: writes evaluations.jsonl (``on_evaluation``, as each result arrives),
-    generations.csv and pareto.csv (``logger(search)``, after each generation)."""
+    generations.csv and pareto.csv (``logger(search)``, after each generation).
+
+    In a multi-fidelity search (``evo_snn.fidelity``) every row carries ``fidelity``,
+    ``rung`` and ``fidelity_spent``; a promoted child has two rows with its uid, rung 0
+    and rung 1, each with the seed of that evaluation and its own ``train_samples``."""
 
     def __init__(self, run: RunDir):
         self.run = run
@@ -288,8 +292,9 @@ class RunLogger:
         self.generations: list[dict] = []
 
     def on_evaluation(self, ind, metrics) -> None:
+        seed = getattr(ind, "evaluation_seed", ind.seed)  # a multi-fidelity continuation's own seed (evo_snn.fidelity)
         row = {"gen": ind.gen, "uid": ind.uid, "parents": list(ind.parents), "genome_key": ind.genome.key,
-               "status": ind.status, "seed": ind.seed, "ratios": [round(r, 6) for r in ind.genome.ratios], **ind.metrics}
+               "status": ind.status, "seed": seed, "ratios": [round(r, 6) for r in ind.genome.ratios], **ind.metrics}
         self.rows.append(row)
         self.run.append_jsonl("evaluations.jsonl", row)
 

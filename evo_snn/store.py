@@ -1,7 +1,10 @@
 """The run's student weights: one owner, keyed by genome key.
 
 Every successful evaluation trains a student; ``StructureSearch`` puts its state_dict
-here the moment the result arrives and keeps only the metrics itself. Weight
+here the moment the result arrives and keeps only the metrics itself. A genome key
+names the genome's full-fidelity student; a multi-fidelity search keeps a rung-0
+student (trained for part of the budget) under ``<genome key>.rung0``
+(``fidelity.student_key``) until the end of its generation, so the two never mix. Weight
 inheritance (``search.inherit_weights``), the informed mask mutation
 (``genome.mask_mutation='magnitude'``), the export and the baselines read students
 back through ``get``.
