@@ -49,6 +49,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from .atomic import read_jsonl
 from .checkpoint import CheckpointError, load_checkpoint
 from .cli import choice_list, epochs_list, ratio_list
 from .config import ConfigError, read_run_config
@@ -197,8 +198,10 @@ class Comparison:
         path = self.run.path / "evaluations.jsonl"
         n_train, kd = len(self.splits.train), self.cfg.kd
         n = samples = 0
-        for line in path.read_text().splitlines() if path.is_file() else []:
-            row = json.loads(line)
+        rows, skipped = read_jsonl(path)  # a line that is not JSON is skipped, as pareto and --resume do
+        if skipped:
+            print(f"note: {path}: {skipped} line(s) not JSON (cut short by a crash?), not counted", file=sys.stderr)
+        for row in (r for r in rows if isinstance(r, dict)):
             if row.get("status") in ("ok", "failed") and row.get("gen", 0) <= self.ckpt.gen:
                 n += 1
                 spent = samples_processed(n_train, kd.batch_size, kd.epochs * float(row.get("fidelity_spent", 1.0)))
@@ -331,8 +334,8 @@ def _redraw_pareto(run: RunDir, table: pd.DataFrame) -> None:
     """plots/pareto.png of the run again, with each baseline's validation front on it."""
     from .plots import plot_run
 
-    rows = [json.loads(x) for x in (run.path / "evaluations.jsonl").read_text().splitlines()]
-    evals = pd.DataFrame([r for r in rows if r.get("status") == "ok"])
+    rows, _ = read_jsonl(run.path / "evaluations.jsonl")  # lines that are not JSON skipped (search_compute notes them)
+    evals = pd.DataFrame([r for r in rows if isinstance(r, dict) and r.get("status") == "ok"])
     exported = [json.loads(p.read_text()) for p in sorted(run.exported.glob("*/metrics.json"))]
     teacher_val = json.loads((run.teacher / "metrics.json").read_text())["val_accuracy"]
     plot_run(run.plots, evals, pd.read_csv(run.path / "pareto.csv"), pd.read_csv(run.path / "generations.csv"),

@@ -158,3 +158,60 @@ def test_bad_run_dir_is_a_clear_error(tmp_path, capsys):
     assert baselines_main([str(tmp_path), "--no-progress"]) == 2
     assert "config.json not found" in capsys.readouterr().err
     assert not (tmp_path / "teacher").exists()  # nothing written
+
+
+# ------------------------------------------------- evaluations.jsonl read as pareto and --resume read it
+def _jsonl_run(tmp_path):
+    """A run whose evaluations.jsonl has a line that is not JSON in the middle, a JSON value
+    that is not an object, and a last line cut short by a crash."""
+    from evo_snn.rundir import RunDir
+
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    rows = [{"gen": 0, "uid": "00-0000", "status": "ok", "train_samples": 64, "accuracy": 0.5, "sparsity": 0.2},
+            {"gen": 0, "uid": "00-0001", "status": "failed", "accuracy": 0.0, "sparsity": 0.0},
+            {"gen": 0, "uid": "00-0002", "status": "cached", "accuracy": 0.5, "sparsity": 0.2},
+            {"gen": 1, "uid": "01-0003", "status": "ok", "train_samples": 48, "accuracy": 0.7, "sparsity": 0.4},
+            {"gen": 2, "uid": "02-0004", "status": "ok", "train_samples": 64, "accuracy": 0.9, "sparsity": 0.1}]
+    lines = [json.dumps(r) for r in rows]
+    lines.insert(2, '{"gen": 0, "uid": "00-9999", "sta')  # cut short (a disk-full write), then appended after
+    lines.insert(4, "[1, 2]")  # JSON, but not a row
+    lines.append('{"gen": 1, "uid": "01-0005", "status": "ok", "train_samp')  # being written / crash
+    (run.path / "evaluations.jsonl").write_text("\n".join(lines) + "\n")
+    return run
+
+
+def test_search_compute_skips_lines_that_are_not_rows_and_notes_them(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from evo_snn.baselines import Comparison
+
+    cmp = Comparison.__new__(Comparison)  # search_compute reads only these
+    cmp.run = _jsonl_run(tmp_path)
+    cmp.splits = SimpleNamespace(train=range(100))
+    cmp.cfg = SimpleNamespace(kd=SimpleNamespace(batch_size=32, epochs=0.5))
+    cmp.ckpt = SimpleNamespace(gen=1)
+    n, samples = cmp.search_compute()
+    # ok 00-0000 (64) + failed 00-0001 (a full evaluation's samples) + ok 01-0003 (48); cached costs nothing,
+    # generation 2 is after the checkpoint, the three broken lines are skipped
+    assert (n, samples) == (3, 64 + samples_processed(100, 32, 0.5) + 48)
+    err = capsys.readouterr().err
+    assert f"{cmp.run.path / 'evaluations.jsonl'}: 2 line(s) not JSON" in err
+
+
+def test_redraw_pareto_plots_the_ok_rows_and_skips_broken_lines(tmp_path, monkeypatch):
+    import evo_snn.plots as plots
+    from evo_snn.baselines import _redraw_pareto
+
+    run = _jsonl_run(tmp_path)
+    (run.path / "teacher").mkdir()
+    (run.path / "teacher" / "metrics.json").write_text(json.dumps({"val_accuracy": 0.95}))
+    pd.DataFrame({"uid": ["01-0003"], "accuracy": [0.7], "sparsity": [0.4]}).to_csv(run.path / "pareto.csv", index=False)
+    pd.DataFrame({"gen": [0, 1], "hypervolume": [0.1, 0.3]}).to_csv(run.path / "generations.csv", index=False)
+    seen = {}
+    monkeypatch.setattr(plots, "plot_run", lambda d, evals, front, gens, teacher_val, exported, baselines:
+                        seen.update(uids=list(evals["uid"]), teacher_val=teacher_val, baselines=baselines))
+    table = pd.DataFrame({"method": ["global"], "accuracy": [0.6], "sparsity": [0.5]})
+    _redraw_pareto(run, table)
+    assert seen["uids"] == ["00-0000", "01-0003", "02-0004"] and seen["teacher_val"] == 0.95
+    assert seen["baselines"] is table
