@@ -62,7 +62,7 @@ class RungFitness:
             acc, sp = (1.5 + u, 1.5 - u) if _good(g.key) else (1.1, 1.1)
         else:
             acc, sp = 1 - s**2 - 0.05 * g.ratios[0], s
-        return FitnessResult({"accuracy": acc, "sparsity": sp, "train_samples": int(round(S * spent)), "inherited": init_state is not None},
+        return FitnessResult({"accuracy": acc, "sparsity": sp, "train_samples": int(round(S * spent)), "inherited": init_state is not None and not (rung is not None and rung.continues)},
                              {"key": torch.tensor([_tag(g.key)]), "trained": torch.tensor([start + spent], dtype=torch.float64)})
 
 
@@ -266,6 +266,44 @@ def test_inheritance_with_rungs_starts_rung0_from_the_parent_and_carries_the_fla
             assert r["inherited"] is True  # the continuation reports its rung-0 evaluation's flag
 
 
+class ShuffledEvaluator(SerialEvaluator):
+    """Yields each map's results in a scrambled order, as Ray's completion order does."""
+
+    def __init__(self, seed):
+        super().__init__()
+        self.rng = np.random.default_rng(seed)
+
+    def map(self, fn, jobs):
+        out = list(super().map(fn, jobs))
+        return [out[i] for i in self.rng.permutation(len(out))]
+
+
+def test_the_order_results_arrive_in_does_not_change_the_search():
+    """Serial and Ray alike: promotion waits for every rung-0 result and ranks them in offspring order."""
+    def summary(s):
+        return ([(i.uid, i.genome.key, i.fitness.values) for i in s.population], [(i.uid, i.fitness.values) for i in s.archive])
+
+    serial = _search(RungFitness(), generations=3, eta=0.375)
+    serial.run()
+    for seed in (0, 1):
+        shuffled = _search(RungFitness(), generations=3, eta=0.375)
+        shuffled.evaluator = ShuffledEvaluator(seed)
+        shuffled.run()
+        assert summary(shuffled) == summary(serial)
+
+
+def test_students_per_batch_groups_each_rung_separately():
+    """K = 3: the jobs of one rung go in groups (GroupedJobs; a plain function is applied per
+    member), never a rung-0 job with a continuation: the same search as K = 1."""
+    a, b = RungFitness(), RungFitness()
+    one = _search(a, generations=2)
+    one.run()
+    three = _search(b, generations=2, students_per_batch=3)
+    three.run()
+    assert [(i.uid, i.fitness.values) for i in three.archive] == [(i.uid, i.fitness.values) for i in one.archive]
+    assert [(k, s, r) for k, s, _, r in b.jobs] == [(k, s, r) for k, s, _, r in a.jobs]
+
+
 # ------------------------------------------------------------------ resume
 def _json_round_trip(state):
     doc = json.loads(json.dumps({k: v for k, v in state.items() if k != "genomes"}))
@@ -398,10 +436,50 @@ def test_genome_fitness_continues_from_the_rung0_student(tiny_cfg, tiny_splits, 
         w = a.student_state[name + ".weight"]
         assert torch.equal(c.student_state[name + ".weight"], w)
         assert not torch.equal(w, teacher.state_dict()[name + ".weight"].masked_fill(w == 0, 0))  # trained at rung 0
+    # loaded as it is (not refilled from the teacher as an inherited parent's student is): a kept
+    # connection the rung-0 training had left at exactly zero stays zero
+    state = {k: v.clone() for k, v in a.student_state.items()}
+    w = state[layers[0] + ".weight"].view(-1)
+    kept = int(torch.nonzero(w != 0)[0])
+    w[kept] = 0.0
+    d = frozen(g, rung_seed(7, 1), state, r1)
+    assert d.student_state[layers[0] + ".weight"].view(-1)[kept] == 0.0
     # a full evaluation through the rung path is the plain evaluation
     full = fit(g, 7, None, Rung(1, 0.0, 1.0))
     plain = fit(g, 7)
     assert full.metrics["accuracy"] == plain.metrics["accuracy"] and full.metrics["train_loss"] == plain.metrics["train_loss"]
+
+
+def test_genome_fitness_group_trains_a_rung_from_each_members_own_student(tiny_cfg, tiny_splits, one_torch_thread):
+    from dataclasses import replace
+
+    from evo_snn.fitness import FitnessContext, GenomeFitness
+    from evo_snn.models import build_model
+    from evo_snn.pruning import prunable_layers, weight_magnitudes
+    from evo_snn.train import cpu_state, samples_processed
+
+    cfg = replace(tiny_cfg, kd=replace(tiny_cfg.kd, epochs=2.0))
+    torch.manual_seed(0)
+    teacher = build_model(cfg.model, tiny_splits.frame_shape, tiny_splits.num_classes)
+    layers = tuple(prunable_layers(teacher, cfg.genome.prunable))
+    ctx = FitnessContext(cfg, tiny_splits.train, tiny_splits.val, tiny_splits.frame_shape, tiny_splits.num_classes,
+                         cpu_state(teacher), layers)
+    fit = GenomeFitness(ctx, torch.device("cpu"))
+    ops = GenomeOps(weight_magnitudes(teacher, layers), cfg.genome)
+    rng = np.random.default_rng(1)
+    genomes = [ops.random(rng), ops.random(rng)]
+    r0, r1 = Rung(0, 0.0, 0.25), Rung(1, 0.25, 1.0)
+    firsts = fit.group([(g, 10 + i, None, r0) for i, g in enumerate(genomes)])
+    n, bs = len(tiny_splits.train), cfg.kd.batch_size
+    assert [r.metrics["train_samples"] for r in firsts] == [samples_processed(n, bs, 0.5)] * 2
+    frozen = GenomeFitness(replace(ctx, cfg=replace(cfg, kd=replace(cfg.kd, lr=0.0))), torch.device("cpu"))
+    conts = frozen.group([(g, rung_seed(10 + i, 1), a.student_state, r1) for i, (g, a) in enumerate(zip(genomes, firsts))])
+    for a, c in zip(firsts, conts):
+        assert c.metrics["train_samples"] == samples_processed(n, bs, 1.5)
+        for name in layers:  # each member starts from its own rung-0 student
+            assert torch.equal(c.student_state[name + ".weight"], a.student_state[name + ".weight"])
+    with pytest.raises(ValueError, match="share one rung"):
+        fit.group([(genomes[0], 1, None, r0), (genomes[1], 2, firsts[1].student_state, r1)])
 
 
 # ------------------------------------------------------------------ the CLI
