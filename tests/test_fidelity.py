@@ -539,3 +539,12 @@ def test_cli_interrupt_then_resume_equals_the_straight_run(at, fid_straight, tmp
     pd.testing.assert_frame_equal(pd.read_csv(out / "pareto.csv")[front], pd.read_csv(fid_straight / "pareto.csv")[front])
     m = json.loads((out / "manifest.json").read_text())
     assert m["status"] == "completed" and m["resumes"][0]["reused_evaluations"] >= 1
+
+
+def test_figures_leave_rung0_rows_out():
+    from evo_snn.plots import full_fidelity
+
+    df = pd.DataFrame({"gen": [0, 1, 1], "accuracy": [0.5, 1.5, 0.6], "sparsity": [0.1, 0.2, 0.3], "fidelity": [1.0, 0.25, 1.0]})
+    assert list(full_fidelity(df)["accuracy"]) == [0.5, 0.6]
+    plain = df.drop(columns="fidelity")
+    assert full_fidelity(plain) is plain
