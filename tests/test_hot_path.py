@@ -118,12 +118,17 @@ def test_bf16_kd_training_is_close_to_float32_and_keeps_pruned_weights_zero(setu
         assert 0 < gap < 0.05 * w32.norm().item() and gap < 0.5 * moved, name
 
 
-def test_bf16_teacher_training(setup):
+def test_bf16_teacher_training_is_close_to_float32(setup):
     ctx, _ = setup
-    torch.manual_seed(0)
-    net = build_model(ctx.cfg.model, ctx.frame_shape, C)
-    loss = train_steps(net, ctx.train, epochs=1, batch_size=8, lr=0.01, loss_fn=ce_loss, seed=0, hot_path=TrainConfig(amp="bf16"))
-    assert math.isfinite(loss) and all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in net.parameters())
+    nets = {}
+    for amp in ("none", "bf16"):
+        torch.manual_seed(0)
+        nets[amp] = build_model(ctx.cfg.model, ctx.frame_shape, C)
+        loss = train_steps(nets[amp], ctx.train, epochs=1, batch_size=8, lr=0.01, loss_fn=ce_loss, seed=0, hot_path=TrainConfig(amp=amp))
+        assert math.isfinite(loss)
+    w32, w16 = (torch.cat([p.detach().flatten() for p in nets[a].parameters()]) for a in ("none", "bf16"))
+    assert all(p.dtype == torch.float32 for p in nets["bf16"].parameters())
+    assert 0 < (w16 - w32).norm() < 0.05 * w32.norm()
 
 
 def test_fp16_needs_cuda_and_exits_2_on_the_cpu(tmp_path, capsys):
