@@ -120,7 +120,8 @@ def run(args, argv: list[str]) -> int:
                     student = build_model(cfg.model, splits.frame_shape, splits.num_classes).to(device)
                     loss = student_loss(replace(cfg.kd, mode=mode), splits.num_classes, teaching)
                     train_steps(student, splits.train, epochs=epochs, batch_size=cfg.teacher.batch_size,
-                                lr=cfg.teacher.lr, weight_decay=cfg.teacher.weight_decay, loss_fn=loss, seed=student_seed)
+                                lr=cfg.teacher.lr, weight_decay=cfg.teacher.weight_decay, loss_fn=loss, seed=student_seed,
+                                hot_path=cfg.train)
                     cache[key] = accuracy(student, splits.test)
                 return cache[key]
 
