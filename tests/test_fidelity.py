@@ -548,3 +548,35 @@ def test_figures_leave_rung0_rows_out():
     assert list(full_fidelity(df)["accuracy"]) == [0.5, 0.6]
     plain = df.drop(columns="fidelity")
     assert full_fidelity(plain) is plain
+
+
+def test_cli_crash_while_writing_a_checkpoint_then_resume_equals_the_straight_run(fid_straight, tmp_path, monkeypatch,
+                                                                                     one_torch_thread):
+    """The window after a generation's end (its rung-0 students already deleted) and before its
+    checkpoint: resumed, the generation is replayed from evaluations.jsonl, rung-0 students or not."""
+    import evo_snn.checkpoint as checkpoint_mod
+    from evo_snn.search import main
+
+    out = tmp_path / "r"
+    original = checkpoint_mod.save_state_dict
+    calls = []
+
+    def crash_on_generation_2(path, state):
+        if path.name == "torch_rng.pt":
+            calls.append(path)
+            if len(calls) == 3:
+                raise RuntimeError("disk full")
+        original(path, state)
+
+    monkeypatch.setattr(checkpoint_mod, "save_state_dict", crash_on_generation_2)
+    with pytest.raises(RuntimeError, match="disk full"):
+        main([*FID, "--generations", "2", "--out", str(out)])
+    monkeypatch.undo()
+    assert main(["--resume", str(out), "--no-progress"]) == 0
+    cols = ["uid", "genome_key", "status", "seed", "gen", "rung", "fidelity", "accuracy", "sparsity", "train_loss", "train_samples"]
+    table = lambda run: sorted(tuple(str(r.get(k)) for k in cols) for r in _evaluations(run))  # noqa: E731
+    assert table(out) == table(fid_straight)
+    front = ["uid", "accuracy", "sparsity", "genome_key"]
+    pd.testing.assert_frame_equal(pd.read_csv(out / "pareto.csv")[front], pd.read_csv(fid_straight / "pareto.csv")[front])
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["resumes"][0]["reused_evaluations"] == sum(r["gen"] == 2 and r["status"] == "ok" for r in _evaluations(fid_straight))
