@@ -66,6 +66,11 @@ class Rung:
         return {"fidelity": float(self.stop), "rung": int(self.index), "fidelity_spent": float(self.spent)}
 
 
+FULL_RUNG = Rung(1, 0.0, FULL)
+"""A full evaluation from scratch in a multi-fidelity search: generation 0 (whose
+individuals form the first population) and hits of the full-fidelity cache."""
+
+
 def rungs(fraction: float) -> tuple[Rung, Rung]:
     """(rung 0, rung 1) of a search with ``search.fidelity_fraction`` = ``fraction`` in (0, 1)."""
     return Rung(0, 0.0, float(fraction)), Rung(1, float(fraction), FULL)

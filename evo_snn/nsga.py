@@ -41,7 +41,7 @@ from .atomic import to_jsonable
 from .config import OBJECTIVES as OBJECTIVE_TABLE
 from .config import GenomeConfig, SearchConfig
 from .evaluator import SerialEvaluator, failure_metrics
-from .fidelity import FULL, Rung, rung_seed, rungs, student_key
+from .fidelity import FULL, FULL_RUNG, Rung, rung_seed, rungs, student_key
 from .fidelity import enabled as fidelity_enabled
 from .genome import Genome, GenomeOps
 from .store import StudentStore
@@ -339,7 +339,7 @@ class StructureSearch:
             return children, self.evaluate(children, gen)
         r0, r1 = self.rungs
         cached = [c for c in children if c.genome.key in self.results]
-        self.evaluate(cached, gen, Rung(1, 0.0, FULL))  # cache hits only: no evaluation
+        self.evaluate(cached, gen, FULL_RUNG)  # cache hits only: no evaluation
         ids = {id(c) for c in cached}
         screened = [c for c in children if id(c) not in ids]
         self._screened = {}
@@ -396,13 +396,13 @@ class StructureSearch:
         state); in a multi-fidelity search (genome, seed of the rung, init_state, rung), whose
         init_state at a continuation is the genome's rung-0 student (None when the store
         lacks it: only a resumed run's replayed continuation, which is not trained)."""
+        if ind.rung is not None and ind.rung.continues:
+            r0 = self.rungs[0]
+            key = student_key(ind.genome.key, r0.fidelity, r0.index)
+            return ind.genome, ind.evaluation_seed, self.store.get(key) if key in self.store else None, ind.rung
         init = self.student(ind.init_key) if self.search.inherit_weights and ind.init_key else None
         if ind.rung is None:
             return (ind.genome, ind.seed, init) if self.search.inherit_weights else (ind.genome, ind.seed)
-        if ind.rung.continues:
-            r0 = self.rungs[0]
-            key = student_key(ind.genome.key, r0.fidelity, r0.index)
-            init = self.store.get(key) if key in self.store else None
         return ind.genome, ind.evaluation_seed, init, ind.rung
 
     def _notify(self, ind: Individual, metrics: dict | None) -> None:
@@ -496,7 +496,7 @@ class StructureSearch:
         t0 = time.perf_counter() - self.elapsed_s  # elapsed_s keeps counting across a resume
         if self.gen < 0:
             pop = [self._new(g, 0) for g in self.initial_genomes()]
-            n = self.evaluate(pop, 0, None if self.rungs is None else Rung(1, 0.0, FULL))  # gen 0: full fidelity
+            n = self.evaluate(pop, 0, None if self.rungs is None else FULL_RUNG)  # gen 0: full fidelity
             self.archive.update(pop)
             pop = self.survivors(pop)
             self._forget_unused(pop)
