@@ -3,12 +3,23 @@
 spreads its 2 workers over both nodes and gives the serial run's evaluations and front.
 
 Slow, and it starts Ray processes outside the test process: it cleans them up by their
-temp dir (never ``ray stop``, which would stop every Ray on the machine). Opt-in
-(``EVO_SNN_CLUSTER_TEST=1``). The head runs with ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``
-and so on 127.0.0.1; the second node cannot: Ray 2.60's ``ray start --address`` refuses
-to start a worker node with that switch (``ray/scripts/scripts.py``: "Multi-node Ray
-clusters are not supported on Windows and OSX"), and without it ``--node-ip-address=127.0.0.1``
-is replaced by the machine's address, so the second node listens on all interfaces.
+temp dir (never ``ray stop``, which would stop every Ray on the machine; the address
+file ``ray start`` writes goes into that temp dir too, so a later ``ray.init()`` on
+this machine never finds this cluster). Opt-in (``EVO_SNN_CLUSTER_TEST=1``).
+
+Not loopback, as a real cluster is not: in Ray 2.60 a second node cannot join a head
+that listens on 127.0.0.1 only. With ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` (what keeps
+a local search on loopback, ``evaluator.init_local_ray``) ``ray start --address``
+refuses to start a worker node ("Multi-node Ray clusters are not supported on Windows
+and OSX", ``ray/scripts/scripts.py``); without it ``ray start`` rewrites an
+``--address`` or ``--node-ip-address`` of 127.0.0.1 to the machine's address
+(``services.resolve_ip_for_localhost``), so the worker node looks for the GCS there and
+times out (measured: "Failed to connect to GCS at address 192.0.2.2:..."). So both
+nodes run on the machine's address and listen on all interfaces for the few minutes of
+the test, with Ray's token authentication on (``RAY_AUTH_MODE=token`` for every node and
+driver, the token of ``~/.ray/auth_token``, which ``ray start`` only reads; without the
+variable a worker node's ``ray start --address`` sends no token and is refused); the
+test checks that the drivers see token mode.
 """
 
 import json
@@ -49,16 +60,38 @@ def _free_ports(n):
 
 
 def _mine(tmp):
+    """The processes of this test's cluster: those whose command line names its temp dir
+    (gcs_server, raylets, agents: every daemon ``ray start --temp-dir=tmp`` launches), and
+    their descendants (workers, whose titles ``ray::...`` no longer show their arguments).
+    No other process can match: ``tmp`` is a fresh ``mkdtemp`` path."""
     import psutil
 
-    out = []
+    found = {}
     for p in psutil.process_iter(["pid", "cmdline"]):
         try:
             if tmp in " ".join(p.info["cmdline"] or []):
-                out.append(p)
+                found[p.pid] = p
+                for c in p.children(recursive=True):
+                    found[c.pid] = c
         except psutil.Error:
             pass
-    return out
+    return list(found.values())
+
+
+def _listening(procs):
+    """{process name: sorted listening 'ip:port'} of ``procs``."""
+    import psutil
+
+    out = {}
+    for p in procs:
+        try:
+            name = p.name()
+            addrs = [f"{c.laddr.ip}:{c.laddr.port}" for c in p.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+        except psutil.Error:
+            continue
+        if addrs:
+            out.setdefault(name, []).extend(addrs)
+    return {k: sorted(v) for k, v in sorted(out.items())}
 
 
 def _rows(run):
@@ -80,22 +113,27 @@ def test_two_node_cluster_search_equals_the_serial_run(tmp_path, one_torch_threa
     assert main([*args, "--out", str(ref)]) == 0
 
     tmp = tempfile.mkdtemp(prefix="evo-cl-")  # short: Ray's unix socket paths must fit 107 bytes
-    gcs, client, *node_ports = _free_ports(2 + 2 * 5)
-    env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"}
+    gcs, client, *node_ports = _free_ports(2 + 2 * 6)
+    # RAY_AUTH_MODE=token on every node and driver, as a multi-machine cluster needs (README): without it a
+    # worker node's `ray start --address` does not send the token ("InvalidAuthToken ... RAY_AUTH_MODE is 'disabled'")
+    env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1", "RAY_AUTH_MODE": "token"}
     env.pop("RAY_ADDRESS", None)
 
     def node_flags(i):
-        a, b, c, d, e = node_ports[5 * i:5 * i + 5]
+        a, b, c, d, e, f = node_ports[6 * i:6 * i + 6]
         return ["--num-cpus=1", "--disable-usage-stats", f"--node-manager-port={a}", f"--object-manager-port={b}",
-                f"--dashboard-agent-listen-port={c}", f"--dashboard-agent-grpc-port={d}", f"--metrics-export-port={e}"]
+                f"--dashboard-agent-listen-port={c}", f"--dashboard-agent-grpc-port={d}", f"--metrics-export-port={e}",
+                f"--runtime-env-agent-port={f}", "--object-store-memory=200000000"]
 
-    address = f"127.0.0.1:{gcs}"
+    env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)  # see the module docstring
     try:
-        head = subprocess.run([ray_cli, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}",
-                               f"--ray-client-server-port={client}", "--include-dashboard=false", f"--temp-dir={tmp}",
-                               *node_flags(0)], env={**env, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"},
-                              capture_output=True, text=True, timeout=180)
+        head = subprocess.run([ray_cli, "start", "--head", f"--port={gcs}", f"--ray-client-server-port={client}",
+                               "--include-dashboard=false", f"--temp-dir={tmp}", *node_flags(0)],
+                              env=env, capture_output=True, text=True, timeout=180)
         assert head.returncode == 0, head.stdout[-2000:] + head.stderr[-2000:]
+        address = (Path(tmp) / "ray_current_cluster").read_text().strip()  # the head's GCS, on the machine's address
+        assert address.endswith(f":{gcs}"), address
+        print(f"cluster head: {address}")
         worker = subprocess.run([ray_cli, "start", f"--address={address}", f"--temp-dir={tmp}", *node_flags(1)],
                                 env=env, capture_output=True, text=True, timeout=180)
         assert worker.returncode == 0, worker.stdout[-2000:] + worker.stderr[-2000:]
@@ -108,6 +146,7 @@ def test_two_node_cluster_search_equals_the_serial_run(tmp_path, one_torch_threa
         print("cluster probe:", found)
         assert found["values"] == [0, 1, 2, 3]
         assert len({a["node_id"] for a in found["info"]}) == 2  # one worker on each node
+        assert found["describe"]["auth"] == "token"  # the cluster is reachable from the network: token mode
 
         out = tmp_path / "cluster"
         t0 = time.perf_counter()
@@ -116,12 +155,27 @@ def test_two_node_cluster_search_equals_the_serial_run(tmp_path, one_torch_threa
         assert search.returncode == 0, search.stderr[-3000:]
         print(f"cluster search: {time.perf_counter() - t0:.0f} s, manifest evaluator "
               f"{json.loads((out / 'manifest.json').read_text()).get('evaluator')}")
+        workers = sorted({r.get("worker") for r in _rows(out) if r.get("status") == "ok"}, key=str)
+        print(f"cluster search: evaluations ran on workers (host:pid) {workers}")  # 1 CPU per node: one actor on each
+        assert len(workers) == 2
+        assert json.loads((out / "manifest.json").read_text())["evaluator"]["auth"] == "token"
+        sockets = _listening(_mine(tmp))
+        print(f"cluster listening sockets: {sockets}")
+        assert any(a.endswith(f":{gcs}") for a in sockets.get("gcs_server", [])), sockets  # we listed our own cluster
     finally:
+        import psutil
+
         procs = _mine(tmp)
         for p in procs:
-            p.kill()
-        print(f"killed {len(procs)} Ray processes of the cluster")
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+        psutil.wait_procs(procs, timeout=30)
+        left = _mine(tmp)
+        print(f"killed {len(procs)} Ray processes of the cluster, {len(left)} left")
         shutil.rmtree(tmp, ignore_errors=True)
+    assert left == []
     cols = ["uid", "genome_key", "status", "seed", "accuracy", "sparsity", "train_loss"]
     assert [{k: r.get(k) for k in cols} for r in _rows(out)] == [{k: r.get(k) for k in cols} for r in _rows(ref)]
     front = ["uid", "accuracy", "sparsity", "genome_key"]
