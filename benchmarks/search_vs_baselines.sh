@@ -11,6 +11,9 @@
 # FINAL_EPOCHS=E also measures every front after E epochs of retraining (files -feE),
 # from the same evaluation pass. BASE=name (default plain) names the base run that trains the
 # teacher and holds the baselines; METHODS=uniform,global,... chooses them (default: all).
+# VARIANT_METHODS=global_long also measures baselines in each variant's own run (default none:
+# its front only). Needed when a variant changes the fitness itself (e.g. --set kd.mode=none):
+# the base run's baselines were fine-tuned with the base's fitness, not the variant's.
 # Heavy steps take /tmp/evo_cpu.lock so that two benchmarks never share the cores.
 set -euo pipefail
 DATASET=$1; ROOT=$2; OUT=$3; SEEDS=$4; shift 4
@@ -36,7 +39,7 @@ for s in $SEEDS; do
       run python -m evo_snn.search --dataset "$DATASET" --data-root "$ROOT" --seed "$s" --out "$dir" --no-progress \
         --teacher "$plain/teacher/teacher.pt" "${EXTRA[@]}" "${vargs[@]}"
     fi
-    [ -f "$dir/comparison.json" ] || run python -m evo_snn.baselines "$dir" --methods none --no-progress --final-epochs "$FE"
+    [ -f "$dir/comparison.json" ] || run python -m evo_snn.baselines "$dir" --methods "${VARIANT_METHODS:-none}" --no-progress --final-epochs "$FE"
   done
 done
 python -m evo_snn.results "$OUT" --markdown "$OUT/summary.md" || true
