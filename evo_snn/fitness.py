@@ -137,11 +137,8 @@ class GenomeFitness:
         """
         t0 = time.perf_counter()
         kd = self.ctx.cfg.kd
-        own = rung is not None and rung.continues
-        if own and init_state is None:
-            raise ValueError(f"the continuation of {genome.key} from fidelity {rung.start:g} needs its rung-0 student")
-        epochs = kd.epochs if rung is None else kd.epochs * rung.spent
-        student, teacher, hooks = self._prepare(genome, seed, init_state, own=own)
+        own, epochs = self._budget(rung)
+        student, teacher, hooks = self._prepare(genome, seed, init_state, rung)
         teacher_acc = self.teacher_accuracy(teacher)
 
         teaching = teacher_for(kd.mode, sparse=teacher, dense=self.teacher, ann=self.ann_teacher)
@@ -152,11 +149,23 @@ class GenomeFitness:
         metrics["wall_s"] = time.perf_counter() - t0
         return FitnessResult(metrics, cpu_state(student))
 
-    def _prepare(self, genome: Genome, seed: int, init_state: dict | None, own: bool = False):
+    def _budget(self, rung: Rung | None) -> tuple[bool, float]:
+        """(whether the job continues from the genome's own student, the KD epochs to train)
+        for a job at ``rung`` (None: one fidelity, kd.epochs from the usual start)."""
+        kd_epochs = self.ctx.cfg.kd.epochs
+        if rung is None:
+            return False, kd_epochs
+        return rung.continues, kd_epochs * rung.spent
+
+    def _prepare(self, genome: Genome, seed: int, init_state: dict | None, rung: Rung | None = None):
         """(student with the genome's masks folded in and kept by hooks, sparse teacher, the
         hooks): ``torch.manual_seed(seed)`` first, then the sparse teacher, then the
-        student (a copy of it, a parent's student, or a seeded fresh net; with ``own``,
-        ``init_state`` loaded as it is: the genome's own partly trained student)."""
+        student (a copy of it, a parent's student, or a seeded fresh net; at a continuation
+        ``rung``, ``init_state`` loaded as it is: the genome's own partly trained student).
+        raises ValueError for a continuation without ``init_state``."""
+        own, _ = self._budget(rung)
+        if own and init_state is None:
+            raise ValueError(f"the continuation of {genome.key} from fidelity {rung.start:g} needs its rung-0 student")
         kd = self.ctx.cfg.kd
         torch.manual_seed(seed)
         masks = genome.mask_dict()
@@ -237,14 +246,11 @@ class GenomeFitness:
         if len(rung_of) != 1:
             raise ValueError(f"a group's jobs must share one rung, got {sorted(map(str, rung_of))}")
         rung = rung_of.pop()
-        own = rung is not None and rung.continues
-        epochs = kd.epochs if rung is None else kd.epochs * rung.spent
+        own, epochs = self._budget(rung)
         for i, job in enumerate(jobs):
             genome, seed, init_state = job[0], job[1], job[2] if len(job) > 2 else None
             try:
-                if own and init_state is None:
-                    raise ValueError(f"the continuation of {genome.key} from fidelity {rung.start:g} needs its rung-0 student")
-                student, teacher, hooks = self._prepare(genome, seed, init_state, own=own)
+                student, teacher, hooks = self._prepare(genome, seed, init_state, rung)
                 hooks.remove()  # the group keeps the zeros with its own hooks
             except Exception as e:  # noqa: BLE001 - a genome that does not fit: that member fails
                 out[i] = e

@@ -406,13 +406,15 @@ def test_baselines_count_both_rungs_once(tmp_path):
 
 
 # ------------------------------------------------------------------ the real fitness
-def test_genome_fitness_continues_from_the_rung0_student(tiny_cfg, tiny_splits, one_torch_thread):
+def _real_fitness(tiny_cfg, tiny_splits):
+    """(cfg with kd.epochs 2, teacher, prunable layers, GenomeFitness, the same fitness with lr 0):
+    the real fitness on the tiny synthetic split, for the rung tests below."""
     from dataclasses import replace
 
     from evo_snn.fitness import FitnessContext, GenomeFitness
     from evo_snn.models import build_model
-    from evo_snn.pruning import prunable_layers, weight_magnitudes
-    from evo_snn.train import cpu_state, samples_processed
+    from evo_snn.pruning import prunable_layers
+    from evo_snn.train import cpu_state
 
     cfg = replace(tiny_cfg, kd=replace(tiny_cfg.kd, epochs=2.0))
     torch.manual_seed(0)
@@ -420,7 +422,15 @@ def test_genome_fitness_continues_from_the_rung0_student(tiny_cfg, tiny_splits, 
     layers = tuple(prunable_layers(teacher, cfg.genome.prunable))
     ctx = FitnessContext(cfg, tiny_splits.train, tiny_splits.val, tiny_splits.frame_shape, tiny_splits.num_classes,
                          cpu_state(teacher), layers)
-    fit = GenomeFitness(ctx, torch.device("cpu"))
+    frozen = GenomeFitness(replace(ctx, cfg=replace(cfg, kd=replace(cfg.kd, lr=0.0))), torch.device("cpu"))
+    return cfg, teacher, layers, GenomeFitness(ctx, torch.device("cpu")), frozen
+
+
+def test_genome_fitness_continues_from_the_rung0_student(tiny_cfg, tiny_splits, one_torch_thread):
+    from evo_snn.pruning import weight_magnitudes
+    from evo_snn.train import samples_processed
+
+    cfg, teacher, layers, fit, frozen = _real_fitness(tiny_cfg, tiny_splits)
     g = GenomeOps(weight_magnitudes(teacher, layers), cfg.genome).random(np.random.default_rng(0))
     r0, r1 = Rung(0, 0.0, 0.25), Rung(1, 0.25, 1.0)
     n, bs = len(tiny_splits.train), cfg.kd.batch_size
@@ -430,8 +440,7 @@ def test_genome_fitness_continues_from_the_rung0_student(tiny_cfg, tiny_splits, 
     assert b.metrics["train_samples"] == samples_processed(n, bs, 1.5) and b.metrics["inherited"] is False
     with pytest.raises(ValueError, match="rung-0 student"):
         fit(g, 8, None, r1)
-    # it starts from the rung-0 student: with a zero learning rate the prunable weights stay the rung-0 ones
-    frozen = GenomeFitness(replace(ctx, cfg=replace(cfg, kd=replace(cfg.kd, lr=0.0))), torch.device("cpu"))
+    # it starts from the rung-0 student: with a zero learning rate (frozen) the prunable weights stay the rung-0 ones
     c = frozen(g, rung_seed(7, 1), a.student_state, r1)
     for name in layers:
         w = a.student_state[name + ".weight"]
@@ -452,20 +461,10 @@ def test_genome_fitness_continues_from_the_rung0_student(tiny_cfg, tiny_splits, 
 
 
 def test_genome_fitness_group_trains_a_rung_from_each_members_own_student(tiny_cfg, tiny_splits, one_torch_thread):
-    from dataclasses import replace
+    from evo_snn.pruning import weight_magnitudes
+    from evo_snn.train import samples_processed
 
-    from evo_snn.fitness import FitnessContext, GenomeFitness
-    from evo_snn.models import build_model
-    from evo_snn.pruning import prunable_layers, weight_magnitudes
-    from evo_snn.train import cpu_state, samples_processed
-
-    cfg = replace(tiny_cfg, kd=replace(tiny_cfg.kd, epochs=2.0))
-    torch.manual_seed(0)
-    teacher = build_model(cfg.model, tiny_splits.frame_shape, tiny_splits.num_classes)
-    layers = tuple(prunable_layers(teacher, cfg.genome.prunable))
-    ctx = FitnessContext(cfg, tiny_splits.train, tiny_splits.val, tiny_splits.frame_shape, tiny_splits.num_classes,
-                         cpu_state(teacher), layers)
-    fit = GenomeFitness(ctx, torch.device("cpu"))
+    cfg, teacher, layers, fit, frozen = _real_fitness(tiny_cfg, tiny_splits)
     ops = GenomeOps(weight_magnitudes(teacher, layers), cfg.genome)
     rng = np.random.default_rng(1)
     genomes = [ops.random(rng), ops.random(rng)]
@@ -473,7 +472,6 @@ def test_genome_fitness_group_trains_a_rung_from_each_members_own_student(tiny_c
     firsts = fit.group([(g, 10 + i, None, r0) for i, g in enumerate(genomes)])
     n, bs = len(tiny_splits.train), cfg.kd.batch_size
     assert [r.metrics["train_samples"] for r in firsts] == [samples_processed(n, bs, 0.5)] * 2
-    frozen = GenomeFitness(replace(ctx, cfg=replace(cfg, kd=replace(cfg.kd, lr=0.0))), torch.device("cpu"))
     conts = frozen.group([(g, rung_seed(10 + i, 1), a.student_state, r1) for i, (g, a) in enumerate(zip(genomes, firsts))])
     for a, c in zip(firsts, conts):
         assert c.metrics["train_samples"] == samples_processed(n, bs, 1.5)
