@@ -109,3 +109,13 @@ def is_full(metrics: dict) -> bool:
     (rows of a single-fidelity search carry no ``fidelity``)."""
     f = metrics.get("fidelity")
     return f is None or float(f) >= FULL
+
+
+def full_rows(evaluations):
+    """The full-fidelity rows of an evaluations table (a pandas DataFrame of
+    evaluations.jsonl rows): a multi-fidelity search's rung-0 scores (``fidelity`` < 1) are
+    not comparable with the others; without a ``fidelity`` column (a single-fidelity
+    search) every row stays. The table form of ``is_full``."""
+    if "fidelity" not in evaluations:
+        return evaluations
+    return evaluations[evaluations["fidelity"].isna() | (evaluations["fidelity"] >= FULL)]

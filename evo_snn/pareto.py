@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from .atomic import read_jsonl
+from .fidelity import full_rows
 
 EXIT_USAGE = 2
 SUMMARY_SPARSITIES = (0.5, 0.8, 0.9)
@@ -139,8 +140,7 @@ def read_run(path: str | Path) -> RunView:
     generations = _read_csv(path / "generations.csv")
     front = _read_csv(path / "pareto.csv")
     ok = evaluations[evaluations["status"] == "ok"] if "status" in evaluations else evaluations
-    if "fidelity" in ok:  # a multi-fidelity search (evo_snn.fidelity): rung-0 rows never describe a front member
-        ok = ok[ok["fidelity"].isna() | (ok["fidelity"] >= 1.0)]
+    ok = full_rows(ok)  # a multi-fidelity search's rung-0 rows never describe a front member
     if front.empty and not ok.empty:  # generation 0 not complete yet: the front of what was evaluated
         front = _nondominated_rows(ok)[["uid", "accuracy", "sparsity", "teacher_accuracy", "gen"]].reset_index(drop=True)
     last = int(generations["gen"].max()) if len(generations) else -1

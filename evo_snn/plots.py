@@ -15,6 +15,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.colors import BoundaryNorm  # noqa: E402
 from matplotlib.ticker import FormatStrFormatter, MaxNLocator  # noqa: E402
 
+from .fidelity import full_rows  # noqa: E402
 from .rundir import atomic_write_bytes  # noqa: E402
 
 METHOD_COLOURS = {"search": "crimson", "global": "tab:blue", "uniform": "tab:green", "random": "tab:orange",
@@ -64,7 +65,7 @@ def pareto_figure(evaluations: pd.DataFrame, pareto: pd.DataFrame, dense_teacher
     labelled ``uid (roles)``. Columns as in ``plot_run``.
     """
     fig, ax = plt.subplots(figsize=(7, 5))
-    evaluations = full_fidelity(evaluations)
+    evaluations = full_rows(evaluations)
     if len(evaluations):
         cmap, norm, ticks = _generation_colours(evaluations["gen"])
         sc = ax.scatter(evaluations["sparsity"], evaluations["accuracy"], c=evaluations["gen"], cmap=cmap, norm=norm,
@@ -123,15 +124,6 @@ def energy_figure(evaluations: pd.DataFrame, pareto: pd.DataFrame, exported: lis
     return fig
 
 
-def full_fidelity(evaluations: pd.DataFrame) -> pd.DataFrame:
-    """The rows of full fidelity: a multi-fidelity search's rung-0 scores (``fidelity`` < 1,
-    ``evo_snn.fidelity``) are not comparable with the others, so no figure draws them;
-    rows without ``fidelity`` (a single-fidelity search) all stay."""
-    if "fidelity" not in evaluations:
-        return evaluations
-    return evaluations[evaluations["fidelity"].isna() | (evaluations["fidelity"] >= 1.0)]
-
-
 def plot_run(plots_dir: Path, evaluations: pd.DataFrame, pareto: pd.DataFrame, generations: pd.DataFrame,
              dense_teacher_accuracy: float, exported: list[dict], baselines: pd.DataFrame | None = None) -> None:
     """Write pareto.png, hypervolume.png, (if any member was exported) layer_sparsity.png and
@@ -143,9 +135,9 @@ def plot_run(plots_dir: Path, evaluations: pd.DataFrame, pareto: pd.DataFrame, g
     sparsity, layer_sparsity): labelled on pareto.png. baselines: ``evo_snn.baselines``'
     table (method, selected, sparsity, val_accuracy): each baseline's validation front
     is drawn on pareto.png in its own colour. Rows of a multi-fidelity search's rung 0
-    (``fidelity`` < 1) are left out of every figure (``full_fidelity``).
+    (``fidelity`` < 1) are left out of every figure (``fidelity.full_rows``).
     """
-    evaluations = full_fidelity(evaluations)
+    evaluations = full_rows(evaluations)
     _save(pareto_figure(evaluations, pareto, dense_teacher_accuracy, exported, baselines), plots_dir / "pareto.png")
     if "effective_acs" in evaluations.columns and evaluations["effective_acs"].notna().any():
         _save(energy_figure(evaluations, pareto, exported), plots_dir / "energy.png")

@@ -541,7 +541,7 @@ def test_cli_interrupt_then_resume_equals_the_straight_run(at, fid_straight, tmp
 
 
 def test_figures_leave_rung0_rows_out():
-    from evo_snn.plots import full_fidelity
+    from evo_snn.fidelity import full_rows as full_fidelity  # what plots (and pareto) filter with
 
     df = pd.DataFrame({"gen": [0, 1, 1], "accuracy": [0.5, 1.5, 0.6], "sparsity": [0.1, 0.2, 0.3], "fidelity": [1.0, 0.25, 1.0]})
     assert list(full_fidelity(df)["accuracy"]) == [0.5, 0.6]
