@@ -11,7 +11,12 @@ per-genome budget, seed scheme):
 - ``random``: random genomes (``GenomeOps.random``), as many as the search evaluated;
 - ``global_long``: ``global`` at equal compute: each ratio's student is KD-trained for
   the search's training samples divided by the number of ratios (kd.epochs scaled up),
-  what a user with the search's budget would do instead of searching.
+  what a user with the search's budget would do instead of searching;
+- ``global_matched``: ``global`` at each search member's sparsity, paired with that member
+  (same seed, hence the same batch order when retrained). With ``--final-epochs E`` both
+  sides are retrained from their genomes for the same E epochs, so a pair differs only in
+  its mask: the paired test-accuracy difference (``paired`` in comparison.json) says whether
+  the search found better structures than global magnitude pruning at equal training.
 
 Protocol (the same rule for the search and every baseline):
 
@@ -65,12 +70,14 @@ from .teacher import TeacherLoadError
 from .teacher import prepare as prepare_teachers
 from .train import accuracy, cpu_state, samples_processed
 
-METHODS = ("uniform", "global", "random", "global_long")
+METHODS = ("uniform", "global", "random", "global_long", "global_matched")
+DEFAULT_METHODS = METHODS[:4]  # global_matched is meant with --final-epochs (a paired mask comparison)
 DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 FIXED_SPARSITIES = (0.5, 0.7, 0.8, 0.9, 0.95)
 # seed streams: eval_seed(root seed, stream, index); far above any generation number,
 # so no baseline evaluation replays a search evaluation's seed
-STREAMS = {"uniform": 1_000_001, "global": 1_000_002, "random": 1_000_003, "global_long": 1_000_004}
+STREAMS = {"uniform": 1_000_001, "global": 1_000_002, "random": 1_000_003, "global_long": 1_000_004,
+           "global_matched": 1_000_005}
 EXIT_USAGE = 2
 
 
@@ -88,6 +95,7 @@ class Member:
     ratio: float | None = None
     selected: bool = False
     test: dict = field(default_factory=dict)
+    partner: str | None = None  # global_matched: the uid of the search member it is paired with
 
     @property
     def ok(self) -> bool:
@@ -110,14 +118,31 @@ def front_summary(points) -> dict:
 
 
 def baseline_genomes(method: str, ops: GenomeOps, ratios, n_random: int, rng: np.random.Generator) -> list[tuple[Genome, float | None]]:
-    """(genome, ratio) pairs of one baseline method; raises ValueError for an unknown method."""
+    """(genome, ratio) pairs of one baseline method; raises ValueError for an unknown method.
+    ``global_matched`` takes as ``ratios`` the sparsities of the search members it pairs with."""
     if method == "uniform":
         return [(ops.uniform_magnitude(r), r) for r in ratios]
-    if method in ("global", "global_long"):
+    if method in ("global", "global_long", "global_matched"):
         return [(ops.global_magnitude(r), r) for r in ratios]
     if method == "random":
         return [(ops.random(rng), None) for _ in range(n_random)]
     raise ValueError(f"unknown baseline method {method!r}; known: {list(METHODS)}")
+
+
+def paired_difference(search: list[Member], matched: list[Member], tests: dict[str, dict]) -> dict:
+    """Test accuracy of each search member minus that of its ``global_matched`` partner
+    (same sparsity, same seed): {n, mean, std (ddof=1; NaN for n < 2), wins (search ahead),
+    losses}; differences in accuracy units, over the pairs whose both members were measured."""
+    by_uid = {m.uid: m for m in search}
+    diffs = []
+    for m in matched:
+        a, b = tests.get(m.partner or "", {}).get("test_accuracy"), tests.get(m.uid, {}).get("test_accuracy")
+        if m.partner in by_uid and a is not None and b is not None:
+            diffs.append(a - b)
+    d = np.asarray(diffs, dtype=float)
+    return {"n": int(d.size), "mean": float(d.mean()) if d.size else float("nan"),
+            "std": float(d.std(ddof=1)) if d.size > 1 else float("nan"),
+            "wins": int((d > 0).sum()), "losses": int((d < 0).sum())}
 
 
 class Comparison:
@@ -219,13 +244,21 @@ class Comparison:
         per_eval = samples_processed(len(self.splits.train), self.cfg.kd.batch_size, self.cfg.kd.epochs)
         return max(1, math.ceil(search_samples / max(per_eval, 1)))
 
-    def baseline_members(self, method: str, ratios, n_random: int, search_samples: int = 0) -> list[Member]:
+    def baseline_members(self, method: str, ratios, n_random: int, search_samples: int = 0,
+                         search: list[Member] | None = None) -> list[Member]:
         """Evaluate one baseline method on validation and mark its validation front.
-        search_samples: the search's training samples (``global_long`` spends as many)."""
+        search_samples: the search's training samples (``global_long`` spends as many).
+        search: the search's members (``global_matched`` pairs one genome with each selected
+        member, at its sparsity and with its seed, and selects them all)."""
         root = self.cfg.search.seed
         rng = np.random.default_rng([root, STREAMS[method]])
-        pairs = baseline_genomes(method, self.ops, ratios, n_random, rng)
-        jobs = [(g, eval_seed(root, STREAMS[method], i)) for i, (g, _) in enumerate(pairs)]
+        if method == "global_matched":
+            partners = [m for m in (search or []) if m.selected and m.ok]
+            pairs = baseline_genomes(method, self.ops, [m.genome.sparsity for m in partners], 0, rng)
+            jobs = [(g, m.seed) for (g, _), m in zip(pairs, partners)]
+        else:
+            pairs = baseline_genomes(method, self.ops, ratios, n_random, rng)
+            jobs = [(g, eval_seed(root, STREAMS[method], i)) for i, (g, _) in enumerate(pairs)]
         epochs = None
         if method == "global_long":  # the search's budget, shared among the ratios
             epochs = max(search_samples, 1) / (len(pairs) * max(len(self.splits.train), 1))
@@ -238,6 +271,10 @@ class Comparison:
             else:
                 members.append(Member(method, uid, g, seed, dict(res.metrics), res.student_state, ratio))
         ok = [m for m in members if m.ok]
+        if method == "global_matched":  # each is the partner of a selected search member
+            for i, m in enumerate(members):
+                m.selected, m.partner = m.ok, partners[i].uid
+            return members
         for i in nondominated([[m.metrics["accuracy"], m.metrics["sparsity"]] for m in ok]):
             ok[i].selected = True
         return members
@@ -264,7 +301,7 @@ class Comparison:
         return out
 
 
-def compare(run: RunDir, methods=METHODS, ratios=DEFAULT_RATIOS, n_random: int | None = None, suffix: str = "",
+def compare(run: RunDir, methods=DEFAULT_METHODS, ratios=DEFAULT_RATIOS, n_random: int | None = None, suffix: str = "",
             final_epochs: list[float] | None = None, **kwargs) -> list[dict]:
     """Evaluate the baselines of ``run`` once, then for each of ``final_epochs`` (default:
     the run's ``search.final_epochs``) retrain, measure everything on test and write
@@ -278,7 +315,7 @@ def compare(run: RunDir, methods=METHODS, ratios=DEFAULT_RATIOS, n_random: int |
         groups = {"search": cmp.search_members()}
         for method in methods:
             n_rand = cmp.random_evaluations(n_search, search_samples) if n_random is None else n_random
-            groups[method] = cmp.baseline_members(method, ratios, n_rand, search_samples)
+            groups[method] = cmp.baseline_members(method, ratios, n_rand, search_samples, search=groups["search"])
             if progress:
                 tqdm.write(f"{method}: {len(groups[method])} evaluations, "
                            f"{sum(m.selected for m in groups[method])} on the validation front")
@@ -294,7 +331,7 @@ def compare(run: RunDir, methods=METHODS, ratios=DEFAULT_RATIOS, n_random: int |
                                  "val_accuracy": m.metrics.get("accuracy"), "sparsity": m.metrics.get("sparsity", m.genome.sparsity),
                                  "selected": m.selected, "test_accuracy": t.get("test_accuracy"),
                                  "retrained_val_accuracy": t.get("retrained_val_accuracy"),
-                                 "train_samples": m.metrics.get("train_samples"), "seed": m.seed,
+                                 "train_samples": m.metrics.get("train_samples"), "seed": m.seed, "partner": m.partner,
                                  "error": m.metrics.get("error")})
                 sel = [m for m in members if m.selected and m.ok]
                 test_pts = [[tests[method][m.uid]["test_accuracy"], m.metrics["sparsity"]] for m in sel]
@@ -308,6 +345,9 @@ def compare(run: RunDir, methods=METHODS, ratios=DEFAULT_RATIOS, n_random: int |
                 summary[method] = {"test": front_summary(test_pts), "val": front_summary(val_pts), "members": len(sel),
                                    "evaluations": n_eval, "train_samples": samples, "retrain_samples": retrain,
                                    "compute_samples": samples + retrain}
+                if method == "global_matched":
+                    summary[method]["paired"] = paired_difference(groups["search"], members,
+                                                                   {**tests["search"], **tests[method]})
             doc = {"run": str(run.path), "dataset": cmp.cfg.dataset, "model": cmp.cfg.model.name, "kd_mode": cmp.cfg.kd.mode,
                    "seed": cmp.cfg.search.seed, "generations": cmp.ckpt.gen, "population": cmp.cfg.search.population,
                    "final_epochs": fe, "ratios": list(ratios), "methods": summary,
@@ -351,15 +391,22 @@ def format_comparison(doc: dict) -> str:
                "members": s["members"], "evals": s["evaluations"], "samples": s["compute_samples"]}
         recs.append(rec)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
-        return pd.DataFrame(recs).to_string(index=False, float_format=lambda v: f"{v:.4f}")
+        text = pd.DataFrame(recs).to_string(index=False, float_format=lambda v: f"{v:.4f}")
+    pair = doc["methods"].get("global_matched", {}).get("paired")
+    if pair:
+        text += (f"\nsearch - global_matched, paired test accuracy: {pair['mean']:+.4f} +- {pair['std']:.4f} over "
+                 f"{pair['n']} pairs ({pair['wins']} ahead, {pair['losses']} behind)")
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m evo_snn.baselines", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory of evo_snn.search with checkpoints/")
-    p.add_argument("--methods", type=choice_list(METHODS, "method(s)", allow_none=True), default=list(METHODS), help="comma-separated, from "
-                   f"{','.join(METHODS)}, or 'none' (only the search front is measured) (default: all)")
+    p.add_argument("--methods", type=choice_list(METHODS, "method(s)", allow_none=True), default=list(DEFAULT_METHODS), help="comma-separated, from "
+                   f"{','.join(METHODS)}, or 'none' (only the search front is measured) (default: "
+                   f"{','.join(DEFAULT_METHODS)}; global_matched pairs each search member with global magnitude "
+                   "pruning at its sparsity and seed: use it with --final-epochs)")
     p.add_argument("--suffix", default="", help="write baselines-SUFFIX.csv, comparison-SUFFIX.json and "
                    "plots/comparison-SUFFIX.png, e.g. to keep several comparisons of one run side by side")
     p.add_argument("--ratios", type=ratio_list, default=list(DEFAULT_RATIOS),

@@ -143,6 +143,26 @@ def test_final_retraining_is_counted_and_changes_the_students(run_dir):
     assert table[table.selected].retrained_val_accuracy.notna().all()
 
 
+def test_global_matched_pairs_each_search_member_at_its_sparsity_and_seed(run_dir):
+    assert baselines_main([str(run_dir), "--methods", "global_matched", "--final-epochs", "1", "--suffix", "m",
+                           "--no-progress"]) == 0
+    doc = json.loads((run_dir / "comparison-m-fe1.json").read_text())
+    table = pd.read_csv(run_dir / "baselines-m-fe1.csv")
+    search, matched = table[table.method == "search"].set_index("uid"), table[table.method == "global_matched"]
+    assert len(matched) == len(search) == doc["methods"]["search"]["members"] and matched.selected.all()
+    partner = search.loc[matched.partner]
+    assert np.allclose(matched.sparsity.to_numpy(), partner.sparsity.to_numpy(), atol=2e-3)
+    assert (matched.seed.to_numpy() == partner.seed.to_numpy()).all()
+    # both sides retrained from their genomes for the same epoch: equal retraining compute
+    assert doc["methods"]["global_matched"]["retrain_samples"] == doc["methods"]["search"]["retrain_samples"]
+    diff = partner.test_accuracy.to_numpy() - matched.test_accuracy.to_numpy()
+    same = partner.genome_key.to_numpy() == matched.genome_key.to_numpy()
+    assert not same.all() and np.all(diff[same] == 0)  # the same genome with the same seed: the same retrained student
+    pair = doc["methods"]["global_matched"]["paired"]
+    assert pair["n"] == len(diff) and pair["mean"] == pytest.approx(diff.mean())
+    assert pair["wins"] == int((diff > 0).sum()) and pair["losses"] == int((diff < 0).sum())
+
+
 def test_results_aggregates_over_seeds(run_dir, tmp_path):
     rows = collect([run_dir.parent])
     assert set(rows.method) >= {"search (plain)", "global"}
