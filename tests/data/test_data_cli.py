@@ -16,6 +16,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
+    """``python -m evo_snn.data ...`` as its own process (~2 s: a fresh interpreter imports torch);
+    used once, for the exit status and the streams of the real entry point. The other tests call
+    ``main`` in this process (``_describe``)."""
     return subprocess.run(
         [sys.executable, "-m", "evo_snn.data", *args], cwd=REPO, capture_output=True, text=True, timeout=120
     )
@@ -37,11 +40,11 @@ def _check_summary(out: dict, dataset: str) -> None:
         assert list(split["class_counts"]) == [str(c) for c in range(out["num_classes"])]
 
 
-def test_describe_synthetic(tmp_path):
+def test_describe_synthetic(tmp_path, capsys):
     _need_yaml("synthetic")
-    r = _run("describe", "--dataset", "synthetic", "--set", f"data.cache_dir={tmp_path}", "--set", "data.frames=5", "--seed", "3")
-    assert r.returncode == 0, r.stderr
-    out = json.loads(r.stdout)
+    code, out, err = _describe(capsys, "--dataset", "synthetic", "--set", f"data.cache_dir={tmp_path}", "--set", "data.frames=5",
+                               "--seed", "3")
+    assert code == 0, err
     _check_summary(out, "synthetic")
     d = load_config("synthetic").data
     assert out["frame_shape"] == [5, 2, d.synthetic_size // d.downsample, d.synthetic_size // d.downsample]
@@ -52,12 +55,11 @@ def test_describe_synthetic(tmp_path):
     assert 0 < eps["min"] <= eps["mean"] <= eps["max"]
 
 
-def test_describe_nmnist_fixture(nmnist_root, tmp_path):
+def test_describe_nmnist_fixture(nmnist_root, tmp_path, capsys):
     _need_yaml("nmnist")
-    r = _run("describe", "--dataset", "nmnist", "--data-root", str(nmnist_root),
-             "--set", f"data.cache_dir={tmp_path}", "--set", "data.frames=4", "--set", "data.downsample=2")
-    assert r.returncode == 0, r.stderr
-    out = json.loads(r.stdout)
+    code, out, err = _describe(capsys, "--dataset", "nmnist", "--data-root", str(nmnist_root),
+                               "--set", f"data.cache_dir={tmp_path}", "--set", "data.frames=4", "--set", "data.downsample=2")
+    assert code == 0, err
     _check_summary(out, "nmnist")
     assert out["num_classes"] == 10 and out["frame_shape"] == [4, 2, 17, 17]
     s = out["splits"]
@@ -67,21 +69,23 @@ def test_describe_nmnist_fixture(nmnist_root, tmp_path):
     assert s["test"]["events_per_sample"]["min"] > 500
 
 
-def test_describe_errors_exit_2(tmp_path):
+def test_describe_errors_exit_2(tmp_path, capsys):
     _need_yaml("dvs_gesture")
     r = _run("describe", "--dataset", "dvs_gesture", "--data-root", str(tmp_path / "absent"), "--set", f"data.cache_dir={tmp_path}")
-    assert r.returncode == 2 and r.stdout == ""
+    assert r.returncode == 2 and r.stdout == ""  # the process: nothing on stdout (not even at import), one line on stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "--data-root PATH" in lines[0]
-    r = _run("describe", "--dataset", "dvs_gesture", "--set", "data.nope=1")
-    assert r.returncode == 2 and r.stderr.startswith("error: ")
+    code, out, err = _describe(capsys, "--dataset", "dvs_gesture", "--set", "data.nope=1")
+    assert code == 2 and out is None and err.startswith("error: ") and len(err.strip().splitlines()) == 1
 
 
-def test_help_documents_every_flag():
-    r = _run("describe", "--help")
-    assert r.returncode == 0
+def test_help_documents_every_flag(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["describe", "--help"])
+    assert exit_.value.code in (0, None)
+    help_text = capsys.readouterr().out
     for flag in ("--dataset", "--data-root", "--set", "--seed", "--progress"):
-        assert flag in r.stdout
+        assert flag in help_text
 
 
 def _describe(capsys, *args: str) -> tuple[int, dict | None, str]:
