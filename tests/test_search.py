@@ -162,6 +162,7 @@ def test_every_kd_mode_runs_inside_the_search(mode, tmp_path):
         assert set(ann) <= set(snn) and any(not torch.equal(ann[k], snn[k]) for k in ann)
 
 
+@pytest.mark.slow  # the fast path: test_resume.py::test_sigterm_then_resume (the same CLI process, SIGTERM, 130, 'interrupted')
 def test_sigterm_marks_the_run_interrupted(tmp_path):
     import signal
     import subprocess
