@@ -56,15 +56,32 @@ def test_failed_evaluation_is_reported_not_raised(ctx):
     assert isinstance(results[0], Exception)
 
 
-def test_ray_evaluator_matches_serial(ctx, ray_session):
+@pytest.fixture(scope="module")
+def ray_ev(ray_session):
+    """One 2-actor RayEvaluator for this module's Ray tests (an actor costs a process that
+    imports torch: ~2 s each); each test gets it with fresh state: default retries, no
+    timeout, no faults, and no function held, so its first map loads its function on every
+    actor, as on a new evaluator."""
+    ev = RayEvaluator(workers=2)
+    yield ev
+    ev.close()
+
+
+@pytest.fixture
+def ray_evaluator(ray_ev):
+    ray_ev.max_retries, ray_ev.timeout_s, ray_ev.faults = 2, 0.0, None
+    ray_ev._fn = ray_ev._fn_ref = None
+    yield ray_ev
+    ray_ev._fn = ray_ev._fn_ref = None
+
+
+def test_ray_evaluator_matches_serial(ctx, ray_evaluator):
     genomes = _genomes(ctx, 3)
     jobs = [(g, 10 + i) for i, g in enumerate(genomes)]
     serial = dict(SerialEvaluator().map(genome_fitness(ctx), jobs))
-    ev = RayEvaluator(workers=2)
-    try:
-        parallel = dict(ev.map(genome_fitness(ctx), jobs))
-    finally:
-        ev.close()
+    ev = ray_evaluator
+    assert ev.workers == 2
+    parallel = dict(ev.map(genome_fitness(ctx), jobs))
     assert sorted(parallel) == [0, 1, 2]
     assert all(parallel[i].metrics["threads"] == 1 for i in parallel)  # one thread per 1-CPU actor
     workers = {parallel[i].metrics["worker"] for i in parallel}
@@ -139,18 +156,15 @@ def test_a_fitness_that_cannot_be_built_stops_the_map_instead_of_failing_each_jo
         list(SerialEvaluator().map(PerWorker(_broken_factory), [(1,), (2,)]))
 
 
-def test_ray_map_applies_any_picklable_function(ray_session):
-    ev = RayEvaluator(workers=1)
-    try:
-        out = dict(ev.map(pow, [(2, 3), (3, 2), (0, -1)]))
-        assert out[0] == 8 and out[1] == 9 and isinstance(out[2], ZeroDivisionError)
-        assert dict(ev.map(max, [(2, 3), (5, 1)])) == {0: 3, 1: 5}  # a new function reaches the actors
-        from functools import partial
+def test_ray_map_applies_any_picklable_function(ray_evaluator):
+    ev = ray_evaluator
+    out = dict(ev.map(pow, [(2, 3), (3, 2), (0, -1)]))
+    assert out[0] == 8 and out[1] == 9 and isinstance(out[2], ZeroDivisionError)
+    assert dict(ev.map(max, [(2, 3), (5, 1)])) == {0: 3, 1: 5}  # a new function reaches the actors
+    from functools import partial
 
-        with pytest.raises(Exception, match="bad config"):  # built in the actor: int('bad config') raises
-            list(ev.map(PerWorker(partial(int, "bad config")), [(1,)]))
-    finally:
-        ev.close()
+    with pytest.raises(Exception, match="bad config"):  # built in the actor: int('bad config') raises
+        list(ev.map(PerWorker(partial(int, "bad config")), [(1,)]))
 
 
 # ------------------------------------------------------- GPUs and threads from the cluster
@@ -179,8 +193,9 @@ for workers in (2, 3):
     out[workers] = {"share": ev.gpus_per_worker, "info": ev.actor_info(),
                     "devices": [r for _, r in sorted(ev.map(PerWorker(make), [(i,) for i in range(workers)]))]}
     ev.close()
-import torch
-out["driver_cuda_initialized"] = torch.cuda.is_initialized()
+import sys
+torch = sys.modules.get("torch")  # not imported here (1-2 s to import it only to ask): CUDA cannot be initialised
+out["driver_cuda_initialized"] = torch is not None and torch.cuda.is_initialized()
 print("RESULT " + json.dumps(out))
 """
 
@@ -216,10 +231,8 @@ def test_gpu_share_and_device_come_from_the_cluster_not_the_driver(tmp_path):
     assert out["driver_cuda_initialized"] is False
 
 
-def test_an_actor_without_a_gpu_builds_on_the_cpu(ray_session):
-    ev = RayEvaluator(workers=1)
-    try:
-        info = ev.actor_info()[0]
-        assert ev.gpus_per_worker == 0.0 and info["gpu_ids"] == [] and info["device"] == "cpu"
-    finally:
-        ev.close()
+def test_an_actor_without_a_gpu_builds_on_the_cpu(ray_evaluator):
+    ev = ray_evaluator
+    assert ev.gpus_per_worker == 0.0
+    for info in ev.actor_info():
+        assert info["gpu_ids"] == [] and info["device"] == "cpu"
