@@ -12,20 +12,58 @@ from evo_snn.rundir import LOCK_FILE, RunDir, RunDirError
 from evo_snn.search import main
 
 HOLD = """
-import sys, time
+import sys
 from evo_snn.rundir import RunDir
-run = RunDir.open(sys.argv[1])
-run.lock()
-print("locked", flush=True)
-time.sleep(600)
+held = {}
+for line in sys.stdin:  # 'lock PATH' / 'unlock PATH'; ends with this test process (stdin closed)
+    cmd, path = line.rstrip("\\n").split(" ", 1)
+    if cmd == "lock":
+        held[path] = RunDir.open(path)
+        held[path].lock()
+    else:
+        held.pop(path).unlock()
+    print(cmd + "ed", flush=True)
 """
 
 
-def _holder(path):
-    """A child process that takes the run's lock and keeps it until it is killed."""
-    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(path)], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "locked"
-    return proc
+class Holder:
+    """A child process that takes a run's lock as a search does (``RunDir.lock``) and keeps it
+    until told to unlock or until it is killed. One per module (a new process imports torch
+    through evo_snn.rundir: ~2 s); started again after a test kills it."""
+
+    proc = None
+
+    def _send(self, cmd, path):
+        if self.proc is None or self.proc.poll() is not None:
+            self.proc = subprocess.Popen([sys.executable, "-c", HOLD], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         text=True)
+        self.proc.stdin.write(f"{cmd} {path}\n")
+        self.proc.stdin.flush()
+        assert self.proc.stdout.readline().strip() == cmd + "ed"
+
+    def lock(self, path):
+        self._send("lock", path)
+
+    def unlock(self, path):
+        self._send("unlock", path)
+
+    def kill(self):
+        """SIGKILL: the holder dies holding its locks, no cleanup code runs."""
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+        self.proc = None
+
+    def close(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def holder():
+    h = Holder()
+    yield h
+    h.close()
 
 
 def test_a_second_writer_in_this_process_is_refused_until_the_first_unlocks(tmp_path):
@@ -38,30 +76,6 @@ def test_a_second_writer_in_this_process_is_refused_until_the_first_unlocks(tmp_
     other = RunDir.open(run.path)
     other.lock()  # free again
     other.unlock()
-
-
-def test_resume_is_refused_while_another_process_holds_the_run_and_a_dead_holders_lock_is_taken_over(tmp_path, capsys):
-    run = RunDir.create(tmp_path / "r", "synthetic", "t")
-    run.write_json("manifest.json", {"pid": 4242, "host": "elsewhere", "status": "completed"})
-    proc = _holder(run.path)
-    try:
-        assert main(["--resume", str(run.path), "--no-progress"]) == 2
-        err = capsys.readouterr().err
-        assert "being written by another search (manifest.json: pid 4242 on host elsewhere)" in err
-        assert str(run.path / LOCK_FILE) in err and len(err.strip().splitlines()) == 1
-    finally:
-        proc.send_signal(signal.SIGKILL)  # dies holding the lock: no cleanup code runs
-        proc.wait(timeout=30)
-    assert (run.path / LOCK_FILE).exists()  # the stale lock file is still there ...
-    t0 = time.perf_counter()
-    taker = RunDir.open(run.path)
-    taker.lock()  # ... but the OS released its lock with the process
-    assert time.perf_counter() - t0 < 5
-    taker.unlock()
-    # --resume now gets past the lock (and stops at the missing checkpoint instead)
-    assert main(["--resume", str(run.path), "--no-progress"]) == 2
-    err = capsys.readouterr().err
-    assert "being written" not in err and "checkpoint" in err
 
 
 # ------------------------------------------- the lock is the only "still running?" check
@@ -87,7 +101,8 @@ def _killed_run(tmp_path, *, checkpoint: bool):
 
 
 @pytest.mark.parametrize("checkpoint", [True, False], ids=["resume", "restart-before-first-checkpoint"])
-def test_a_live_pid_in_the_manifest_does_not_block_resume_only_a_held_lock_does(tmp_path, capsys, monkeypatch, checkpoint):
+def test_a_live_pid_in_the_manifest_does_not_block_resume_only_a_held_lock_does(tmp_path, capsys, monkeypatch, checkpoint,
+                                                                                holder):
     import json
     import os
 
@@ -103,7 +118,7 @@ def test_a_live_pid_in_the_manifest_does_not_block_resume_only_a_held_lock_does(
         return 0
 
     monkeypatch.setattr(search_mod, "_execute", fake_execute)
-    proc = _holder(run.path)  # a search holds the run: refused whatever the manifest says
+    holder.lock(run.path)  # a search holds the run: refused whatever the manifest says
     try:
         assert main(["--resume", str(run.path), "--no-progress"]) == 2
         err = capsys.readouterr().err
@@ -111,10 +126,33 @@ def test_a_live_pid_in_the_manifest_does_not_block_resume_only_a_held_lock_does(
         assert "being written by another search (manifest.json: pid 1 on host" in err
         assert "wait for that search to end or stop it" in err and calls == []
     finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
+        holder.unlock(run.path)
     # nobody holds run.lock: the manifest's live pid 1 is not the run's search, --resume goes on
     assert main(["--resume", str(run.path), "--no-progress"]) == 0, capsys.readouterr().err
     assert calls == [(run.path, 0 if checkpoint else None)]
     m = json.loads((run.path / "manifest.json").read_text())
     assert m["pid"] == os.getpid() and m["resumes"][-1]["previous_status"] == "running"
+
+
+# last in the module: it kills the module's holder process
+def test_resume_is_refused_while_another_process_holds_the_run_and_a_dead_holders_lock_is_taken_over(tmp_path, capsys, holder):
+    run = RunDir.create(tmp_path / "r", "synthetic", "t")
+    run.write_json("manifest.json", {"pid": 4242, "host": "elsewhere", "status": "completed"})
+    holder.lock(run.path)
+    try:
+        assert main(["--resume", str(run.path), "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert "being written by another search (manifest.json: pid 4242 on host elsewhere)" in err
+        assert str(run.path / LOCK_FILE) in err and len(err.strip().splitlines()) == 1
+    finally:
+        holder.kill()  # dies holding the lock: no cleanup code runs
+    assert (run.path / LOCK_FILE).exists()  # the stale lock file is still there ...
+    t0 = time.perf_counter()
+    taker = RunDir.open(run.path)
+    taker.lock()  # ... but the OS released its lock with the process
+    assert time.perf_counter() - t0 < 5
+    taker.unlock()
+    # --resume now gets past the lock (and stops at the missing checkpoint instead)
+    assert main(["--resume", str(run.path), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "being written" not in err and "checkpoint" in err
