@@ -77,3 +77,59 @@ def ray_session():
     init_local_ray(num_cpus=2)
     yield ray
     ray.shutdown()
+
+
+class SharedRayEvaluator:
+    """One 2-actor ``RayEvaluator`` on the session's Ray for the tests that only need working
+    actors (every new actor is a process that imports torch: ~2 s each, more on a loaded box).
+    Its actors hold the session's 2 CPUs: a test that starts actors of its own (a search with
+    ``--workers 2`` in this process) asks for ``ray_cpus_free``, which closes it; the next
+    ``ray_evaluator`` starts a new one."""
+
+    def __init__(self):
+        self.ev = None
+
+    def get(self):
+        from evo_snn.evaluator import RayEvaluator
+
+        if self.ev is None:
+            self.ev = RayEvaluator(workers=2)
+        self.reset()
+        return self.ev
+
+    def reset(self):
+        """As a new evaluator: default retries, no timeout, no faults, no function held (a test's
+        first map loads its function on every actor, replacing one that died while idle)."""
+        ev = self.ev
+        ev.max_retries, ev.timeout_s, ev.faults = 2, 0.0, None
+        ev._fn = ev._fn_ref = None
+
+    def release(self):
+        if self.ev is not None:
+            self.ev.close()
+            self.ev = None
+
+
+@pytest.fixture(scope="session")
+def shared_ray(ray_session):
+    shared = SharedRayEvaluator()
+    yield shared
+    shared.release()
+
+
+@pytest.fixture
+def ray_evaluator(shared_ray):
+    """The shared 2-actor evaluator (``SharedRayEvaluator``), reset before and after the test;
+    the test may kill its actors (the evaluator replaces them) but must not close it."""
+    ev = shared_ray.get()
+    yield ev
+    if shared_ray.ev is not None:
+        assert ev.actors, "a test closed the shared RayEvaluator"
+        shared_ray.reset()
+
+
+@pytest.fixture
+def ray_cpus_free(shared_ray):
+    """The session's Ray with no actor of the shared evaluator (all its CPUs free)."""
+    shared_ray.release()
+    yield shared_ray.ev

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from evo_snn.evaluator import PerWorker, RayEvaluator, SerialEvaluator, genome_fitness
+from evo_snn.evaluator import PerWorker, SerialEvaluator, genome_fitness
 from evo_snn.fitness import FitnessContext, GenomeFitness
 from evo_snn.genome import Genome, GenomeOps
 from evo_snn.models import build_model
@@ -54,25 +54,6 @@ def test_failed_evaluation_is_reported_not_raised(ctx):
     bad = Genome(("nope",), (0.0,), (np.ones(3, dtype=bool),))
     results = dict(SerialEvaluator().map(genome_fitness(ctx), [(bad, 0)]))
     assert isinstance(results[0], Exception)
-
-
-@pytest.fixture(scope="module")
-def ray_ev(ray_session):
-    """One 2-actor RayEvaluator for this module's Ray tests (an actor costs a process that
-    imports torch: ~2 s each); each test gets it with fresh state: default retries, no
-    timeout, no faults, and no function held, so its first map loads its function on every
-    actor, as on a new evaluator."""
-    ev = RayEvaluator(workers=2)
-    yield ev
-    ev.close()
-
-
-@pytest.fixture
-def ray_evaluator(ray_ev):
-    ray_ev.max_retries, ray_ev.timeout_s, ray_ev.faults = 2, 0.0, None
-    ray_ev._fn = ray_ev._fn_ref = None
-    yield ray_ev
-    ray_ev._fn = ray_ev._fn_ref = None
 
 
 def test_ray_evaluator_matches_serial(ctx, ray_evaluator):

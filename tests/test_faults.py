@@ -14,7 +14,7 @@ import time
 import pytest
 
 from evo_snn.config import ConfigError, FaultsConfig
-from evo_snn.evaluator import EvaluationTimeout, RayEvaluator, SerialEvaluator, failure_metrics
+from evo_snn.evaluator import EvaluationTimeout, SerialEvaluator, failure_metrics
 from evo_snn.faults import InjectedFault, inject, planned_fault, probe
 
 KIND_RECORDED = {"raise": "raise", "exit": "exit", "hang": "timeout"}  # injected kind -> recorded fault kind
@@ -143,14 +143,11 @@ def by_value(ray_session):
     cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
 
 
-@pytest.fixture(scope="class")
-def ray_ev(by_value):
-    """One 2-actor evaluator for the Ray fault tests of ``TestRayFaults`` (actors are slow to
-    start); each test sets its retry settings and leaves the actors working. Closed after
-    the class: its actors hold the session's 2 CPUs, which a search needs for its own."""
-    ev = RayEvaluator(workers=2)
-    yield ev
-    ev.close()
+@pytest.fixture
+def ray_ev(by_value, ray_evaluator):
+    """The session's shared 2-actor evaluator (tests/conftest.py: actors are slow to start);
+    each test sets its retry settings and leaves the actors working."""
+    return ray_evaluator
 
 
 @pytest.fixture
@@ -252,7 +249,8 @@ def _rows(run):
 HANG_TIMEOUT_S = 10
 
 
-def test_search_with_20_percent_faults_of_each_kind_completes_and_records_every_fault(tmp_path, ray_session, one_torch_thread):
+def test_search_with_20_percent_faults_of_each_kind_completes_and_records_every_fault(tmp_path, ray_cpus_free,
+                                                                                      one_torch_thread):
     """faults.fail_rate=0.2 over raise, exit and hang on 2 Ray workers: the run completes,
     every injected fault is in evaluations.jsonl, and the front has members."""
     import pandas as pd

@@ -194,25 +194,21 @@ def test_accuracies_are_validation_accuracies(setup):
     assert res.metrics["sparsity"] == pytest.approx(genome.sparsity)
 
 
-def test_ray_actor_evaluates_with_the_job_seed(setup, ray_session):
+def test_ray_actor_evaluates_with_the_job_seed(setup, ray_evaluator):
     """Catches: a Ray actor evaluating with a wrong seed (or results returned under the wrong index).
 
     A scratch student trained in minibatches depends on the seed through its initial
     weights and the batch order: the Ray result for (genome, seed) must equal the serial
     one for the same pair, and differ from the serial one for another seed.
     """
-    from evo_snn.evaluator import RayEvaluator, SerialEvaluator, genome_fitness
+    from evo_snn.evaluator import SerialEvaluator, genome_fitness
 
     ctx, teacher, ann, genome = setup
     ctx = _with_kd(ctx, mode="sparse", student_init="scratch", batch_size=8)
     other = GenomeOps(weight_magnitudes(teacher, ctx.layers), ctx.cfg.genome).magnitude([0.3] * len(ctx.layers))
     jobs = [(genome, 11), (other, 12), (genome, 13)]
     serial = dict(SerialEvaluator().map(genome_fitness(ctx), jobs))
-    ev = RayEvaluator(workers=1)
-    try:
-        remote = dict(ev.map(genome_fitness(ctx), jobs))
-    finally:
-        ev.close()
+    remote = dict(ray_evaluator.map(genome_fitness(ctx), jobs))  # 2 actors: results arrive in any order
 
     def gap(a, b):
         return max((a.student_state[k].float() - b.student_state[k].float()).abs().max().item() for k in a.student_state)

@@ -35,34 +35,31 @@ def _listening(processes) -> dict:
     return out
 
 
-def test_local_ray_processes_listen_on_loopback_only_with_token_auth(ray_session):
-    from evo_snn.evaluator import RayEvaluator, ray_auth_mode
+def test_local_ray_processes_listen_on_loopback_only_with_token_auth(ray_session, ray_evaluator):
+    from evo_snn.evaluator import ray_auth_mode
     from evo_snn.faults import probe
 
     ray = ray_session
-    ev = RayEvaluator(workers=2)
-    try:
-        assert [r.metrics["value"] for _, r in sorted(ev.map(probe, [(1, 1), (2, 2)]))] == [1, 2]  # workers up
-        node = ray._private.worker._global_node
-        assert node.node_ip_address == "127.0.0.1"
-        assert node.gcs_address.startswith("127.0.0.1:")
-        me = psutil.Process()
-        # gcs_server, raylet and the agents are children of this (driver) process, the workers of the raylet
-        listening = _listening([me] + me.children(recursive=True))
-        names = " ".join(name for (_, name) in listening)
-        assert "gcs_server" in names and "raylet" in names
-        actor_pids = {a["pid"] for a in ev.actor_info()}
-        assert actor_pids <= {pid for (pid, _) in listening}
-        sockets = [s for socks in listening.values() for s in socks]
-        print("listening sockets:", {f"{pid} {name}": socks for (pid, name), socks in listening.items() if socks})
-        assert len(sockets) >= 5  # gcs, raylet (2), each worker, this driver
-        assert all(_is_loopback(s.rsplit(":", 1)[0]) for s in sockets), listening
-        assert {a["node_ip"] for a in ev.actor_info()} == {"127.0.0.1"}
-        assert ray_auth_mode() == "token"  # Ray's default for a new local instance; init_local_ray keeps it
-        d = ev.describe()
-        assert (d["auth"], d["node_ip"], d["workers"], d["gpus_per_worker"]) == ("token", "127.0.0.1", 2, 0.0)
-    finally:
-        ev.close()
+    ev = ray_evaluator  # 2 actors
+    assert [r.metrics["value"] for _, r in sorted(ev.map(probe, [(1, 1), (2, 2)]))] == [1, 2]  # workers up
+    node = ray._private.worker._global_node
+    assert node.node_ip_address == "127.0.0.1"
+    assert node.gcs_address.startswith("127.0.0.1:")
+    me = psutil.Process()
+    # gcs_server, raylet and the agents are children of this (driver) process, the workers of the raylet
+    listening = _listening([me] + me.children(recursive=True))
+    names = " ".join(name for (_, name) in listening)
+    assert "gcs_server" in names and "raylet" in names
+    actor_pids = {a["pid"] for a in ev.actor_info()}
+    assert actor_pids <= {pid for (pid, _) in listening}
+    sockets = [s for socks in listening.values() for s in socks]
+    print("listening sockets:", {f"{pid} {name}": socks for (pid, name), socks in listening.items() if socks})
+    assert len(sockets) >= 5  # gcs, raylet (2), each worker, this driver
+    assert all(_is_loopback(s.rsplit(":", 1)[0]) for s in sockets), listening
+    assert {a["node_ip"] for a in ev.actor_info()} == {"127.0.0.1"}
+    assert ray_auth_mode() == "token"  # Ray's default for a new local instance; init_local_ray keeps it
+    d = ev.describe()
+    assert (d["auth"], d["node_ip"], d["workers"], d["gpus_per_worker"]) == ("token", "127.0.0.1", 2, 0.0)
 
 
 def test_is_loopback():
