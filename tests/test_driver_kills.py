@@ -119,18 +119,27 @@ def test_driver_killed_5_times_resumes_to_the_same_front_without_retraining(work
     assert n_trainings == sum(r["status"] == "ok" for r in _rows(ref))
 
 
-def _kill_when(argv, env, ready, what):
-    proc = _start(argv, env)
+def _kill_each_when(runs, env):
+    """Start every run at once (their interpreters start in parallel) and SIGKILL each as soon
+    as its own ``ready()`` holds; runs: [(argv, ready, what)]."""
+    procs = [(_start(argv, env), ready, what) for argv, ready, what in runs]
     try:
         deadline = time.time() + 300
-        while time.time() < deadline and proc.poll() is None and not ready():
+        waiting = list(procs)
+        while waiting and time.time() < deadline:
+            for item in list(waiting):
+                proc, ready, what = item
+                if proc.poll() is not None or ready():
+                    assert proc.poll() is None, f"the run ended before {what}"
+                    proc.send_signal(signal.SIGKILL)
+                    proc.wait(timeout=60)
+                    waiting.remove(item)
             time.sleep(0.02)
-        assert proc.poll() is None, f"the run ended before {what}"
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=60)
+        assert not waiting, f"not ready after 300 s: {[what for _, _, what in waiting]}"
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        for proc, _, _ in procs:
+            if proc.poll() is None:
+                proc.kill()
 
 
 def test_a_run_killed_before_its_first_checkpoint_resumes(tmp_path, one_torch_thread):
@@ -145,15 +154,14 @@ def test_a_run_killed_before_its_first_checkpoint_resumes(tmp_path, one_torch_th
     env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"}
     front = ["uid", "accuracy", "sparsity", "genome_key"]
 
-    early = tmp_path / "in_teacher"
-    _kill_when([*args, "--out", str(early)], env, lambda: (early / "manifest.json").is_file(), "the teacher")
+    early, mid = tmp_path / "in_teacher", tmp_path / "in_gen0"
+    _kill_each_when([([*args, "--out", str(early)], lambda: (early / "manifest.json").is_file(), "the teacher"),
+                     ([*args, "--out", str(mid)], lambda: len(_rows(mid)) >= 2, "generation 0")], env)
     assert not (early / "teacher" / "metrics.json").exists() and not has_checkpoint(early / "checkpoints")
     assert main(["--resume", str(early), "--no-progress"]) == 0
     m = json.loads((early / "manifest.json").read_text())
     assert m["status"] == "completed" and m["resumes"][0]["from_gen"] == -1 and not m["resumes"][0]["teacher_reused"]
 
-    mid = tmp_path / "in_gen0"
-    _kill_when([*args, "--out", str(mid)], env, lambda: len(_rows(mid)) >= 2, "generation 0")
     assert not has_checkpoint(mid / "checkpoints")
     finished = {r["uid"]: (r["worker"], r["wall_s"]) for r in _rows(mid) if r["status"] == "ok"}
     assert main(["--resume", str(mid), "--no-progress"]) == 0
