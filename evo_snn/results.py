@@ -4,7 +4,10 @@ Reads every ``comparison*.json`` (written by ``evo_snn.baselines``) under the gi
 directories and prints, per (data set, KD mode, final retraining), one row per method:
 test hypervolume (reference (0, 0)) and best test accuracy at sparsity >= 0.5 / 0.7 /
 0.8 / 0.9 / 0.95 as mean ± std (ddof=1) over seeds, with the evaluations and the
-training samples processed (mean per seed). A search variant is named after its run
+training samples processed (mean per seed). For ``global_matched`` (the search's members
+paired with global magnitude pruning at the same sparsity and seed) a line under the table
+gives the per-seed paired test-accuracy difference (search minus global) as mean ± std over
+seeds, with the pairs the search won and lost in all. A search variant is named after its run
 directory, ``<dataset>-s<seed>-<variant>`` (``benchmarks/search_vs_baselines.sh``
 names them so); its baselines are listed once per variant that measured them.
 
@@ -45,7 +48,8 @@ def collect(dirs) -> pd.DataFrame:
                              "test_hv": s["test"]["hypervolume"], "val_hv": s["val"]["hypervolume"],
                              **{f"acc_ge_{k}": v for k, v in s["test"]["accuracy_at_sparsity"].items()},
                              "members": s["members"], "evaluations": s["evaluations"],
-                             "compute_samples": s["compute_samples"], "test_samples": doc.get("test_samples")})
+                             "compute_samples": s["compute_samples"], "test_samples": doc.get("test_samples"),
+                             **{f"paired_{k}": s.get("paired", {}).get(k, np.nan) for k in ("mean", "n", "wins", "losses")}})
     if not rows:
         raise ValueError(f"no comparison*.json under {[str(d) for d in dirs]}; run python -m evo_snn.baselines RUN_DIR first")
     # a baseline measured for several variants of one seed is the same measurement: keep one
@@ -62,6 +66,10 @@ def summarise(rows: pd.DataFrame) -> pd.DataFrame:
     out["seeds"] = g["seed"].nunique()
     out["evaluations"] = g["evaluations"].mean()
     out["compute_samples"] = g["compute_samples"].mean()
+    if "paired_mean" in rows:  # global_matched: the paired difference per seed, and the pairs in all
+        out["paired_mean"], out["paired_std"] = g["paired_mean"].mean(), g["paired_mean"].std()
+        for k in ("n", "wins", "losses"):
+            out[f"paired_{k}"] = g[f"paired_{k}"].sum(min_count=1)
     return out.reset_index()
 
 
@@ -85,6 +93,11 @@ def markdown(summary: pd.DataFrame) -> str:
             cells += [f"{r['evaluations']:.0f}", f"{r['compute_samples']:,.0f}"]
             out.append("| " + " | ".join(cells) + " |")
         out.append("")
+        for _, r in part.iterrows():
+            if not np.isnan(r.get("paired_mean", np.nan)):
+                out.append(f"Search minus `{r['method']}`, paired test accuracy at the same sparsity and seed: "
+                           f"{_pm(r['paired_mean'], r['paired_std'])} (mean over seeds of each seed's mean); search ahead "
+                           f"in {r['paired_wins']:.0f} and behind in {r['paired_losses']:.0f} of {r['paired_n']:.0f} pairs.\n")
     return "\n".join(out)
 
 

@@ -174,6 +174,27 @@ def test_results_aggregates_over_seeds(run_dir, tmp_path):
     assert results_main([str(tmp_path / "nothing")]) == 2
 
 
+def test_results_pools_the_paired_difference_of_global_matched(tmp_path):
+    def doc(seed, mean, n, wins, losses):
+        front = {"test": {"hypervolume": 0.5, "accuracy_at_sparsity": {f"{s:g}": 0.5 for s in (0.5, 0.7, 0.8, 0.9, 0.95)}},
+                 "val": {"hypervolume": 0.5}, "members": n, "evaluations": n, "compute_samples": 100}
+        paired = {"n": n, "mean": mean, "std": 0.01, "wins": wins, "losses": losses}
+        return {"dataset": "cifar10", "kd_mode": "none", "final_epochs": 0.36, "seed": seed,
+                "methods": {"search": front, "global_matched": {**front, "paired": paired}}}
+    for seed, mean, n, w, l in ((0, -0.01, 20, 6, 13), (1, 0.03, 15, 10, 5)):
+        d = tmp_path / f"cifar10-s{seed}-kd-none"
+        d.mkdir()
+        (d / "comparison-matched-fe0.36.json").write_text(json.dumps(doc(seed, mean, n, w, l)))
+    summ = summarise(collect([tmp_path]))
+    r = summ[summ.method == "global_matched"].iloc[0]
+    assert r.paired_mean == pytest.approx(0.01) and r.paired_std == pytest.approx(np.std([-0.01, 0.03], ddof=1))
+    assert (r.paired_n, r.paired_wins, r.paired_losses) == (35, 16, 18)
+    assert np.isnan(summ[summ.method == "search (kd-none)"].iloc[0].paired_mean)
+    md = tmp_path / "r.md"
+    assert results_main([str(tmp_path), "--markdown", str(md)]) == 0
+    assert "ahead in 16 and behind in 18 of 35 pairs" in md.read_text()
+
+
 def test_bad_run_dir_is_a_clear_error(tmp_path, capsys):
     assert baselines_main([str(tmp_path), "--no-progress"]) == 2
     assert "config.json not found" in capsys.readouterr().err
