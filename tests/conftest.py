@@ -56,6 +56,22 @@ def tiny_splits(tiny_cfg):
     return load_splits("synthetic", None, tiny_cfg.data, seed=0)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def torch_one_thread_in_this_process():
+    """Every test runs torch on one thread in this process (``one_torch_thread`` for all): the
+    tests' nets are tiny, and two OpenMP threads spin-wait, against each other and against the
+    Ray actors and CLI processes that the tests start on the same 2 cores. Measured on ten test
+    files that had run on the default 2 threads (export, energy, checkpoint, pareto, plots, kd,
+    pruning, train, two data files), loaded 2-core box: 21.2 / 23.2 s -> 13.6 / 14.8 s. Ray
+    actors and child processes set their own threads."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Tiny nets run fastest on one thread, and 2 OpenMP threads on a shared 2-core box spin-wait."""
