@@ -177,3 +177,48 @@ def test_one_table_of_kd_modes():
         load_config("synthetic", overrides=["kd=teacherless"])
     with pytest.raises(ValueError, match="unknown kd mode"):
         kd_mode("teacherless")
+
+
+# ------------------------------------------------------------------ limits (mutation testing, tests/MUTATION.md §2)
+def test_kd_settings_accept_their_limits_and_errors_name_the_setting():
+    """alpha in [0, 1] and any tau > 0 are accepted (tau < 1 sharpens); the errors say which
+    setting is wrong and its value."""
+    from evo_snn.kd import VirtualTeacherLoss
+
+    z_s, z_t, y = torch.tensor([[1.0, -1.0]]), torch.tensor([[0.0, 2.0]]), torch.tensor([0])
+    for alpha, tau in [(0.0, 0.5), (1.0, 0.5), (0.5, 1.0)]:
+        assert math.isfinite(KDLoss(alpha, tau)(z_s, z_t, y).item())
+        assert math.isfinite(VirtualTeacherLoss(alpha, tau, 0.9)(z_s, y).item())
+    with pytest.raises(ValueError, match=r"alpha must be in \[0, 1\], got 1.1"):
+        KDLoss(1.1, 1.0)
+    with pytest.raises(ValueError, match="temperature must be > 0, got 0.0"):
+        KDLoss(0.5, 0.0)
+
+
+def test_virtual_teacher_probs_limits():
+    """0 < a < 1 (open at both ends) and at least 2 classes; 2 classes work, by hand."""
+    from evo_snn.kd import virtual_teacher_probs
+
+    y = torch.tensor([1, 0])
+    q = virtual_teacher_probs(y, 2, 0.8, 2.0)  # paper form: softmax((0.2, 0.8) / 2)
+    e = math.exp(0.3)
+    assert q.flatten().tolist() == pytest.approx([1 / (1 + e), e / (1 + e), e / (1 + e), 1 / (1 + e)], rel=1e-6)
+    for a in (0.0, 1.0, 1.5):
+        with pytest.raises(ValueError, match=r"need 0 < correct_prob < 1 and >= 2 classes, got"):
+            virtual_teacher_probs(y, 3, a, 2.0)
+    with pytest.raises(ValueError, match=r"need 0 < correct_prob < 1 and >= 2 classes, got 0.9, 1"):
+        virtual_teacher_probs(y, 1, 0.9, 2.0)
+
+
+def test_virtual_teacher_loss_defaults_to_the_paper_form_and_checks_its_settings():
+    from evo_snn.kd import VirtualTeacherLoss
+
+    z_s, y = torch.tensor([[0.3, -0.2, 1.0], [1.0, 0.5, -1.0]]), torch.tensor([2, 1])
+    got = VirtualTeacherLoss(0.6, 3.0, 0.9)(z_s, y).item()
+    assert got == pytest.approx(VirtualTeacherLoss(0.6, 3.0, 0.9, form="paper")(z_s, y).item(), rel=1e-7)
+    assert got != pytest.approx(VirtualTeacherLoss(0.6, 3.0, 0.9, form="hinton")(z_s, y).item(), rel=1e-3)
+    for a in (0.0, 1.0, 1.5):
+        with pytest.raises(ValueError, match=r"correct_prob must be in \(0, 1\), got"):
+            VirtualTeacherLoss(0.6, 3.0, a)
+    with pytest.raises(ValueError, match=r"unknown virtual-teacher form 'tf'; known: \['paper', 'hinton'\]"):
+        VirtualTeacherLoss(0.6, 3.0, 0.9, form="tf")
