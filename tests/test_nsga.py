@@ -351,3 +351,228 @@ def test_operators_are_passed_in_and_the_defaults_are_nsga2():
                              survival=lambda inds, k: tools.selBest(inds, k), progress=False)
     greedy.run()
     assert max(i.genome.sparsity for i in greedy.population) < max(i.genome.sparsity for i in plain.population)
+
+
+# ------------------------------------------------- objectives, limits and state (issue 7, mutation testing)
+def _ind(key, values, cls=None):
+    """A duck-typed individual: what DEAP's sorting, ``hypervolume`` and the survival read."""
+    from types import SimpleNamespace
+
+    from evo_snn.nsga import Fitness
+
+    return SimpleNamespace(genome=SimpleNamespace(key=key), fitness=(cls or Fitness)(values))
+
+
+def _noisy_fitness(g, seed):
+    """accuracy: a genome-dependent draw (so that many members are dominated); sparsity: the genome's."""
+    acc = float(np.random.default_rng(int(g.key, 16) % 2**32).random())
+    return FitnessResult({"accuracy": acc, "sparsity": g.sparsity}, {})
+
+
+def test_fitness_class_builds_the_declared_weights_objectives_and_reference():
+    from evo_snn.nsga import Fitness, fitness_class
+
+    assert fitness_class() is Fitness and fitness_class(["accuracy", "sparsity"], {"accuracy": 0.0}) is Fitness
+    ae = fitness_class(("accuracy", "energy"), {"energy": 0.8})
+    assert (ae.weights, ae.objectives, ae.reference) == ((1.0, -1.0), ("accuracy", "energy"), (0.0, 0.8))
+    assert ae.__name__ == "Fitness_accuracy_energy" and ae.__module__ == "evo_snn.nsga"
+    assert ae.__doc__ == "('accuracy', 'energy'), weights (1.0, -1.0), reference (0.0, 0.8)"
+    assert ae((0.9, 0.3)).wvalues == (0.9, -0.3)
+    assert fitness_class(("accuracy", "energy"), {"energy": 0.8}) is ae  # one class per (objectives, reference)
+    default_energy = fitness_class(("accuracy", "energy"))
+    assert default_energy is not ae and default_energy.reference == (0.0, 1.0)
+    swapped = fitness_class(("sparsity", "accuracy"))  # reference (0, 0) too, but not Fitness's order
+    assert swapped is not Fitness and swapped.objectives == ("sparsity", "accuracy")
+    shifted = fitness_class(("accuracy", "sparsity"), {"accuracy": 0.5})
+    assert shifted is not Fitness and shifted.reference == (0.5, 0.0)
+    with pytest.raises(ValueError, match=r"^unknown objective\(s\) \['loss'\]; known: \['accuracy', 'sparsity', 'energy'\]$"):
+        fitness_class(("accuracy", "loss"))
+
+
+def test_objective_value_reads_the_fitness_then_the_metrics():
+    from types import SimpleNamespace
+
+    from evo_snn.nsga import fitness_class, objective_value
+
+    ae = fitness_class(("accuracy", "energy"))
+    ind = SimpleNamespace(fitness=ae((0.9, 0.25)), metrics={"accuracy": 0.5, "sparsity": 0.7, "energy_fraction": 0.3, "loss": 2})
+    assert objective_value(ind, "accuracy") == 0.9 and objective_value(ind, "energy") == 0.25  # its fitness values
+    assert objective_value(ind, "sparsity") == 0.7 and objective_value(ind, "loss") == 2.0  # its metrics
+    failed = SimpleNamespace(fitness=ae(), metrics={"energy_fraction": 0.4})  # no fitness values
+    assert objective_value(failed, "energy") == 0.4 and objective_value(failed, "accuracy") == 0.0
+    assert objective_value(failed, "accuracy", default=-1.0) == -1.0
+    plain = SimpleNamespace(fitness=SimpleNamespace(values=(0.8, 0.6)))  # duck-typed: no objectives, valid or metrics
+    assert objective_value(plain, "sparsity") == 0.6 and objective_value(plain, "energy") == 0.0
+
+
+def test_hypervolume_of_an_empty_a_one_point_and_an_energy_front():
+    from evo_snn.nsga import fitness_class, points_hypervolume
+
+    assert hypervolume([]) == 0.0 and points_hypervolume([]) == 0.0
+    assert hypervolume([_ind("a", (0.5, 0.4))]) == pytest.approx(0.2)
+    ae = fitness_class(("accuracy", "energy"), {"energy": 0.8})
+    front = [_ind("a", (0.5, 0.3), ae), _ind("b", (0.9, 0.6), ae)]
+    # accuracy maximised from 0, energy minimised up to its reference 0.8
+    assert hypervolume(front) == pytest.approx(0.5 * (0.8 - 0.3) + (0.9 - 0.5) * (0.8 - 0.6))
+
+
+def test_seeded_sparsities_are_spread_over_the_ratio_bounds():
+    from evo_snn.nsga import initial_genomes
+
+    ops = _ops()
+    gs = initial_genomes(ops, GenomeConfig(ratio_min=0.2, ratio_max=0.6, init_global_fraction=0.5), 4, np.random.default_rng(0))
+    assert [g.key for g in gs[:2]] == [ops.global_magnitude(0.4).key, ops.global_magnitude(0.6).key]
+
+
+def test_survival_keeps_distinct_genomes_when_exactly_k_exist():
+    a, b, a_again = _ind("a", (0.9, 0.9)), _ind("b", (0.1, 0.1)), _ind("a", (0.9, 0.9))
+    assert sorted(i.genome.key for i in select_distinct_nsga2([a, b, a_again], 2)) == ["a", "b"]
+
+
+def test_a_fresh_search_and_its_generation_0_records():
+    import time
+
+    search = StructureSearch(_ops(), AnalyticFitness(), SearchConfig(population=4, generations=1, seed=3), GenomeConfig(),
+                             progress=False)
+    fresh = search.state_dict()
+    assert (fresh["gen"], fresh["population"], fresh["elapsed_s"], fresh["objectives"]) == (-1, [], 0.0, ["accuracy", "sparsity"])
+    gen0 = []
+    search.callbacks.append(lambda s: gen0.extend(s.population) if s.gen == 0 else None)
+    t = time.perf_counter()
+    search.run()
+    assert 0.0 < search.elapsed_s <= time.perf_counter() - t
+    assert len(gen0) == 4 and all(i.gen == 0 and i.uid.startswith("00-") for i in gen0)
+    for ind in gen0 + search.population:
+        assert ind.seed == eval_seed(3, ind.gen, int(ind.uid.split("-")[1]))
+
+
+def test_a_search_resumed_after_generation_0_continues_it_and_its_clock():
+    cfg = SearchConfig(population=4, generations=2, seed=5)
+    straight_ev = AnalyticFitness()
+    straight = StructureSearch(_ops(), straight_ev, cfg, GenomeConfig(crossover_prob=0.5), progress=False)
+    straight.run()
+    saved = {}
+
+    def stop_after_0(search):
+        saved["state"] = _json_round_trip(search.state_dict())
+        raise KeyboardInterrupt
+
+    ev = AnalyticFitness()
+    first = StructureSearch(_ops(), ev, cfg, GenomeConfig(crossover_prob=0.5), callbacks=[stop_after_0], progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        first.run()
+    state = {**saved["state"], "elapsed_s": 100.0}
+    assert "inf" in [r["crowding_dist"] for r in state["population"]]  # NSGA-II's boundary members
+    gens = []
+    resumed = StructureSearch(_ops(), ev, cfg, GenomeConfig(crossover_prob=0.5), store=first.store,
+                              callbacks=[lambda s: gens.append(s.gen)], progress=False)
+    resumed.load_state_dict(state)
+    again = _json_round_trip(resumed.state_dict())
+    assert (again["population"], again["archive"]) == (state["population"], state["archive"])  # every record field
+    resumed.run()
+    assert gens == [1, 2] and resumed.elapsed_s >= 100.0
+    assert _summary(resumed, ev) == _summary(straight, straight_ev)
+
+
+def test_a_genome_in_the_cache_is_not_evaluated_again():
+    ops = _ops()
+    g = ops.random(np.random.default_rng(3))
+    search = StructureSearch(ops, AnalyticFitness(), SearchConfig(population=4, generations=0, seed=2), GenomeConfig(), progress=False)
+    first = search._new(g, 0)
+    assert search.evaluate([first], 0) == 1
+    again = search._new(g, 1)
+    assert search.evaluate([again], 1) == 0
+    assert search.fitness.calls == [g.key] and (first.status, again.status) == ("ok", "cached")
+    assert again.metrics == first.metrics and again.fitness.values == first.fitness.values
+
+
+def test_a_failed_twin_carries_the_error():
+    ops = _ops()
+    g = ops.random(np.random.default_rng(3))
+    search = StructureSearch(ops, AnalyticFitness(fail_key=g.key), SearchConfig(population=4, generations=0, seed=2),
+                             GenomeConfig(), progress=False)
+    twins = [search._new(g, 0), search._new(g, 0)]
+    search.evaluate(twins, 0)
+    assert "boom" in str(twins[0].metrics) and twins[1].metrics == twins[0].metrics
+
+
+def test_student_is_known_only_for_genomes_in_the_cache_and_the_store():
+    search = StructureSearch(_ops(), AnalyticFitness(), SearchConfig(population=4, generations=0, seed=2), GenomeConfig(), progress=False)
+    search.store.put("a", {"w": np.ones(2)})  # in the store, no longer in the cache
+    search.results["b"] = {"accuracy": 1.0, "sparsity": 0.5}  # in the cache, no student
+    assert search.student("a") is None and search.student("b") is None
+    search.results["a"] = {"accuracy": 1.0, "sparsity": 0.5}
+    np.testing.assert_array_equal(search.student("a")["w"], np.ones(2))
+
+
+def test_a_fitness_without_an_objectives_metric_is_an_error():
+    ops = _ops()
+    search = StructureSearch(ops, lambda g, seed: FitnessResult({"accuracy": 0.5}, {}),
+                             SearchConfig(population=4, generations=0, seed=2), GenomeConfig(), progress=False)
+    ind = search._new(ops.random(np.random.default_rng(0)), 0)
+    with pytest.raises(ValueError, match=r"^the fitness reported no \['sparsity'\] for 00-0000, "
+                                         r"needed by search.objectives=\['accuracy', 'sparsity'\]$"):
+        search.evaluate([ind], 0)
+
+
+def test_the_cache_and_the_store_keep_every_live_genome():
+    search = StructureSearch(_ops(), _noisy_fitness, SearchConfig(population=8, generations=3, seed=4),
+                             GenomeConfig(crossover_prob=0.5), progress=False)
+    search.run()
+    live = {i.genome.key for i in search.population} | {i.genome.key for i in search.archive}
+    assert live - {i.genome.key for i in search.archive}  # some live members are off the front
+    assert set(search.results) == live and all(search.student(k) is not None for k in live)
+
+
+def test_informed_mutation_gets_the_first_parents_student_and_a_repeated_child_is_mutated_again():
+    ops = _ops()
+    fixed = ops.magnitude([0.9, 0.9])
+
+    def fitness(g, seed):  # its student: twice the teacher's |W| on the kept connections
+        student = {f"{n}.weight": 2 * ops.abs[n] * m for n, m in g.mask_dict().items()}
+        return FitnessResult(_noisy_fitness(g, seed).metrics, {**student, "a.bias": np.zeros(8)})
+
+    calls = []
+
+    def mutation(g, rng, student_abs):  # with crossover_prob 0, g is the first parent's genome
+        assert sorted(student_abs) == sorted(g.layers)
+        for n, m in g.mask_dict().items():
+            np.testing.assert_array_equal(student_abs[n], 2 * ops.abs[n] * m)
+        calls.append(g.key)
+        if len(calls) == 1:
+            return g  # the parent itself: mutated again
+        return fixed if len(calls) in (2, 3) else ops.mutate(g, rng, student_abs)  # the 2nd child repeats the 1st
+
+    search = StructureSearch(ops, fitness, SearchConfig(population=4, generations=0, seed=2),
+                             GenomeConfig(mask_mutation="magnitude", crossover_prob=0.0), mutation=mutation, progress=False)
+    search.run()
+    assert calls == []  # generation 0 is sampled
+    children = search.offspring(search.population, 1)
+    keys = [c.genome.key for c in children] + [p.genome.key for p in search.population]
+    assert len(calls) >= 5 and children[0].genome.key == fixed.key and len(set(keys)) == len(keys) == 8
+    assert search._student_abs(search._new(fixed, 1)) is None  # a parent without a student
+    random_mode = StructureSearch(ops, fitness, SearchConfig(population=4, generations=0, seed=2), GenomeConfig(), progress=False)
+    random_mode.run()
+    assert random_mode._student_abs(random_mode.population[0]) is None
+
+
+def test_an_energy_search_uses_its_objectives_reference_and_state():
+    def fitness(g, seed):
+        return FitnessResult({"accuracy": 1 - g.sparsity**2, "sparsity": g.sparsity, "energy_fraction": 1 - g.sparsity}, {})
+
+    cfg = SearchConfig(population=4, generations=1, seed=3, objectives=("accuracy", "energy"),
+                       hv_reference={"accuracy": 0.0, "energy": 0.5})
+    search = StructureSearch(_ops(), fitness, cfg, GenomeConfig(), progress=False)
+    search.run()
+    cls = search.fitness_cls
+    assert (cls.objectives, cls.reference) == (("accuracy", "energy"), (0.0, 0.5))
+    assert all(type(i.fitness) is cls for i in list(search.population) + list(search.archive))
+    state = _json_round_trip(search.state_dict())
+    assert state["objectives"] == ["accuracy", "energy"]
+    restored = StructureSearch(_ops(), fitness, cfg, GenomeConfig(), store=search.store, progress=False)
+    restored.load_state_dict(state)
+    assert [(type(i.fitness), i.fitness.values) for i in restored.population] == \
+        [(type(i.fitness), i.fitness.values) for i in search.population]
+    with pytest.raises(ValueError, match="objectives"):
+        StructureSearch(_ops(), fitness, SearchConfig(population=4, seed=3), GenomeConfig(),
+                        store=search.store).load_state_dict(state)
