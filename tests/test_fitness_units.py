@@ -1,0 +1,24 @@
+"""The run metadata of one fitness evaluation (issue 7, mutation testing: survivors of fitness.py)."""
+
+import os
+import socket
+import time
+
+import torch
+
+from evo_snn.fitness import GenomeFitness
+from test_fitness import _with_kd, setup  # noqa: F401  (the module fixture: a tiny teacher, data and genome)
+
+
+def test_a_students_metrics_record_where_and_how_long_it_ran(setup):  # noqa: F811
+    ctx, _, _, genome = setup
+    fitness = GenomeFitness(_with_kd(ctx, mode="none"), torch.device("cpu"))
+    t = time.perf_counter()
+    m = fitness(genome, seed=5).metrics
+    wall = time.perf_counter() - t
+    assert 0.0 < m["wall_s"] <= wall
+    assert m["genome_sparsity"] == genome.sparsity
+    assert m["worker"] == f"{socket.gethostname()}:{os.getpid()}" and m["device"] == "cpu"
+    assert m["threads"] == torch.get_num_threads()
+    assert isinstance(m["backend"], str) and m["backend"] == fitness.backend
+    assert all(k == k.lower() and "XX" not in k for k in m)  # metric names as documented, no stray keys
