@@ -140,6 +140,8 @@ def test_state_dict_round_trip_continues_the_search_exactly():
     resumed = StructureSearch(_ops(), ev_b, cfg(5), GenomeConfig(crossover_prob=0.5), store=first.store,
                               callbacks=[lambda s: gens.append(s.gen)], progress=False)
     resumed.load_state_dict(state)
+    restored = _json_round_trip(resumed.state_dict())
+    assert (restored["population"], restored["archive"]) == (state["population"], state["archive"])  # parents too
     resumed.run()
     assert gens == [3, 4, 5]
     assert _summary(resumed, ev_b) == _summary(straight, ev_a)
