@@ -578,3 +578,18 @@ def test_an_energy_search_uses_its_objectives_reference_and_state():
     with pytest.raises(ValueError, match="objectives"):
         StructureSearch(_ops(), fitness, SearchConfig(population=4, seed=3), GenomeConfig(),
                         store=search.store).load_state_dict(state)
+
+
+def test_a_multi_fidelity_search_without_inheritance_starts_rung_0_students_fresh():
+    seen = []
+
+    def fitness(g, seed, init_state=None, rung=None):
+        seen.append((rung, init_state))
+        return FitnessResult(_noisy_fitness(g, seed).metrics, {"w": np.ones(1)})
+
+    search = StructureSearch(_ops(), fitness, SearchConfig(population=4, generations=1, seed=2, fidelity_fraction=0.5),
+                             GenomeConfig(), progress=False)
+    search.run()
+    rung0 = [init for rung, init in seen if rung is not None and rung.fidelity < 1]
+    assert rung0 and all(init is None for init in rung0)  # no parent's student without search.inherit_weights
+    assert any(rung is not None and rung.continues and init is not None for rung, init in seen)  # its own rung-0 student
