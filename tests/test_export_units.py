@@ -23,3 +23,16 @@ def test_the_cli_requires_pick():
         build_parser().parse_args(["runs/x"])
     args = build_parser().parse_args(["runs/x", "--pick", "knee"])
     assert (args.pick, args.retrain_epochs, args.out, args.nir) == ("knee", 0.0, None, False)
+
+
+def test_export_run_reads_the_runs_manifest_if_it_has_one(tmp_path):
+    from evo_snn.checkpoint import CheckpointError
+    from evo_snn.export import export_run
+    from evo_snn.rundir import RunDirError
+
+    (tmp_path / "config.json").write_text("{}")  # a run folder without checkpoints
+    with pytest.raises(CheckpointError):  # no manifest.json: optional, the run fails later for want of a checkpoint
+        export_run(tmp_path, "knee", out=tmp_path / "out")
+    (tmp_path / "manifest.json").write_text("{not json")
+    with pytest.raises(RunDirError, match=r"manifest\.json: not readable JSON"):
+        export_run(tmp_path, "knee", out=tmp_path / "out")
