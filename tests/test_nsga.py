@@ -208,6 +208,7 @@ def test_failed_twin_is_failed_too():
     twins = [search._new(g, 0), search._new(g, 0)]
     assert search.evaluate(twins, 0) == 1
     assert [t.status for t in twins] == ["failed", "failed"] and twins[1].fitness.values == (0.0, 0.0)
+    assert "boom" in str(twins[0].metrics) and twins[1].metrics == twins[0].metrics  # the twin carries the error
 
 
 def test_population_never_holds_duplicate_genomes_and_archive_keeps_every_nondominated_member():
@@ -486,16 +487,6 @@ def test_a_genome_in_the_cache_is_not_evaluated_again():
     assert search.evaluate([again], 1) == 0
     assert search.fitness.calls == [g.key] and (first.status, again.status) == ("ok", "cached")
     assert again.metrics == first.metrics and again.fitness.values == first.fitness.values
-
-
-def test_a_failed_twin_carries_the_error():
-    ops = _ops()
-    g = ops.random(np.random.default_rng(3))
-    search = StructureSearch(ops, AnalyticFitness(fail_key=g.key), SearchConfig(population=4, generations=0, seed=2),
-                             GenomeConfig(), progress=False)
-    twins = [search._new(g, 0), search._new(g, 0)]
-    search.evaluate(twins, 0)
-    assert "boom" in str(twins[0].metrics) and twins[1].metrics == twins[0].metrics
 
 
 def test_student_is_known_only_for_genomes_in_the_cache_and_the_store():
