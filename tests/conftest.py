@@ -126,6 +126,12 @@ class SharedRayEvaluator:
             self.ev = None
 
 
+def pytest_collection_modifyitems(session, config, items):
+    """Tests that close the shared Ray evaluator (``ray_cpus_free``) run last, so that its two
+    actors (a torch import each, ~2 s) start once per session instead of again after each."""
+    items.sort(key=lambda item: "ray_cpus_free" in getattr(item, "fixturenames", ()))  # stable: order kept otherwise
+
+
 @pytest.fixture(scope="session")
 def shared_ray(ray_session):
     shared = SharedRayEvaluator()

@@ -168,12 +168,10 @@ def make(device=None):  # a fitness factory that only records its device (no CUD
     return lambda *job: str(device)
 
 init_local_ray(num_cpus=4, num_gpus=2)  # GPUs declared to Ray, none present
-out = {}
-for workers in (2, 3):
-    ev = RayEvaluator(workers=workers)
-    out[workers] = {"share": ev.gpus_per_worker, "info": ev.actor_info(),
-                    "devices": [r for _, r in sorted(ev.map(PerWorker(make), [(i,) for i in range(workers)]))]}
-    ev.close()
+ev = RayEvaluator(workers=3)  # one pass: 3 actors on 2 GPUs checks the share, the packing and both GPUs in use
+out = {"share": ev.gpus_per_worker, "info": ev.actor_info(),
+       "devices": [r for _, r in sorted(ev.map(PerWorker(make), [(i,) for i in range(3)]))]}
+ev.close()
 import sys
 torch = sys.modules.get("torch")  # not imported here (1-2 s to import it only to ask): CUDA cannot be initialised
 out["driver_cuda_initialized"] = torch is not None and torch.cuda.is_initialized()
@@ -182,10 +180,11 @@ print("RESULT " + json.dumps(out))
 
 
 def test_gpu_share_and_device_come_from_the_cluster_not_the_driver(tmp_path):
-    """A Ray with 2 declared GPUs (none real): 2 actors get one GPU each, 3 actors half a
-    GPU each (at most 2 per GPU); each picks 'cuda:0' (its CUDA_VISIBLE_DEVICES is its
-    GPU) and builds its fitness with it; threads = the actor's CPU share (1), not the
-    inherited OMP_NUM_THREADS=4. Its own Ray (a subprocess), since the session's has no GPUs."""
+    """A Ray with 2 declared GPUs (none real): 3 actors get half a GPU each, at most 2 per
+    GPU, so both GPUs are used; each picks 'cuda:0' (its CUDA_VISIBLE_DEVICES is its GPU)
+    and builds its fitness with it; threads = the actor's CPU share (1), not the inherited
+    OMP_NUM_THREADS=4. Its own Ray (a subprocess), since the session's has no GPUs. The share
+    for other cluster sizes is unit-tested in test_gpu_share_packs_whole_actors_into_the_cluster_gpus."""
     import json
     import subprocess
     import sys
@@ -199,16 +198,14 @@ def test_gpu_share_and_device_come_from_the_cluster_not_the_driver(tmp_path):
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, proc.stderr[-3000:]
     out = json.loads(lines[0][len("RESULT "):])
-    two, three = out["2"], out["3"]
-    assert two["share"] == 1.0 and sorted(g for a in two["info"] for g in a["gpu_ids"]) == ["0", "1"]
-    assert three["share"] == 0.5
-    ids = [a["gpu_ids"] for a in three["info"]]
-    assert all(len(g) == 1 and g[0] in ("0", "1") for g in ids) and max(ids.count(["0"]), ids.count(["1"])) <= 2
-    for run in (two, three):
-        for a in run["info"]:
-            assert a["device"] == "cuda:0" and a["cuda_visible_devices"] == a["gpu_ids"][0]
-            assert a["threads"] == 1 and a["node_ip"] == "127.0.0.1"  # its 1 CPU, not OMP_NUM_THREADS=4
-        assert run["devices"] == ["cuda:0"] * len(run["info"])  # the factory got the actor's device
+    assert out["share"] == 0.5  # read from the cluster's 2 GPUs, not from the driver's (none)
+    ids = [a["gpu_ids"] for a in out["info"]]
+    assert len(ids) == 3 and all(len(g) == 1 and g[0] in ("0", "1") for g in ids)
+    assert sorted((ids.count(["0"]), ids.count(["1"]))) == [1, 2]  # packed, both GPUs in use
+    for a in out["info"]:
+        assert a["device"] == "cuda:0" and a["cuda_visible_devices"] == a["gpu_ids"][0]
+        assert a["threads"] == 1 and a["node_ip"] == "127.0.0.1"  # its 1 CPU, not OMP_NUM_THREADS=4
+    assert out["devices"] == ["cuda:0"] * 3  # the factory got the actor's device
     assert out["driver_cuda_initialized"] is False
 
 
