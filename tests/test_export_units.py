@@ -1,5 +1,6 @@
 """Export's helpers and wiring, tested without a search (issue 7, mutation testing: survivors of export.py)."""
 
+import json
 import pickle
 from types import SimpleNamespace
 
@@ -60,6 +61,11 @@ def test_export_run_passes_its_defaults_and_the_data_root_on(tmp_path, monkeypat
                      (run, "knee", 0.0, out, False, "/elsewhere/data", True, None)]
 
 
+def _last_checkpoint(monkeypatch, archive):
+    """export_run reads ``archive`` (records as ``nsga._record`` writes them) as the run's last checkpoint (generation 1)."""
+    monkeypatch.setattr("evo_snn.checkpoint.load_checkpoint", lambda d: SimpleNamespace(state={"archive": archive}, gen=1))
+
+
 def test_failed_archive_members_are_never_exported(tmp_path, monkeypatch, capsys):
     class Picked(Exception):
         pass
@@ -70,8 +76,7 @@ def test_failed_archive_members_are_never_exported(tmp_path, monkeypatch, capsys
     ok = [{"uid": "00-0001", "status": "ok", "metrics": {"accuracy": 0.6, "sparsity": 0.5}},
           {"uid": "00-0002", "status": "ok", "metrics": {"accuracy": 0.5, "sparsity": 0.7}}]
     failed = {"uid": "00-0003", "status": "failed", "metrics": {"accuracy": 0.9, "sparsity": 0.9}}  # would win every pick
-    monkeypatch.setattr("evo_snn.checkpoint.load_checkpoint",
-                        lambda d: SimpleNamespace(state={"archive": [ok[0], failed, ok[1]]}, gen=1))
+    _last_checkpoint(monkeypatch, [ok[0], failed, ok[1]])
     monkeypatch.setattr("evo_snn.baselines.Comparison", no_comparison)
     run = _run_folder(tmp_path)
     with pytest.raises(ExportError, match="uid=00-0003: not on the run's front; its members: 00-0001, 00-0002$"):
@@ -80,6 +85,76 @@ def test_failed_archive_members_are_never_exported(tmp_path, monkeypatch, capsys
         export.export_run(run, "max-accuracy", out=tmp_path / "out")
     out = capsys.readouterr().out
     assert "picked 00-0001 (max-accuracy)" in out and "(generation 1 archive of 2)" in out
+
+
+class _Comparison:
+    """Stands in for ``baselines.Comparison`` (the run's data, teacher and students): ``members`` are its
+    search members, or a KeyError when the running search moved on (a newer checkpoint in between)."""
+
+    def __init__(self, members, cfg=None, splits=None):
+        self.members, self.cfg, self.splits, self.teacher, self.layers = members, cfg, splits, None, ["features.0"]
+
+    def search_members(self):
+        if isinstance(self.members, Exception):
+            raise self.members
+        return self.members
+
+    def close(self):
+        pass
+
+
+def test_a_member_that_left_the_archive_is_a_clear_error(tmp_path, monkeypatch):
+    _last_checkpoint(monkeypatch, [{"uid": "00-0001", "status": "ok", "metrics": {"accuracy": 0.6, "sparsity": 0.5}}])
+    run = _run_folder(tmp_path)
+    for moved_on in ([], KeyError("genome 1f3a")):  # not among the members, or their checkpoint replaced while read
+        monkeypatch.setattr("evo_snn.baselines.Comparison", lambda *a, m=moved_on, **k: _Comparison(m))
+        with pytest.raises(ExportError, match=r"00-0001 left the archive in .*checkpoints \(the running search moved on\)"):
+            export.export_run(run, "knee", out=tmp_path / "out")
+
+
+def test_the_export_records_the_dense_teachers_accuracies_and_the_search_command(tmp_path, monkeypatch, tiny_cfg,
+                                                                                tiny_splits):
+    member = SimpleNamespace(uid="00-0001", genome=None, seed=0, metrics={"accuracy": 0.6, "sparsity": 0.5},
+                             student_state={})
+    _last_checkpoint(monkeypatch, [{"uid": "00-0001", "status": "ok", "metrics": member.metrics}])
+    monkeypatch.setattr("evo_snn.baselines.Comparison", lambda *a, **k: _Comparison([member], tiny_cfg, tiny_splits))
+    written = []
+    monkeypatch.setattr(export, "export_member", lambda *args, **kwargs: written.append(kwargs["context"]) or {})
+    run = _run_folder(tmp_path)
+    (run / "manifest.json").write_text(json.dumps({"argv": ["python", "-m", "evo_snn.search", "--seed", "5"]}))
+    (run / "teacher").mkdir()
+    (run / "teacher" / "metrics.json").write_text(json.dumps({"val_accuracy": 0.7, "test_accuracy": 0.65, "epochs": 10}))
+    export.export_run(run, "knee", out=tmp_path / "out", argv=["python", "-m", "evo_snn.export"])
+    [context] = written
+    assert context["dense_teacher"] == {"val_accuracy": 0.7, "test_accuracy": 0.65}
+    assert context["search_command"] == ["python", "-m", "evo_snn.search", "--seed", "5"]
+    assert (context["export_command"], context["val_samples"]) == (["python", "-m", "evo_snn.export"], len(tiny_splits.val))
+
+
+def test_the_model_card_shows_the_records_facts():
+    from evo_snn.config import Config
+
+    rec = {"uid": "04-0053", "roles": ["knee", "best_accuracy"],
+           "config": {"dataset": "synthetic", "data": {"classes": ["a", "b", "c"]}},
+           "model_args": {"model": {**Config().to_dict()["model"], "neuron": "plif", "tau": 3.0}, "frame_shape": [4, 2, 8, 8],
+                          "num_classes": 3},
+           "accuracy": 0.5, "test_accuracy": 0.45, "teacher_test_accuracy": 0.55, "test_samples": 18, "test_sparsity": 0.5,
+           "exported_layer_sparsity": {"features.0": 0.25}, "layer_shapes": {"features.0": [4, 2, 3, 3]},
+           "search_command": ["python", "-m", "evo_snn.search"], "export_git": {"sha": "abc123", "dirty": False},
+           "search_versions": {"torch": "2.13.0"}, "export_versions": {"torch": "2.13.0", "numpy": "2.3.0"}}
+    card = export.model_card(rec).splitlines()
+    for line in ["| data set | synthetic, 3 classes (a, b, c) |",
+                 "| time steps T | 4 |",
+                 "| test (once, here) | 0.4500 | 0.5500 | - |",  # no dense teacher in the record: "-"
+                 "| `features.0` | [4, 2, 3, 3] | 72 | 18 | 0.2500 |",
+                 "- search command: `python -m evo_snn.search`",
+                 "- export command: `?`",
+                 "| numpy | - | 2.3.0 |"]:
+        assert line in card
+    text = "\n".join(card)
+    assert "chosen by `knee, best_accuracy` on validation metrics" in text
+    assert "| neuron | PLIF (tau 3.0), threshold 1.0" in text and "test samples: 18." in text
+    assert "Overall: 0.5000 of the prunable weights are zero" in text and "export git abc123\n" in text
 
 
 @pytest.fixture(scope="module")
