@@ -109,7 +109,11 @@ def _summary(search, ev):
     return ev.calls, pop, arch, search._counter
 
 
-def test_state_dict_round_trip_continues_the_search_exactly():
+@pytest.mark.parametrize("stop_gen", [0, 2])
+def test_state_dict_round_trip_continues_the_search_exactly(stop_gen):
+    """Interrupted after generation ``stop_gen`` (0: before any offspring) and resumed from the
+    JSON state: the same evaluations, population, archive and RNG as the straight run, and the
+    search clock goes on from the saved ``elapsed_s``."""
     import random
 
     cfg = lambda g: SearchConfig(population=8, generations=g, seed=5)  # noqa: E731
@@ -117,22 +121,23 @@ def test_state_dict_round_trip_continues_the_search_exactly():
     straight = StructureSearch(_ops(), ev_a, cfg(5), GenomeConfig(crossover_prob=0.5), progress=False)
     straight.run()
 
-    # interrupted: an observer takes the state after generation 2, then the run dies
+    # interrupted: an observer takes the state after generation stop_gen, then the run dies
     saved = {}
 
-    def stop_after_2(search):
-        if search.gen == 2:
+    def stop_after(search):
+        if search.gen == stop_gen:
             saved["state"] = _json_round_trip(search.state_dict())
             raise KeyboardInterrupt
 
     ev_b = AnalyticFitness()
-    first = StructureSearch(_ops(), ev_b, cfg(5), GenomeConfig(crossover_prob=0.5), callbacks=[stop_after_2], progress=False)
+    first = StructureSearch(_ops(), ev_b, cfg(5), GenomeConfig(crossover_prob=0.5), callbacks=[stop_after], progress=False)
     with pytest.raises(KeyboardInterrupt):
         first.run()
-    state = saved["state"]
-    assert state["gen"] == 2 and state["counter"] == 8 * 3 and len(state["population"]) == 8
+    state = {**saved["state"], "elapsed_s": 100.0}
+    assert state["gen"] == stop_gen and state["counter"] == 8 * (stop_gen + 1) and len(state["population"]) == 8
     assert {r["genome_key"] for r in state["population"] + state["archive"]} == set(state["genomes"])
     assert set(state["results"]) <= set(state["genomes"])
+    assert "inf" in [r["crowding_dist"] for r in state["population"]]  # NSGA-II's boundary members
 
     random.seed(12345)  # whatever happened to the global RNGs in between is overwritten
     np.random.seed(7)
@@ -141,9 +146,9 @@ def test_state_dict_round_trip_continues_the_search_exactly():
                               callbacks=[lambda s: gens.append(s.gen)], progress=False)
     resumed.load_state_dict(state)
     restored = _json_round_trip(resumed.state_dict())
-    assert (restored["population"], restored["archive"]) == (state["population"], state["archive"])  # parents too
+    assert (restored["population"], restored["archive"]) == (state["population"], state["archive"])  # every record field
     resumed.run()
-    assert gens == [3, 4, 5]
+    assert gens == list(range(stop_gen + 1, 6)) and resumed.elapsed_s >= 100.0
     assert _summary(resumed, ev_b) == _summary(straight, ev_a)
     assert resumed.state_dict()["numpy_rng"] == straight.state_dict()["numpy_rng"]
 
@@ -447,34 +452,6 @@ def test_a_fresh_search_and_its_generation_0_records():
     assert len(gen0) == 4 and all(i.gen == 0 and i.uid.startswith("00-") for i in gen0)
     for ind in gen0 + search.population:
         assert ind.seed == eval_seed(3, ind.gen, int(ind.uid.split("-")[1]))
-
-
-def test_a_search_resumed_after_generation_0_continues_it_and_its_clock():
-    cfg = SearchConfig(population=4, generations=2, seed=5)
-    straight_ev = AnalyticFitness()
-    straight = StructureSearch(_ops(), straight_ev, cfg, GenomeConfig(crossover_prob=0.5), progress=False)
-    straight.run()
-    saved = {}
-
-    def stop_after_0(search):
-        saved["state"] = _json_round_trip(search.state_dict())
-        raise KeyboardInterrupt
-
-    ev = AnalyticFitness()
-    first = StructureSearch(_ops(), ev, cfg, GenomeConfig(crossover_prob=0.5), callbacks=[stop_after_0], progress=False)
-    with pytest.raises(KeyboardInterrupt):
-        first.run()
-    state = {**saved["state"], "elapsed_s": 100.0}
-    assert "inf" in [r["crowding_dist"] for r in state["population"]]  # NSGA-II's boundary members
-    gens = []
-    resumed = StructureSearch(_ops(), ev, cfg, GenomeConfig(crossover_prob=0.5), store=first.store,
-                              callbacks=[lambda s: gens.append(s.gen)], progress=False)
-    resumed.load_state_dict(state)
-    again = _json_round_trip(resumed.state_dict())
-    assert (again["population"], again["archive"]) == (state["population"], state["archive"])  # every record field
-    resumed.run()
-    assert gens == [1, 2] and resumed.elapsed_s >= 100.0
-    assert _summary(resumed, ev) == _summary(straight, straight_ev)
 
 
 def test_a_genome_in_the_cache_is_not_evaluated_again():
