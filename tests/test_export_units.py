@@ -163,12 +163,12 @@ def export_dir(tmp_path_factory, tiny_cfg, tiny_splits):
     from evo_snn.config import GenomeConfig
     from evo_snn.genome import GenomeOps
     from evo_snn.models import build_model
-    from evo_snn.pruning import prunable_layers, sparse_copy
+    from evo_snn.pruning import prunable_layers, sparse_copy, weight_magnitudes
 
     torch.manual_seed(0)
     teacher = build_model(tiny_cfg.model, tiny_splits.frame_shape, tiny_splits.num_classes)
     layers = prunable_layers(teacher)
-    genome = GenomeOps({n: m.weight.detach().abs().numpy() for n, m in layers.items()}, GenomeConfig()).uniform_magnitude(0.5)
+    genome = GenomeOps(weight_magnitudes(teacher, layers), GenomeConfig()).uniform_magnitude(0.5)
     student = sparse_copy(teacher, genome.mask_dict())
     root = tmp_path_factory.mktemp("exports")
     export.export_member(None, "00-0001", ["knee"], genome, {"accuracy": 0.5, "sparsity": genome.sparsity},

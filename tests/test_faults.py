@@ -253,7 +253,7 @@ HANG_TIMEOUT_S = 10
     ("raise", "exit"),
     # each injected hang costs HANG_TIMEOUT_S of wall time; the timeout path itself is also
     # checked at the evaluator (TestRayFaults), so the search-level hang runs with the slow tests
-    pytest.param(("raise", "exit", "hang"), marks=pytest.mark.slow, id="raise-exit-hang"),
+    pytest.param(("raise", "exit", "hang"), marks=pytest.mark.slow),
 ], ids=lambda k: "-".join(k))
 def test_search_with_20_percent_faults_of_each_kind_completes_and_records_every_fault(tmp_path, ray_cpus_free,
                                                                                       one_torch_thread, kinds):
