@@ -83,16 +83,17 @@ def context(dataset: str, data_root: Path | None, overrides: list[str] | None = 
 class Plain:
     """The plain loop: modules built once, batches materialised once (float, on the device)."""
 
-    def __init__(self, ctx: FitnessContext, teacher: torch.nn.Module, seed: int):
+    def __init__(self, ctx: FitnessContext, teacher: torch.nn.Module, seed: int, device: torch.device = torch.device("cpu")):
         kd = ctx.cfg.kd
-        self.ctx, self.dense = ctx, cpu_state(teacher)
-        self.t = build_model(ctx.cfg.model, ctx.frame_shape, ctx.num_classes).requires_grad_(False).eval()
-        self.s = build_model(ctx.cfg.model, ctx.frame_shape, ctx.num_classes)
+        self.ctx, self.device = ctx, device
+        self.dense = {k: v.to(device) for k, v in cpu_state(teacher).items()}
+        self.t = build_model(ctx.cfg.model, ctx.frame_shape, ctx.num_classes).to(device).requires_grad_(False).eval()
+        self.s = build_model(ctx.cfg.model, ctx.frame_shape, ctx.num_classes).to(device)
         dl = loader(ctx.train, kd.batch_size, shuffle=True, seed=seed)
         g = torch.Generator().manual_seed(seed + 1)
         self.steps = max(1, math.ceil(kd.epochs * len(dl)))
-        self.batches = [(ctx.train.to_seq(x, train=True, generator=g), y) for x, y in dl][: self.steps]
-        self.val = [(ctx.val.to_seq(x), y) for x, y in loader(ctx.val, 64, shuffle=False)]
+        self.batches = [(ctx.train.to_seq(x, train=True, generator=g).to(device), y.to(device)) for x, y in dl][: self.steps]
+        self.val = [(ctx.val.to_seq(x).to(device), y.to(device)) for x, y in loader(ctx.val, 64, shuffle=False)]
         self.kd = KDLoss(kd.alpha, kd.temperature)
         self.amp, self.cl = ctx.cfg.train.amp, ctx.cfg.train.channels_last
         if self.cl:  # the same layout as the fitness (train.channels_last)
@@ -103,7 +104,7 @@ class Plain:
 
     def __call__(self, masks: dict[str, np.ndarray]) -> float:
         kd = self.ctx.cfg.kd
-        m = {n + ".weight": torch.as_tensor(v, dtype=torch.float32) for n, v in masks.items()}
+        m = {n + ".weight": torch.as_tensor(v, dtype=torch.float32, device=self.device) for n, v in masks.items()}
         state = {k: v * m[k] if k in m else v for k, v in self.dense.items()}
         self.t.load_state_dict(state)
         self.s.load_state_dict(state)
@@ -113,7 +114,7 @@ class Plain:
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.steps)
         self.s.train()
         for x, y in self.batches:
-            with autocast(self.amp, "cpu"):
+            with autocast(self.amp, self.device.type):
                 with torch.no_grad():
                     z_t = self.t(x)
                 functional.reset_net(self.t)
@@ -134,9 +135,16 @@ class Plain:
         return correct / len(self.ctx.val)
 
 
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def timed(fn, *args):
+    _sync()
     t0 = time.perf_counter()
     out = fn(*args)
+    _sync()
     return time.perf_counter() - t0, out
 
 
@@ -206,22 +214,23 @@ def profile(fit: GenomeFitness, plain: Plain, genome, seed: int, rows: int) -> N
 
 
 def run(dataset: str, data_root: Path | None, rounds: int, seed: int, profile_rows: int = 0,
-        variants: list[tuple[str, list[str]]] | None = None, with_stages: bool = True) -> None:
+        variants: list[tuple[str, list[str]]] | None = None, with_stages: bool = True,
+        device: torch.device = torch.device("cpu")) -> None:
     """Time the fitness (under the last of ``variants``: (name, config overrides)) against the
     plain loop; with more than one variant, also each other variant's fitness in the same
     rounds (the first is the defaults) and each one's ratio to it."""
     variants = variants or [("defaults", [])]
     ctx, teacher = context(dataset, data_root, variants[-1][1])
-    fit = GenomeFitness(ctx, torch.device("cpu"))
-    others = {name: GenomeFitness(context(dataset, data_root, sets)[0], torch.device("cpu")) for name, sets in variants[:-1]}
+    fit = GenomeFitness(ctx, device)
+    others = {name: GenomeFitness(context(dataset, data_root, sets)[0], device) for name, sets in variants[:-1]}
     ops = GenomeOps(weight_magnitudes(fit.teacher, ctx.layers), ctx.cfg.genome)
     genome = ops.global_magnitude(0.5)
-    plain = Plain(ctx, teacher, seed)
+    plain = Plain(ctx, teacher, seed, device)
     kd, hp = ctx.cfg.kd, ctx.cfg.train
     print(f"\n== {dataset}: model {ctx.cfg.model.name} {tuple(ctx.cfg.model.channels) or ''} width {ctx.cfg.model.width}, "
           f"frame_shape {ctx.frame_shape}, train {len(ctx.train)}, val {len(ctx.val)}, kd.epochs {kd.epochs}, "
           f"batch {kd.batch_size} ({plain.steps} steps), kd.mode {kd.mode}, genome sparsity {genome.sparsity:.3f}, "
-          f"threads {torch.get_num_threads()}, rounds {rounds}; fitness = {variants[-1][0]!r}: train.amp {hp.amp}, "
+          f"device {device}, threads {torch.get_num_threads()}, rounds {rounds}; fitness = {variants[-1][0]!r}: train.amp {hp.amp}, "
           f"train.channels_last {hp.channels_last}, search.measure_teacher {ctx.cfg.search.measure_teacher}")
     fit(genome, seed)  # warm-up (allocator, first-call costs)
     plain(genome.mask_dict())
@@ -283,7 +292,8 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=123)
     ap.add_argument("--profile", type=int, default=0, metavar="ROWS", help="also print torch.profiler's top ROWS ops of each")
     ap.add_argument("--amp", choices=["none", "bf16"], default="none", help="train.amp of the fitness and the plain loop "
-                    "(fp16 needs CUDA; this benchmark runs on the CPU)")
+                    "(fp16 needs CUDA)")
+    ap.add_argument("--device", default="cpu", help="cpu (default) | cuda | cuda:N: where the fitness and the plain loop run")
     ap.add_argument("--channels-last", action="store_true", help="train.channels_last=true (fitness and plain loop)")
     ap.add_argument("--no-teacher-acc", action="store_true", help="search.measure_teacher=false (no sparse-teacher validation pass)")
     ap.add_argument("--each", action="store_true", help="with several options: also time each option alone")
@@ -295,7 +305,7 @@ def main(argv=None) -> None:
         if root is not None and not root.exists():
             print(f"\n== {ds}: skipped, data root {root} is absent")
             continue
-        run(ds, root, args.rounds, args.seed, args.profile, variants_of(args), not args.no_stages)
+        run(ds, root, args.rounds, args.seed, args.profile, variants_of(args), not args.no_stages, torch.device(args.device))
 
 
 if __name__ == "__main__":
