@@ -48,6 +48,7 @@ import inspect
 import math
 import numbers
 import os
+import sys
 import time
 import warnings
 from collections import deque
@@ -59,6 +60,13 @@ from typing import Callable, Iterable, Iterator
 from .faults import inject, planned_fault
 
 Job = tuple  # (Genome, seed) or (Genome, seed, init_state: state_dict | None)
+
+
+def _set_torch_threads(n: int) -> None:
+    """``torch.set_num_threads(n)`` if torch is loaded in this process (never imports it)."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(n)
 
 
 def _build(fn, device: str | None = None) -> None:
@@ -505,25 +513,33 @@ class _Actor:
 
     def __init__(self, num_threads: int = 1):
         import ray
-        import torch
 
         # threads = the actor's CPU share, never an inherited OMP_NUM_THREADS: two actors
         # with 2 threads each on 2 cores oversubscribe them and run tiny nets ~17x slower
-        # (measured here: 153 s instead of ~9 s for one N-MNIST generation)
-        torch.set_num_threads(max(1, int(num_threads)))
+        # (measured here: 153 s instead of ~9 s for one N-MNIST generation). torch is not
+        # imported here: torch reads OMP_NUM_THREADS when a function that needs it loads it,
+        # and load() sets the count again; an actor whose function never uses torch starts
+        # without paying for torch's import (about 2 s of CPU).
+        self.num_threads = max(1, int(num_threads))
+        os.environ["OMP_NUM_THREADS"] = str(self.num_threads)
+        _set_torch_threads(self.num_threads)
         self.gpu_ids = [str(g) for g in ray.get_gpu_ids()]
         self.device = "cuda:0" if self.gpu_ids else "cpu"
         self.fn = None
 
     def info(self) -> dict:
+        """pid, GPU ids, device, threads (torch's intra-op threads once torch is loaded in
+        this worker, else the OMP_NUM_THREADS it will read), node and CUDA_VISIBLE_DEVICES."""
         import ray
-        import torch
 
-        return {"pid": os.getpid(), "gpu_ids": self.gpu_ids, "device": self.device, "threads": torch.get_num_threads(),
+        torch = sys.modules.get("torch")
+        threads = torch.get_num_threads() if torch is not None else int(os.environ["OMP_NUM_THREADS"])
+        return {"pid": os.getpid(), "gpu_ids": self.gpu_ids, "device": self.device, "threads": threads,
                 "node_ip": ray.util.get_node_ip_address(), "node_id": ray.get_runtime_context().get_node_id(),
                 "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
 
     def load(self, fn: Callable) -> None:
+        _set_torch_threads(self.num_threads)  # torch is loaded now if unpickling fn needed it
         self.fn = fn
         _build(fn, self.device)
 

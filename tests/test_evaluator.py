@@ -167,10 +167,17 @@ from evo_snn.evaluator import PerWorker, RayEvaluator, init_local_ray
 def make(device=None):  # a fitness factory that only records its device (no CUDA call)
     return lambda *job: str(device)
 
+def torch_threads(*job):  # was torch loaded before this function, and its threads once loaded
+    import sys
+    loaded = "torch" in sys.modules
+    import torch
+    return loaded, torch.get_num_threads()
+
 init_local_ray(num_cpus=4, num_gpus=2)  # GPUs declared to Ray, none present
 ev = RayEvaluator(workers=3)  # one pass: 3 actors on 2 GPUs checks the share, the packing and both GPUs in use
 out = {"share": ev.gpus_per_worker, "info": ev.actor_info(),
-       "devices": [r for _, r in sorted(ev.map(PerWorker(make), [(i,) for i in range(3)]))]}
+       "torch": dict(ev.map(torch_threads, [(0,)]))[0],  # first, and one job: one actor imports torch
+       "devices": [r for _, r in sorted(ev.map(PerWorker(make), [(i,) for i in range(3)]))]}  # torch.device: all do
 ev.close()
 import sys
 torch = sys.modules.get("torch")  # not imported here (1-2 s to import it only to ask): CUDA cannot be initialised
@@ -183,7 +190,8 @@ def test_gpu_share_and_device_come_from_the_cluster_not_the_driver(tmp_path):
     """A Ray with 2 declared GPUs (none real): 3 actors get half a GPU each, at most 2 per
     GPU, so both GPUs are used; each picks 'cuda:0' (its CUDA_VISIBLE_DEVICES is its GPU)
     and builds its fitness with it; threads = the actor's CPU share (1), not the inherited
-    OMP_NUM_THREADS=4. Its own Ray (a subprocess), since the session's has no GPUs. The share
+    OMP_NUM_THREADS=4, also in torch loaded later by a function (actors do not import torch
+    before a function needs it). Its own Ray (a subprocess), since the session's has no GPUs. The share
     for other cluster sizes is unit-tested in test_gpu_share_packs_whole_actors_into_the_cluster_gpus."""
     import json
     import subprocess
@@ -206,6 +214,7 @@ def test_gpu_share_and_device_come_from_the_cluster_not_the_driver(tmp_path):
         assert a["device"] == "cuda:0" and a["cuda_visible_devices"] == a["gpu_ids"][0]
         assert a["threads"] == 1 and a["node_ip"] == "127.0.0.1"  # its 1 CPU, not OMP_NUM_THREADS=4
     assert out["devices"] == ["cuda:0"] * 3  # the factory got the actor's device
+    assert out["torch"] == [False, 1]  # an actor loads torch only for a function that needs it, then with 1 thread
     assert out["driver_cuda_initialized"] is False
 
 
