@@ -7,8 +7,14 @@
 #                                            # issue 9: 3 seeds of the multi-fidelity search at
 #                                            # kd.epochs=EPOCHS and global_long at its compute
 # The GPU machine has torch but not spikingjelly, deap or moocore: they travel as wheels in
-# .whl/ (see the device tool's README). The CIFAR-10 JPEG copy and the CPU-trained teachers
-# (runs/cmp-cifar/*/teacher) travel in .gpudata/ (git-ignored, never committed).
+# .whl/ (git-ignored through .git/info/exclude), fetched here with
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+#     -d .whl spikingjelly==2.0.0 deap moocore cffi pycparser platformdirs loguru
+# Data travel in .gpudata/ (also excluded, never committed, deleted after the session):
+# nmnist_subset/ for `recheck`; cifar10_jpeg/ and the CPU-trained teachers
+# (teachers/sS/ from runs/cmp-cifar/*/teacher) for `search`. Both data sets together
+# exceed the device tool's 64 MiB, so carry only what the mode needs.
 # Logs go to $OUT (the device tool's return folder), else to runs/gpu.
 set -uo pipefail
 OUT=${OUT:-runs/gpu}
