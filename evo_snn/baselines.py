@@ -43,6 +43,7 @@ and not counted.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -62,6 +63,7 @@ from .data import DatasetFormatError, load_splits
 from .evaluator import genome_fitness, make_evaluator
 from .fitness import FitnessContext, default_device, with_epochs
 from .genome import Genome, GenomeOps
+from .kd import KD_MODES
 from .models import build_model
 from .nsga import eval_seed, nondominated, points_hypervolume
 from .pruning import prunable_layers, weight_magnitudes
@@ -150,12 +152,22 @@ class Comparison:
 
     run: the run directory (config.json, manifest.json, teacher/, checkpoints/).
     data_root: overrides the manifest's. workers / address: as for the search.
+    kd_mode: fine-tune the baselines, and retrain every member (the search's included), with
+    this KD mode instead of the run's (``kd.KD_MODES``), e.g. ``none`` to compare a ``kd=self``
+    search with the baselines at their best fitness; the search's own students, trained by
+    the search, are measured as they are. ``search_kd_mode`` keeps the run's.
     raises ConfigError, DatasetFormatError, RunDirError, CheckpointError, TeacherLoadError.
     """
 
     def __init__(self, run: RunDir, data_root: str | None = None, workers: int | None = None,
-                 address: str | None = None, progress: bool = True):
+                 address: str | None = None, progress: bool = True, kd_mode: str | None = None):
         self.cfg = cfg = read_run_config(run.path / "config.json", workers=workers)
+        self.search_kd_mode = cfg.kd.mode
+        if kd_mode is not None and kd_mode != cfg.kd.mode:
+            try:
+                self.cfg = cfg = dataclasses.replace(cfg, kd=dataclasses.replace(cfg.kd, mode=kd_mode)).validate()
+            except ValueError as e:
+                raise ConfigError(f"--kd {kd_mode}: {e}") from e
         self.run, self.address, self.progress = run, address, progress
         self.ckpt = load_checkpoint(run.checkpoints)
         root = data_root or run.manifest.get("data_root")
@@ -348,7 +360,9 @@ def compare(run: RunDir, methods=DEFAULT_METHODS, ratios=DEFAULT_RATIOS, n_rando
                 if method == "global_matched":
                     summary[method]["paired"] = paired_difference(groups["search"], members,
                                                                    {**tests["search"], **tests[method]})
-            doc = {"run": str(run.path), "dataset": cmp.cfg.dataset, "model": cmp.cfg.model.name, "kd_mode": cmp.cfg.kd.mode,
+            # kd_mode: the search's; baseline_kd_mode: how the baselines were fine-tuned (--kd)
+            doc = {"run": str(run.path), "dataset": cmp.cfg.dataset, "model": cmp.cfg.model.name, "kd_mode": cmp.search_kd_mode,
+                   "baseline_kd_mode": cmp.cfg.kd.mode,
                    "seed": cmp.cfg.search.seed, "generations": cmp.ckpt.gen, "population": cmp.cfg.search.population,
                    "final_epochs": fe, "ratios": list(ratios), "methods": summary,
                    "dense_teacher_test_accuracy": teacher_test, "test_samples": len(cmp.splits.test),
@@ -418,6 +432,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="retrain every selected member this many KD epochs before the test; comma-separated for several "
                    "measurements of one evaluation pass, e.g. 0,2 (files of E > 0 get -feE) (default: the run's "
                    "search.final_epochs)")
+    p.add_argument("--kd", default=None, choices=KD_MODES, metavar="MODE",
+                   help="fine-tune the baselines (and any --final-epochs retraining) with this KD mode instead of "
+                   f"the run's, one of {', '.join(KD_MODES)}; the search's students are measured as trained "
+                   "(default: the run's kd.mode)")
     p.add_argument("--workers", type=int, default=None, help="parallel evaluations (default: the run's search.workers)")
     p.add_argument("--address", default=None, help="address of an existing Ray cluster")
     p.add_argument("--data-root", default=None, help="data root (default: the one recorded in manifest.json)")
@@ -436,7 +454,8 @@ def main(argv: list[str] | None = None) -> int:
         run = RunDir.open(args.run_dir)
         with sigterm_as_interrupt():
             docs = compare(run, args.methods, args.ratios, args.random_evals, args.suffix, args.final_epochs,
-                           data_root=args.data_root, workers=args.workers, address=args.address, progress=not args.no_progress)
+                           data_root=args.data_root, workers=args.workers, address=args.address, progress=not args.no_progress,
+                           kd_mode=args.kd)
     except (ConfigError, DatasetFormatError, RunDirError, CheckpointError, TeacherLoadError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -444,7 +463,8 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted (comparison.json not written)", file=sys.stderr)
         return 130
     for doc in docs:
-        print(f"final retraining {doc['final_epochs']:g} epochs:")
+        kd = "" if doc["baseline_kd_mode"] == doc["kd_mode"] else f", baselines fine-tuned with kd={doc['baseline_kd_mode']}"
+        print(f"final retraining {doc['final_epochs']:g} epochs{kd}:")
         print(format_comparison(doc))
         print(f"dense teacher test accuracy {doc['dense_teacher_test_accuracy']:.4f}; wrote {run.path / doc['files']['json']}")
     return 0

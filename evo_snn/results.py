@@ -43,6 +43,9 @@ def collect(dirs) -> pd.DataFrame:
             variant = m.group("variant") if m else path.parent.name
             for method, s in doc["methods"].items():
                 name = f"search ({variant})" if method == "search" else method
+                other = doc.get("baseline_kd_mode", doc["kd_mode"])
+                if method != "search" and other != doc["kd_mode"]:  # fine-tuned with evo_snn.baselines --kd
+                    name = f"{method} (kd={other})"
                 rows.append({"dataset": doc["dataset"], "model": doc.get("model"), "kd_mode": doc["kd_mode"],
                              "final_epochs": doc["final_epochs"], "seed": doc["seed"], "method": name,
                              "test_hv": s["test"]["hypervolume"], "val_hv": s["val"]["hypervolume"],

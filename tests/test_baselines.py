@@ -256,3 +256,25 @@ def test_redraw_pareto_plots_the_ok_rows_and_skips_broken_lines(tmp_path, monkey
     _redraw_pareto(run, table)
     assert seen["uids"] == ["00-0000", "01-0003", "02-0004"] and seen["teacher_val"] == 0.95
     assert seen["baselines"] is table
+
+
+def test_kd_override_fine_tunes_the_baselines_with_another_mode(run_dir):
+    from evo_snn.baselines import Comparison
+    from evo_snn.rundir import RunDir
+
+    cmp = Comparison(RunDir.open(run_dir), kd_mode="none", progress=False)
+    try:  # the override reaches the fitness the baselines are trained with; the run's mode is kept
+        assert cmp.cfg.kd.mode == cmp.ctx.cfg.kd.mode == "none" and cmp.search_kd_mode == "sparse"
+    finally:
+        cmp.close()
+    assert baselines_main([str(run_dir), "--methods", "global", "--ratios", "0.5", "--kd", "none", "--suffix", "k",
+                           "--final-epochs", "0", "--no-progress"]) == 0
+    doc = json.loads((run_dir / "comparison-k.json").read_text())
+    assert doc["kd_mode"] == "sparse" and doc["baseline_kd_mode"] == "none"
+    plain = json.loads((run_dir / "comparison.json").read_text())
+    assert plain["baseline_kd_mode"] == plain["kd_mode"] == "sparse"
+    # the search's students are measured as the search trained them: the same test front
+    assert doc["methods"]["search"]["test"] == plain["methods"]["search"]["test"]
+    rows = collect([run_dir])
+    assert "global (kd=none)" in set(rows.method) and "global" in set(rows.method)
+    assert set(rows[rows.method == "global (kd=none)"].kd_mode) == {"sparse"}
