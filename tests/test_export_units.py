@@ -157,9 +157,8 @@ def test_the_model_card_shows_the_records_facts():
     assert "Overall: 0.5000 of the prunable weights are zero" in text and "export git abc123\n" in text
 
 
-@pytest.fixture(scope="module")
-def export_dir(tmp_path_factory, tiny_cfg, tiny_splits):
-    """One export of an untrained student at uniform sparsity 0.5 (``export_member``, no search)."""
+def _export_untrained(root, tiny_cfg, tiny_splits):
+    """Export an untrained student at uniform sparsity 0.5 to ``root/00-0001`` (``export_member``, no search)."""
     from evo_snn.config import GenomeConfig
     from evo_snn.genome import GenomeOps
     from evo_snn.models import build_model
@@ -170,11 +169,34 @@ def export_dir(tmp_path_factory, tiny_cfg, tiny_splits):
     layers = prunable_layers(teacher)
     genome = GenomeOps(weight_magnitudes(teacher, layers), GenomeConfig()).uniform_magnitude(0.5)
     student = sparse_copy(teacher, genome.mask_dict())
-    root = tmp_path_factory.mktemp("exports")
     export.export_member(None, "00-0001", ["knee"], genome, {"accuracy": 0.5, "sparsity": genome.sparsity},
                          student.state_dict(), teacher, (tiny_cfg.model, tiny_splits.frame_shape, tiny_splits.num_classes),
                          tiny_splits.test, list(layers), out_root=root)
     return root / "00-0001"
+
+
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory, tiny_cfg, tiny_splits):
+    """One export of an untrained student at uniform sparsity 0.5 (``export_member``, no search)."""
+    return _export_untrained(tmp_path_factory.mktemp("exports"), tiny_cfg, tiny_splits)
+
+
+def test_an_export_that_cannot_make_its_folder_raises_the_real_error(tmp_path, monkeypatch, tiny_cfg, tiny_splits):
+    """The clean-up after a failed export must not hide the error when the temporary folder
+    was never made (MUTATION.md: export_member#209)."""
+    from pathlib import Path
+
+    mkdir = Path.mkdir
+
+    def full_disk(self, *args, **kwargs):
+        if ".tmp-" in self.name:
+            raise OSError(28, "No space left on device")
+        return mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", full_disk)
+    with pytest.raises(OSError, match="No space left on device"):
+        _export_untrained(tmp_path, tiny_cfg, tiny_splits)
+    assert list(tmp_path.iterdir()) == []  # nothing half-written
 
 
 def test_load_exported_says_where_it_loaded_from(export_dir):
