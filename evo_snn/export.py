@@ -3,7 +3,7 @@
 The test split is used here only, once per exported member: at the end of a run
 (``finalize``) or when a member is exported by hand::
 
-    python -m evo_snn.export RUN_DIR --pick knee|max-accuracy|min-energy|sparsity>=0.8|uid=<uid>
+    python -m evo_snn.export RUN_DIR --pick knee|max-accuracy|min-energy|'sparsity>=0.8'|uid=<uid>
                              [--retrain-epochs N] [--out DIR] [--nir] [--data-root PATH]
 
 writes ``exported/<uid>/`` (or ``DIR/<uid>/``), built in a hidden temporary folder and
@@ -124,17 +124,34 @@ def parse_pick(text: str) -> tuple[str, float | str | None]:
         return "sparsity", float(m.group(1))
     if t.startswith("uid=") and len(t) > 4:
         return "uid", t[4:]
-    raise ExportError(f"--pick {text!r}: expected one of {', '.join(PICKS)} (X a fraction in [0, 1])")
+    expected = f"--pick {text!r}: expected one of {', '.join(PICKS)} (X a fraction in [0, 1])"
+    if re.fullmatch(r"sparsity\s*", t):  # the shell took '>=0.8' of an unquoted sparsity>=0.8 as a redirection
+        raise ExportError(f"{expected}. An unquoted --pick sparsity>=0.8 reaches the program as 'sparsity' (the shell "
+                          "reads '>=0.8' as a redirection and writes a file named '=0.8'): quote it, "
+                          "--pick 'sparsity>=0.8'")
+    if re.fullmatch(r"sparsity\s*(>|=|=>|==)\s*[0-9.]*", t):
+        raise ExportError(f"{expected}; write the threshold with '>=' and quote it, --pick 'sparsity>=0.8'")
+    raise ExportError(expected)
 
 
 def choose_member(records: list[dict], pick: str) -> dict:
-    """The record chosen by ``pick`` among ``records`` (archive records: ``uid`` and
-    ``metrics`` with validation ``accuracy`` and ``sparsity`` fractions, optionally an
-    energy metric). knee: ``knee_index`` of (accuracy, sparsity); max-accuracy: highest
-    accuracy, ties to the sparser; min-energy: lowest energy, ties to the more accurate;
-    sparsity>=X: highest accuracy among members at least X sparse, ties to the sparser;
-    uid=U: that member. Test accuracy never enters. raises ExportError (empty front, no
-    energy metric, nothing that sparse, unknown uid)."""
+    """The record chosen by ``pick`` among ``records`` (``pick_member`` without the note;
+    a note, when there is one, goes to stderr)."""
+    record, note = pick_member(records, pick)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+    return record
+
+
+def pick_member(records: list[dict], pick: str) -> tuple[dict, str | None]:
+    """(record chosen by ``pick`` among ``records``, note or None). ``records``: archive
+    records, ``uid`` and ``metrics`` with validation ``accuracy`` and ``sparsity`` fractions,
+    optionally an energy metric. knee: ``knee_index`` of (accuracy, sparsity); max-accuracy:
+    highest accuracy, ties to the sparser; min-energy: lowest energy, ties to the more
+    accurate; sparsity>=X: highest accuracy among members at least X sparse, ties to the
+    sparser; when no member is that sparse, the nearest one, the sparsest (ties to the more
+    accurate), and the note says so; uid=U: that member. Test accuracy never enters.
+    raises ExportError (empty front, no energy metric, unknown uid)."""
     kind, arg = parse_pick(pick)
     if not records:
         raise ExportError("the run's front is empty (no successful evaluation yet)")
@@ -142,9 +159,9 @@ def choose_member(records: list[dict], pick: str) -> dict:
     sp = [float(r["metrics"]["sparsity"]) for r in records]
     idx = range(len(records))
     if kind == "knee":
-        return records[knee_index(np.column_stack([acc, sp]))]
+        return records[knee_index(np.column_stack([acc, sp]))], None
     if kind == "max-accuracy":
-        return records[max(idx, key=lambda i: (acc[i], sp[i]))]
+        return records[max(idx, key=lambda i: (acc[i], sp[i]))], None
     if kind == "min-energy":
         keys = {energy_key(r["metrics"]) for r in records}
         if None in keys:
@@ -152,15 +169,17 @@ def choose_member(records: list[dict], pick: str) -> dict:
                               f"(looked for {', '.join(ENERGY_KEYS)}); run the search with energy counting, or pick "
                               "knee, max-accuracy, sparsity>=X or uid=UID")
         key = min(keys)
-        return records[min(idx, key=lambda i: (float(records[i]["metrics"][key]), -acc[i]))]
+        return records[min(idx, key=lambda i: (float(records[i]["metrics"][key]), -acc[i]))], None
     if kind == "sparsity":
         ok = [i for i in idx if sp[i] >= arg - 1e-9]
-        if not ok:
-            raise ExportError(f"--pick {pick}: no front member is that sparse (the sparsest has sparsity {max(sp):.4f})")
-        return records[max(ok, key=lambda i: (acc[i], sp[i]))]
+        if not ok:  # the nearest member: the sparsest, ties to the more accurate
+            i = max(idx, key=lambda i: (sp[i], acc[i]))
+            return records[i], (f"--pick {pick}: no front member is that sparse; picked the nearest, the sparsest "
+                                f"member {records[i]['uid']} (sparsity {sp[i]:.4f}, validation accuracy {acc[i]:.4f})")
+        return records[max(ok, key=lambda i: (acc[i], sp[i]))], None
     for r in records:
         if r["uid"] == arg:
-            return r
+            return r, None
     raise ExportError(f"--pick uid={arg}: not on the run's front; its members: {', '.join(r['uid'] for r in records)}")
 
 
@@ -477,20 +496,43 @@ def load_exported(path: str | Path, device: str | torch.device = "cpu") -> tuple
 
 
 # ---------------------------------------------------------------- CLI
+CLI_DESCRIPTION = """\
+Export one member of a search's Pareto front: choose it on validation metrics, retrain it
+if asked, measure it once on the test split and write RUN_DIR/exported/<uid>/ (or
+DIR/<uid>/ with --out). The folder is written under a temporary name and renamed into
+place, so a failure leaves no half-written export. It holds:
+
+  teacher.pt, student.pt     the sparse teacher and the student (plain state_dicts)
+  *.sparse.npz               the same weights as packed masks + kept values
+  genome.json, masks.npz     the genome (per-layer prune ratios and masks)
+  metrics.json               validation and test metrics, model arguments, provenance
+  MODEL_CARD.md              the same for people
+  student.nir                with --nir: the student as a NIR graph
+
+Quote the --pick expression, or the shell reads '>=' as a redirection:
+
+  python -m evo_snn.export RUN_DIR --pick 'sparsity>=0.8' --retrain-epochs 5
+  python -m evo_snn.export RUN_DIR --pick knee
+
+Reload an export in Python with evo_snn.load_exported("RUN_DIR/exported/<uid>").
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m evo_snn.export", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m evo_snn.export", description=CLI_DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory of evo_snn.search (with checkpoints/)")
     p.add_argument("--pick", required=True, metavar="PICK",
-                   help="which front member: knee | max-accuracy | min-energy | sparsity>=X (most accurate member at "
-                   "least X sparse) | uid=UID; chosen on validation metrics")
+                   help="which front member, chosen on validation metrics: knee | max-accuracy | min-energy | "
+                   "'sparsity>=X' (the most accurate member at least X sparse; when none is, the sparsest, with a "
+                   "note) | uid=UID")
     p.add_argument("--retrain-epochs", type=float, default=0.0, metavar="N",
                    help="retrain the chosen genome N KD epochs (masks kept, its own seed) before the single test "
                    "measurement, as search.final_epochs does (default 0: export the student trained in the search)")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="write DIR/<uid>/ instead of RUN_DIR/exported/<uid>/ (needed while the search is still running)")
     p.add_argument("--nir", action="store_true", help="also write the student as a NIR graph, student.nir")
-    p.add_argument("--data-root", default=None, help="data root (default: the one recorded in manifest.json)")
+    p.add_argument("--data-root", default=None, metavar="PATH", help="data root (default: the one recorded in manifest.json)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
@@ -544,7 +586,9 @@ def _export_locked(run: RunDir, pick: str, retrain_epochs: float, out, nir: bool
 
     ckpt = load_checkpoint(run.checkpoints)
     records = [r for r in ckpt.state["archive"] if r.get("status") != "failed"]
-    chosen = choose_member(records, pick)
+    chosen, note = pick_member(records, pick)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
     uid = chosen["uid"]
     tqdm.write(f"picked {uid} ({pick}): validation accuracy {chosen['metrics']['accuracy']:.4f}, "
                f"sparsity {chosen['metrics']['sparsity']:.4f} (generation {ckpt.gen} archive of {len(records)})")
@@ -566,11 +610,11 @@ def _export_locked(run: RunDir, pick: str, retrain_epochs: float, out, nir: bool
         teacher_metrics = json.loads((run.teacher / "metrics.json").read_text()) if (run.teacher / "metrics.json").is_file() else {}
         context = run_context(run, cmp.cfg, cmp.splits, teacher_metrics, argv)
         model_args = (cmp.cfg.model, cmp.splits.frame_shape, cmp.splits.num_classes)
-        roles = [pick]
+        roles = [pick if not note else f"{pick} (nearest)"]
         previous = (Path(out) if out is not None else run.exported) / uid / "metrics.json"
         if previous.is_file():  # exported before (e.g. as the run's knee): keep its roles
             try:
-                roles = list(dict.fromkeys([*(json.loads(previous.read_text()).get("roles") or []), pick]))
+                roles = list(dict.fromkeys([*(json.loads(previous.read_text()).get("roles") or []), *roles]))
             except ValueError:
                 pass
         rec = export_member(run, uid, roles, member.genome, metrics, state, cmp.teacher, model_args, cmp.splits.test,

@@ -58,8 +58,6 @@ def test_bad_picks_are_clear_errors():
     recs = _records(FRONT)
     with pytest.raises(ExportError, match="needs an energy metric"):
         choose_member(recs, "min-energy")
-    with pytest.raises(ExportError, match="sparsest has sparsity 0.9000"):
-        choose_member(recs, "sparsity>=0.95")
     with pytest.raises(ExportError, match="not on the run's front; its members: u0, u1"):
         choose_member(recs, "uid=nope")
     for bad in ("kneee", "sparsity>0.5", "sparsity>=1.5", "uid=", ""):
@@ -67,6 +65,28 @@ def test_bad_picks_are_clear_errors():
             parse_pick(bad)
     with pytest.raises(ExportError, match="empty"):
         choose_member([], "knee")
+
+
+def test_an_unquoted_shell_expression_names_the_quoting():
+    # `--pick sparsity>=0.8` unquoted: the shell redirects to a file '=0.8' and passes 'sparsity'
+    for bad in ("sparsity", "sparsity "):
+        with pytest.raises(ExportError, match=r"expected one of knee.*quote it, --pick 'sparsity>=0\.8'"):
+            parse_pick(bad)
+    for bad in ("sparsity>0.5", "sparsity=0.5", "sparsity=>0.5"):
+        with pytest.raises(ExportError, match=r"expected one of knee.*'>='.*--pick 'sparsity>=0\.8'"):
+            parse_pick(bad)
+    with pytest.raises(ExportError) as e:
+        parse_pick("kneee")
+    assert "quote" not in str(e.value)
+
+
+def test_a_threshold_no_member_reaches_picks_the_sparsest_and_says_so(capsys):
+    recs = _records([*FRONT, (0.3, 0.9)])  # two members at 0.9: ties to the more accurate
+    rec, note = export.pick_member(recs, "sparsity>=0.95")
+    assert rec["uid"] == "u6" and "no front member is that sparse" in note and "u6 (sparsity 0.9000" in note
+    assert choose_member(recs, "sparsity>=0.95")["uid"] == "u6"
+    assert "picked the nearest" in capsys.readouterr().err
+    assert export.pick_member(recs, "sparsity>=0.9") == (recs[6], None)
 
 
 # ------------------------------------------------------------------ sparse weight format
