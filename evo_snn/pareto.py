@@ -227,21 +227,108 @@ def render(views: list[RunView], fmt: str) -> str:
         with pd.option_context("display.width", 200, "display.max_columns", 30, "display.max_rows", 500):
             body = table.to_string(index=False, float_format=lambda x: f"{x:.4f}") if len(table) else "(empty front)"
         return describe(v) + "\n" + body + "\n"
-    table = pd.DataFrame([run_summary(v) for v in views])
+    rows = [run_summary(v) for v in views]
     if fmt == "csv":
-        return table.to_csv(index=False)
+        return _integer_columns(pd.DataFrame(rows)).to_csv(index=False)
     if fmt == "json":
-        return _to_json(table.to_dict(orient="records"))
-    with pd.option_context("display.width", 250, "display.max_columns", 30):
-        return table.to_string(index=False, float_format=lambda x: f"{x:.4f}") + "\n"
+        return _to_json(rows)
+    return summary_table(rows)
+
+
+CLI_DESCRIPTION = """\
+Inspect and compare the Pareto fronts of search runs.
+
+Read-only: it reads a run's config.json, manifest.json, pareto.csv, evaluations.jsonl,
+generations.csv, teacher/metrics.json and exported/*/metrics.json, writes nothing into
+the run and takes no lock, so it can also look at a search that is still running (the
+front as of the last completed generation; evaluations of the generation in progress
+are counted as pending).
+
+One run: its front, one row per member (uid, generation, validation accuracy, sparsity,
+the sparse teacher's validation accuracy, energy metrics when the search counted them,
+the roles of exported members), below a line with the dense teacher's accuracy.
+Several runs: one row per run (data set, KD mode, seed, status, last generation,
+evaluations, front size, hypervolume of the (accuracy, sparsity) front with reference
+(0, 0), best validation accuracy at sparsity >= 0.5 / 0.8 / 0.9, dense teacher);
+--format csv or json gives every column. Only validation accuracy is shown: the test
+split is measured once, at export.
+
+  python -m evo_snn.pareto RUN_DIR
+  python -m evo_snn.pareto RUN_A RUN_B RUN_C --plot fronts.png
+"""
+
+# the multi-run table as printed: (column of run_summary, printed name); csv / json keep every column
+TABLE_COLUMNS = (("run", "run"), ("dataset", "dataset"), ("kd_mode", "kd"), ("seed", "seed"), ("status", "status"),
+                 ("generation", "gen"), ("evaluations", "evals"), ("front", "front"), ("hypervolume", "hypervolume"),
+                 *((f"acc@sparsity>={s:g}", f"acc@{s:g}") for s in SUMMARY_SPARSITIES),
+                 ("teacher_val_accuracy", "teacher"))
+TABLE_WIDTH = 120  # the multi-run table's widest line; the run column is shortened to fit
+INTEGER_COLUMNS = ("seed", "generation", "evaluations", "pending", "front")
+
+
+def _integer_columns(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with its ``INTEGER_COLUMNS`` as nullable integers (a run without a completed
+    generation would otherwise turn the column into floats: 3.0)."""
+    table = table.copy()
+    for c in INTEGER_COLUMNS:
+        if c in table:
+            table[c] = pd.array([None if v is None or (isinstance(v, float) and np.isnan(v)) else int(v)
+                                 for v in table[c]], dtype="Int64")
+    return table
+
+
+def _shorten(text: str, width: int) -> str:
+    """``text`` cut to ``width`` characters in the middle ('...'), keeping its start and end."""
+    if len(text) <= width:
+        return text
+    head = (width - 3) // 2
+    return text[:head] + "..." + text[len(text) - (width - 3 - head):]
+
+
+def _cell(value) -> str:
+    if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
+        return "-"
+    if isinstance(value, (float, np.floating)):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def summary_table(rows: list[dict], width: int = TABLE_WIDTH) -> str:
+    """The multi-run table as printed: the columns of ``TABLE_COLUMNS`` (plus ``pending`` when
+    a run has some, ``objectives`` when a run's differ from accuracy,sparsity), integer
+    generations and counts, fractions to 4 decimals, '-' for none; one space between columns,
+    the run names left-aligned and shortened in the middle ('...', at least 12 characters kept)
+    so that no line is wider than ``width``."""
+    table = _integer_columns(pd.DataFrame(rows))
+    cols = [c for c, _ in TABLE_COLUMNS]
+    if "pending" in table and table["pending"].fillna(0).gt(0).any():
+        cols.insert(cols.index("front"), "pending")
+    if "objectives" in table and table["objectives"].ne("accuracy,sparsity").any():
+        cols.insert(cols.index("status"), "objectives")
+    cols = [c for c in cols if c in table]
+    names = dict(TABLE_COLUMNS)
+    header = [names.get(c, c) for c in cols]
+    body = [[_cell(v) for v in row] for row in table[cols].itertuples(index=False)]
+    widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(header)]
+    if cols and cols[0] == "run":
+        over = sum(widths) + len(widths) - 1 - width
+        if over > 0:
+            widths[0] = max(12, len(header[0]), widths[0] - over)
+            for r in body:
+                r[0] = _shorten(r[0], widths[0])
+
+    def line(cells):
+        return " ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    return "\n".join([line(header), *(line(r) for r in body)]) + "\n"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m evo_snn.pareto", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m evo_snn.pareto", description=CLI_DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories of evo_snn.search (finished or running)")
     p.add_argument("--format", choices=("table", "csv", "json"), default="table",
-                   help="output: a pandas table with a header line (default), CSV or JSON")
+                   help="output: a table with a header line (default), or CSV or JSON with every column")
     p.add_argument("--plot", metavar="OUT.png", default=None,
                    help="also draw the fronts (overlaid for several runs) into this PNG (written atomically)")
     return p

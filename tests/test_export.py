@@ -354,3 +354,12 @@ def test_nir_flag(run_copy, tmp_path, capsys, monkeypatch):
     expected = sum(int((~m).sum()) for m in info["masks"].values())
     assert zeros >= expected  # pruned weights stay zero in the graph
     assert "student.nir" in (d / "MODEL_CARD.md").read_text()
+
+
+def test_help_names_no_internal_functions_and_quotes_the_pick(capsys):
+    with pytest.raises(SystemExit):
+        export.main(["--help"])
+    out = capsys.readouterr().out
+    for internal in ("``", "Comparison", "GenomeFitness", "with_epochs", "finalize", "torch.nn.utils.prune"):
+        assert internal not in out
+    assert "--pick 'sparsity>=0.8'" in out

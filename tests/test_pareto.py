@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 
@@ -124,3 +125,30 @@ def test_bad_input_is_a_clear_error(tmp_path, capsys):
     assert pareto.main([str(run), "--plot", "x.pdf"]) == 2
     with pytest.raises(SystemExit):
         pareto.main(["--help"])
+
+
+def test_the_multi_run_table_fits_120_columns_with_integer_generations(tmp_path, capsys):
+    long = "20251206-202800-tiny_imagenet-a-very-long-tag-name-for-this-run"
+    a = _write_run(tmp_path, long, EVALS_A, {"a1", "a2", "a3"}, status="interrupted", last_gen=3)
+    b = _write_run(tmp_path, "20251206-202801-synthetic-s1", [("b0", 0, 0.95, 0.1)], {"b0"}, last_gen=None, seed=1)
+    assert pareto.main([str(a), str(b)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and max(len(line) for line in lines) <= 120
+    header = lines[0].split()
+    gen = header.index("gen")
+    assert lines[1].split()[gen] == "3" and lines[2].split()[gen] == "-"  # never 3.0000
+    assert lines[1].startswith("2025120") and "..." in lines[1] and lines[1].split()[0].endswith("this-run")
+    # short names are not cut; csv keeps every column and integer generations
+    c = _write_run(tmp_path, "c", EVALS_A, {"a1"}, last_gen=2)
+    assert pareto.main([str(c), str(b)]) == 0
+    assert capsys.readouterr().out.splitlines()[1].split()[0] == "c"
+    assert pareto.main([str(c), str(b), "--format", "csv"]) == 0
+    head, first, second = list(csv.reader(capsys.readouterr().out.splitlines()))
+    assert "search_hypervolume" in head and first[head.index("generation")] == "2" and second[head.index("generation")] == ""
+
+
+def test_help_has_no_markup(capsys):
+    with pytest.raises(SystemExit):
+        pareto.main(["--help"])
+    out = capsys.readouterr().out
+    assert "``" not in out and "--plot" in out and "read-only" in out.lower()
