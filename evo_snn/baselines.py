@@ -12,6 +12,14 @@ per-genome budget, seed scheme):
 - ``global_long``: ``global`` at equal compute: each ratio's student is KD-trained for
   the search's training samples divided by the number of ratios (kd.epochs scaled up),
   what a user with the search's budget would do instead of searching;
+- ``lamp``, ``erk``, ``energy_aware`` (``evo_snn.allocation``): other per-layer allocations
+  of the same exact number of pruned weights at each ``--ratios`` sparsity, magnitude
+  pruning within each layer: LAMP scores (Lee et al. 2021) under one global threshold,
+  Erdős–Rényi-Kernel densities (RigL, Evci et al. 2020), and one global threshold on
+  |W| / (the layer's dense SynOps per weight per sample, measured on the teacher); each
+  trained with ``global``'s seed at the same ratio, so they differ from it in the
+  allocation only. ``lamp_long``, ``erk_long``, ``energy_aware_long``: the same genomes at
+  equal compute, exactly as ``global_long`` is to ``global`` (and with its seeds);
 - ``global_matched``: ``global`` at each search member's sparsity, paired with that member
   (same seed, hence the same batch order when retrained). With ``--final-epochs E`` both
   sides are retrained from their genomes for the same E epochs, so a pair differs only in
@@ -55,6 +63,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from . import allocation
 from .atomic import read_jsonl
 from .checkpoint import CheckpointError, load_checkpoint
 from .cli import choice_list, epochs_list, ratio_list
@@ -72,7 +81,12 @@ from .teacher import TeacherLoadError
 from .teacher import prepare as prepare_teachers
 from .train import accuracy, cpu_state, samples_processed
 
-METHODS = ("uniform", "global", "random", "global_long", "global_matched")
+ALLOCATIONS = ("lamp", "erk", "energy_aware")
+"""Baselines of ``evo_snn.allocation`` rules (each with a ``<method>_long`` twin at equal compute)."""
+LONG = ("global_long",) + tuple(f"{a}_long" for a in ALLOCATIONS)
+"""The methods trained with the search's training samples shared among their ratios."""
+METHODS = ("uniform", "global", "random", "global_long", "global_matched") + tuple(
+    m for a in ALLOCATIONS for m in (a, f"{a}_long"))
 DEFAULT_METHODS = METHODS[:4]  # global_matched is meant with --final-epochs (a paired mask comparison)
 DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 FIXED_SPARSITIES = (0.5, 0.7, 0.8, 0.9, 0.95)
@@ -80,6 +94,10 @@ FIXED_SPARSITIES = (0.5, 0.7, 0.8, 0.9, 0.95)
 # so no baseline evaluation replays a search evaluation's seed
 STREAMS = {"uniform": 1_000_001, "global": 1_000_002, "random": 1_000_003, "global_long": 1_000_004,
            "global_matched": 1_000_005}
+# the allocation baselines take global's (and global_long's) seeds: at each ratio the same seed,
+# hence the same batch order, as global, so that they differ from it in the allocation only
+STREAMS.update({a: STREAMS["global"] for a in ALLOCATIONS})
+STREAMS.update({f"{a}_long": STREAMS["global_long"] for a in ALLOCATIONS})
 EXIT_USAGE = 2
 
 
@@ -119,13 +137,29 @@ def front_summary(points) -> dict:
             "accuracy_at_sparsity": {f"{s:g}": accuracy_at_sparsity(points, s) for s in FIXED_SPARSITIES}}
 
 
-def baseline_genomes(method: str, ops: GenomeOps, ratios, n_random: int, rng: np.random.Generator) -> list[tuple[Genome, float | None]]:
-    """(genome, ratio) pairs of one baseline method; raises ValueError for an unknown method.
-    ``global_matched`` takes as ``ratios`` the sparsities of the search members it pairs with."""
+def allocation_of(method: str) -> str | None:
+    """The ``evo_snn.allocation`` rule of a baseline method (``lamp_long`` -> ``lamp``), or None."""
+    base = method[: -len("_long")] if method.endswith("_long") else method
+    return base if base in ALLOCATIONS else None
+
+
+def baseline_genomes(method: str, ops: GenomeOps, ratios, n_random: int, rng: np.random.Generator,
+                     synops_per_weight: dict[str, float] | None = None) -> list[tuple[Genome, float | None]]:
+    """(genome, ratio) pairs of one baseline method; raises ValueError for an unknown method,
+    or for ``energy_aware``(``_long``) without ``synops_per_weight`` ({layer: dense SynOps per
+    weight per sample of the teacher}, ``allocation.synops_per_weight``).
+    ``global_matched`` takes as ``ratios`` the sparsities of the search members it pairs with;
+    the allocation methods take them as sparsities (exactly round(r * N) weights pruned)."""
     if method == "uniform":
         return [(ops.uniform_magnitude(r), r) for r in ratios]
     if method in ("global", "global_long", "global_matched"):
         return [(ops.global_magnitude(r), r) for r in ratios]
+    rule = allocation_of(method)
+    if rule is not None:
+        if rule == "energy_aware" and synops_per_weight is None:
+            raise ValueError(f"{method} needs the teacher's synops_per_weight")
+        kw = {"synops_per_weight": synops_per_weight} if rule == "energy_aware" else {}
+        return [(allocation.allocation_genome(rule, ops.abs, r, **kw), r) for r in ratios]
     if method == "random":
         return [(ops.random(rng), None) for _ in range(n_random)]
     raise ValueError(f"unknown baseline method {method!r}; known: {list(METHODS)}")
@@ -180,6 +214,7 @@ class Comparison:
         self.layers = tuple(prunable_layers(self.teacher, cfg.genome.prunable))
         self.ops = GenomeOps(weight_magnitudes(self.teacher, self.layers), cfg.genome)
         self._evaluator, self._fitness = None, {}
+        self._synops_per_weight = None
         self.ctx = FitnessContext(self.cfg, self.splits.train, self.splits.val, self.splits.frame_shape,
                                   self.splits.num_classes, cpu_state(self.teacher),
                                   self.layers, ann)
@@ -201,6 +236,17 @@ class Comparison:
             bar.update(1)
         bar.close()
         return out
+
+    def synops_per_weight(self) -> dict[str, float]:
+        """{layer: dense SynOps per weight per sample} of the dense teacher (the ``energy_aware``
+        baselines), measured once on an all-zero ``x_seq`` of the data's frame shape
+        (``[T, 1, C, H, W]``): dense counts depend on shapes only, so no split is read."""
+        if self._synops_per_weight is None:
+            import torch
+
+            x_seq = torch.zeros((self.splits.frame_shape[0], 1, *self.splits.frame_shape[1:]), device=self.device)
+            self._synops_per_weight = allocation.synops_per_weight(self.teacher, x_seq, self.layers)
+        return self._synops_per_weight
 
     def close(self) -> None:
         """Stop the evaluator (and the Ray instance it started)."""
@@ -259,7 +305,8 @@ class Comparison:
     def baseline_members(self, method: str, ratios, n_random: int, search_samples: int = 0,
                          search: list[Member] | None = None) -> list[Member]:
         """Evaluate one baseline method on validation and mark its validation front.
-        search_samples: the search's training samples (``global_long`` spends as many).
+        search_samples: the search's training samples (``global_long`` and the other ``_long``
+        methods each spend as many).
         search: the search's members (``global_matched`` pairs one genome with each selected
         member, at its sparsity and with its seed, and selects them all)."""
         root = self.cfg.search.seed
@@ -269,10 +316,11 @@ class Comparison:
             pairs = baseline_genomes(method, self.ops, [m.genome.sparsity for m in partners], 0, rng)
             jobs = [(g, m.seed) for (g, _), m in zip(pairs, partners)]
         else:
-            pairs = baseline_genomes(method, self.ops, ratios, n_random, rng)
+            spw = self.synops_per_weight() if allocation_of(method) == "energy_aware" else None
+            pairs = baseline_genomes(method, self.ops, ratios, n_random, rng, synops_per_weight=spw)
             jobs = [(g, eval_seed(root, STREAMS[method], i)) for i, (g, _) in enumerate(pairs)]
         epochs = None
-        if method == "global_long":  # the search's budget, shared among the ratios
+        if method in LONG:  # the search's budget, shared among the ratios
             epochs = max(search_samples, 1) / (len(pairs) * max(len(self.splits.train), 1))
         results = self.evaluate(jobs, epochs=epochs, desc=f"{method} baseline")
         members = []
@@ -420,11 +468,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", type=choice_list(METHODS, "method(s)", allow_none=True), default=list(DEFAULT_METHODS), help="comma-separated, from "
                    f"{','.join(METHODS)}, or 'none' (only the search front is measured) (default: "
                    f"{','.join(DEFAULT_METHODS)}; global_matched pairs each search member with global magnitude "
-                   "pruning at its sparsity and seed: use it with --final-epochs)")
+                   "pruning at its sparsity and seed: use it with --final-epochs; lamp, erk, energy_aware: LAMP, "
+                   "Erdos-Renyi-Kernel and |W|/SynOps-per-weight allocations at the --ratios sparsities with "
+                   "global's seeds; each METHOD_long is METHOD at equal compute, as global_long is to global)")
     p.add_argument("--suffix", default="", help="write baselines-SUFFIX.csv, comparison-SUFFIX.json and "
                    "plots/comparison-SUFFIX.png, e.g. to keep several comparisons of one run side by side")
     p.add_argument("--ratios", type=ratio_list, default=list(DEFAULT_RATIOS),
-                   help="prune ratios / sparsities of the uniform and global baselines (default: 0.1,...,0.9,0.95)")
+                   help="prune ratios / sparsities of the uniform, global and allocation baselines (default: "
+                   "0.1,...,0.9,0.95)")
     p.add_argument("--random-evals", type=int, default=None,
                    help="random genomes to evaluate (default: as many evaluations as the search made; for a "
                    "multi-fidelity search as many full evaluations as its training samples pay for)")

@@ -278,3 +278,80 @@ def test_kd_override_fine_tunes_the_baselines_with_another_mode(run_dir):
     rows = collect([run_dir])
     assert "global (kd=none)" in set(rows.method) and "global" in set(rows.method)
     assert set(rows[rows.method == "global (kd=none)"].kd_mode) == {"sparse"}
+
+
+# ------------------------------------------------- allocation baselines (evo_snn.allocation): lamp, erk, energy_aware
+ALLOC = ("lamp", "erk", "energy_aware")
+
+
+def test_allocation_baselines_prune_exactly_at_each_ratio():
+    from evo_snn import allocation
+
+    ops, rng = _ops(), np.random.default_rng(1)
+    n = sum(v.size for v in ops.abs.values())
+    spw = {"a": 10.0, "b": 1.0}
+    for method in (*ALLOC, *(f"{m}_long" for m in ALLOC)):
+        pairs = baseline_genomes(method, ops, [0.0, 0.5, 0.95], 0, rng, synops_per_weight=spw)
+        assert [r for _, r in pairs] == [0.0, 0.5, 0.95]
+        for g, r in pairs:
+            assert int(sum((~m).sum() for m in g.masks)) == round(r * n)
+        rule = method.removesuffix("_long")
+        g = pairs[1][0]
+        assert [m.tolist() for m in g.masks] == [m.tolist() for m in allocation.allocation_masks(
+            rule, ops.abs, 0.5, synops_per_weight=spw)]
+    with pytest.raises(ValueError, match="synops_per_weight"):
+        baseline_genomes("energy_aware", ops, [0.5], 0, rng)
+
+
+def test_allocation_methods_are_listed_with_long_twins_and_share_globals_seeds():
+    from evo_snn.baselines import LONG, METHODS, STREAMS, build_parser
+
+    for m in ALLOC:
+        assert m in METHODS and f"{m}_long" in METHODS and f"{m}_long" in LONG
+        assert STREAMS[m] == STREAMS["global"] and STREAMS[f"{m}_long"] == STREAMS["global_long"]
+    text = build_parser().format_help().replace("\n", "").replace(" ", "")
+    for m in (*ALLOC, *(f"{m}_long" for m in ALLOC)):
+        assert m in text
+
+
+def test_allocation_baselines_run_end_to_end(run_dir):
+    methods = ",".join(m for a in ALLOC for m in (a, f"{a}_long"))
+    assert baselines_main([str(run_dir), "--methods", methods, "--ratios", "0.5,0.9", "--suffix", "alloc",
+                           "--final-epochs", "0", "--no-progress"]) == 0
+    doc = json.loads((run_dir / "comparison-alloc.json").read_text())
+    table = pd.read_csv(run_dir / "baselines-alloc.csv")
+    assert set(doc["methods"]) == {"search", *methods.split(",")}
+    plain = pd.read_csv(run_dir / "baselines.csv")
+    glob = plain[plain.method == "global"]
+    search_spent = doc["methods"]["search"]["train_samples"]
+    for a in ALLOC:
+        short, long = table[table.method == a], table[table.method == f"{a}_long"]
+        assert len(short) == len(long) == 2 and short.test_accuracy.notna().any()
+        assert np.allclose(sorted(short.sparsity), [0.5, 0.9], atol=2e-3)  # the exact count, as measured on the student
+        # the _long twin: the same genomes, the search's training samples shared among the ratios (as global_long)
+        assert list(long.genome_key) == list(short.genome_key)
+        spent = doc["methods"][f"{a}_long"]["train_samples"]
+        assert search_spent <= spent < search_spent + 2 * 32
+        assert doc["methods"][a]["train_samples"] == 2 * glob.train_samples.iloc[0]
+        # global's seed at the same ratio index (the first baselines.csv ran 0.2, 0.6, 0.9)
+        assert short.seed.iloc[0] == glob.seed.iloc[0]
+
+
+def test_energy_aware_measures_synops_per_weight_on_the_teacher(run_dir):
+    from evo_snn.baselines import Comparison
+    from evo_snn.rundir import RunDir
+
+    cmp = Comparison(RunDir.open(run_dir), progress=False)
+    try:
+        t = cmp.splits.frame_shape[0]
+        spw = cmp.synops_per_weight()
+        conv, fc = cmp.layers  # the tiny net: a 3x3 conv (padding 1) on 8x8 frames, then the linear readout
+        # the conv: T x its 64 output positions, less the products with zero padding (22/3 per axis)
+        assert spw[conv] == pytest.approx(t * (22 / 3) ** 2) and spw[fc] == pytest.approx(t)
+        rng = np.random.default_rng(0)
+        (ea, _), = baseline_genomes("energy_aware", cmp.ops, [0.5], 0, rng, synops_per_weight=spw)
+        (gl, _), = baseline_genomes("global", cmp.ops, [0.5], 0, rng)
+        assert round(ea.sparsity * 1e6) == round(gl.sparsity * 1e6)  # the same pruned count
+        assert ea.ratios[0] > gl.ratios[0] and ea.ratios[1] < gl.ratios[1]  # the dear conv is pruned first
+    finally:
+        cmp.close()
