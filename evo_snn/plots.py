@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.colors import BoundaryNorm  # noqa: E402
-from matplotlib.ticker import FormatStrFormatter, MaxNLocator  # noqa: E402
+from matplotlib.ticker import EngFormatter, FormatStrFormatter, LogLocator, MaxNLocator, NullFormatter, NullLocator  # noqa: E402
 
 from .fidelity import full_rows  # noqa: E402
 from .rundir import atomic_write_bytes  # noqa: E402
@@ -97,6 +97,24 @@ def pareto_figure(evaluations: pd.DataFrame, pareto: pd.DataFrame, dense_teacher
     return fig
 
 
+def _readable_log_ticks(axis, lo: float, hi: float) -> None:
+    """Labels on a log axis that do not overlap: major ticks at the decades, minor ones at
+    2 and 5 times them, all in engineering notation (2k, 5k, 10k, 20k); only the decades
+    are labelled once the axis spans more than two of them, and a span under half a decade
+    gets a few evenly spaced round values (matplotlib's default labels the minor ticks as
+    2x10^3, 3x10^3, ..., which overlap on a short axis)."""
+    decades = float(np.log10(hi / lo)) if lo > 0 and hi > lo else 0.0  # the data's span, lo..hi
+    if decades < 0.5:  # too short for 1-2-5 ticks to land on it: a few evenly spaced round values
+        axis.set_major_locator(MaxNLocator(nbins=4))
+        axis.set_major_formatter(EngFormatter(sep=""))
+        axis.set_minor_locator(NullLocator())
+        return
+    axis.set_major_locator(LogLocator(base=10))
+    axis.set_major_formatter(EngFormatter(sep=""))
+    axis.set_minor_locator(LogLocator(base=10, subs=(2.0, 5.0) if decades <= 2 else tuple(range(2, 10))))
+    axis.set_minor_formatter(EngFormatter(sep="") if decades <= 2 else NullFormatter())
+
+
 def energy_figure(evaluations: pd.DataFrame, pareto: pd.DataFrame, exported: list[dict]):
     """The figure of energy.png (returned open): validation accuracy against the effective
     ACs per sample (``evo_snn.energy``, NeuroBench definitions; log scale) of every
@@ -117,6 +135,7 @@ def energy_figure(evaluations: pd.DataFrame, pareto: pd.DataFrame, exported: lis
                         ha="right", fontsize=8)
     if (ok["effective_acs"] > 0).all() and len(ok):
         ax.set_xscale("log")
+        _readable_log_ticks(ax.xaxis, float(ok["effective_acs"].min()), float(ok["effective_acs"].max()))
     ax.set_xlabel("effective ACs per sample (validation)")
     ax.set_ylabel("student validation accuracy")
     ax.grid(alpha=0.3)

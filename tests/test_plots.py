@@ -138,3 +138,22 @@ def test_plot_fronts_overlays_runs_in_their_own_colours(tmp_path):
     img = _image(tmp_path / "f.png")
     assert _has_colour(img, "tab:blue") and _has_colour(img, "tab:orange") and not _has_colour(img, "tab:green")
     assert [p.name for p in tmp_path.iterdir()] == ["f.png"]
+
+
+@pytest.mark.parametrize("lo,hi", [(2.1e3, 2.9e4), (2.1e4, 2.9e4), (1.9e4, 1.9e7), (5e3, 4e5)])
+def test_energy_axis_labels_do_not_overlap(lo, hi):
+    # matplotlib's default labels the minor ticks of a short log axis 2x10^3, 3x10^3, ...: they overlapped
+    rng = np.random.default_rng(0)
+    acs = np.geomspace(lo, hi, 30)
+    ev = pd.DataFrame({"effective_acs": acs, "accuracy": rng.uniform(0.4, 0.9, 30), "sparsity": rng.uniform(0, 1, 30)})
+    fig = plots.energy_figure(ev, ev.iloc[:5], [])
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    renderer = fig.canvas.get_renderer()
+    shown = [t for t in [*ax.xaxis.get_majorticklabels(), *ax.xaxis.get_minorticklabels()]
+             if t.get_visible() and t.get_text() and lo <= t.get_position()[0] * (1 + 1e-9) and t.get_position()[0] <= hi * 1.3]
+    boxes = sorted((t.get_window_extent(renderer) for t in shown), key=lambda b: b.x0)
+    plt.close(fig)
+    assert len(boxes) >= 2
+    assert all(a.x1 <= b.x0 for a, b in zip(boxes, boxes[1:]))
+    assert all("$" not in t.get_text() for t in shown)  # no mathtext 2x10^3 labels
