@@ -2,6 +2,10 @@
 
 __version__ = "0.1.0"
 
+from .threads import openmp_defaults as _openmp_defaults
+
+_openmp_defaults()  # GOMP_SPINCOUNT before torch loads (evo_snn.threads); EVO_SNN_THREADS=torch skips it
+
 
 def __getattr__(name: str):
     """``evo_snn.load_exported`` (``evo_snn.export.load_exported``), imported on first use so

@@ -239,10 +239,15 @@ class TrainConfig:
       reaches every conv and BatchNorm as channels-last; neurons are element-wise and keep
       it. Same values up to float rounding (a spike may flip where a membrane potential
       sits on the threshold). Default false.
+    threads: torch CPU threads of the driver and of each worker (null, the default: fitted
+      to the machine by ``evo_snn.threads``: the usable CPUs divided by the workers, less the
+      cores other processes keep busy, re-checked while training); an int >= 1 fixes it
+      (``--threads N``). Float results may differ in the last bits between thread counts.
     """
 
     amp: str = "none"
     channels_last: bool = False
+    threads: int | None = None
 
 
 @dataclass(frozen=True)
@@ -420,6 +425,9 @@ class Config:
             (self.kd.epochs > 0, "kd.epochs must be > 0"),
             (self.kd.student_init in ("teacher", "scratch"), "kd.student_init must be 'teacher' or 'scratch'"),
             (self.kd.student_mask in ("genome", "dense"), "kd.student_mask must be 'genome' or 'dense'"),
+            (self.train.threads is None or (isinstance(self.train.threads, int) and not isinstance(self.train.threads, bool)
+                                            and self.train.threads >= 1),
+             f"train.threads must be null (fit to the machine) or an integer >= 1, got {self.train.threads!r}"),
             (self.train.amp in AMP_MODES, f"train.amp must be one of {list(AMP_MODES)}, got {self.train.amp!r}"),
             (self.model.neuron_backend in NEURON_BACKENDS,
              f"model.neuron_backend must be one of {list(NEURON_BACKENDS)}, got {self.model.neuron_backend!r}"),
@@ -474,10 +482,11 @@ class Config:
                 raise ConfigError(msg)
 
 
-def read_run_config(path: str | Path, generations: int | None = None, workers: int | None = None) -> Config:
+def read_run_config(path: str | Path, generations: int | None = None, workers: int | None = None,
+                    threads: int | None = None) -> Config:
     """The resolved config of a run (its config.json), with ``search.generations`` /
-    ``search.workers`` replaced where given (``--resume``, ``evo_snn.baselines``);
-    raises ConfigError naming the file."""
+    ``search.workers`` / ``train.threads`` replaced where given (``--resume``,
+    ``evo_snn.baselines``); raises ConfigError naming the file."""
     path = Path(path)
     try:
         cfg = Config.from_dict(json.loads(path.read_text()))
@@ -486,7 +495,10 @@ def read_run_config(path: str | Path, generations: int | None = None, workers: i
             search = dataclasses.replace(search, generations=generations)
         if workers is not None:
             search = dataclasses.replace(search, workers=workers)
-        return dataclasses.replace(cfg, search=search).validate()
+        cfg = dataclasses.replace(cfg, search=search)
+        if threads is not None:
+            cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, threads=threads))
+        return cfg.validate()
     except FileNotFoundError as e:
         raise ConfigError(f"{path} not found; RUN_DIR must be a run directory of evo_snn.search") from e
     except (OSError, ValueError) as e:  # ConfigError and json.JSONDecodeError are ValueErrors

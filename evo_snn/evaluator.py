@@ -350,7 +350,8 @@ class RayEvaluator:
     """
 
     def __init__(self, workers: int, address: str | None = None, gpus_per_worker: float | None = None, *,
-                 cpus_per_worker: int = 1, max_retries: int = 2, eval_timeout_s: float = 0.0, faults=None):
+                 cpus_per_worker: int = 1, max_retries: int = 2, eval_timeout_s: float = 0.0, faults=None,
+                 fixed_threads: bool = False):
         import ray
 
         _check_faults(faults, ray_workers=True)
@@ -373,6 +374,7 @@ class RayEvaluator:
             warnings.warn(f"the Ray cluster has {cpus:g} CPUs for {workers} workers of {cpus_per_worker} CPU(s): "
                           f"only {int(cpus // cpus_per_worker)} actors can run, the others wait for CPUs", stacklevel=2)
         self.gpus_per_worker, self.cpus_per_worker = gpus_per_worker, cpus_per_worker
+        self.fixed_threads = fixed_threads
         self.max_retries, self.timeout_s, self.faults = max_retries, eval_timeout_s, faults
         self._actor_cls = ray.remote(_Actor)
         self.actors = [self._new_actor() for _ in range(workers)]
@@ -383,7 +385,7 @@ class RayEvaluator:
 
     def _new_actor(self):
         return self._actor_cls.options(num_cpus=self.cpus_per_worker, num_gpus=self.gpus_per_worker,
-                                       max_restarts=0).remote(self.cpus_per_worker)
+                                       max_restarts=0).remote(self.cpus_per_worker, self.fixed_threads)
 
     def _replace(self, actor):
         """Kill ``actor`` (dead or not) and put a new one, holding the current ``fn``, in its place."""
@@ -511,7 +513,7 @@ class _Actor:
     sets CUDA_VISIBLE_DEVICES to the given GPU, so it is device 0 here), else 'cpu'.
     """
 
-    def __init__(self, num_threads: int = 1):
+    def __init__(self, num_threads: int = 1, fixed_threads: bool = False):
         import ray
 
         # threads = the actor's CPU share, never an inherited OMP_NUM_THREADS: two actors
@@ -521,6 +523,7 @@ class _Actor:
         # and load() sets the count again; an actor whose function never uses torch starts
         # without paying for torch's import (about 2 s of CPU).
         self.num_threads = max(1, int(num_threads))
+        self.fixed_threads = bool(fixed_threads)
         os.environ["OMP_NUM_THREADS"] = str(self.num_threads)
         _set_torch_threads(self.num_threads)
         self.gpu_ids = [str(g) for g in ray.get_gpu_ids()]
@@ -540,6 +543,10 @@ class _Actor:
 
     def load(self, fn: Callable) -> None:
         _set_torch_threads(self.num_threads)  # torch is loaded now if unpickling fn needed it
+        if sys.modules.get("torch") is not None:  # fitted to the free cores within the share (evo_snn.threads)
+            from .threads import configure
+
+            configure(share=self.num_threads, requested=self.num_threads if self.fixed_threads else None)
         self.fn = fn
         _build(fn, self.device)
 
@@ -552,12 +559,19 @@ class _Actor:
 
 
 def make_evaluator(workers: int, address: str | None = None, *, max_retries: int = 2, eval_timeout_s: float = 0.0,
-                   faults=None):
+                   faults=None, threads: int | None = None):
     """Serial evaluator for one local worker, Ray otherwise (always Ray with ``address``);
-    max_retries, eval_timeout_s, faults: see ``RayEvaluator`` (the serial one has no timeout)."""
+    max_retries, eval_timeout_s, faults: see ``RayEvaluator`` (the serial one has no timeout).
+    threads: torch threads per Ray worker, fixed (``train.threads``); None = fitted by each
+    worker (``evo_snn.threads``) within its CPU share: the usable CPUs // workers for a local
+    Ray, 1 CPU on a cluster (``--address``)."""
     if workers <= 1 and not address:
         return SerialEvaluator(max_retries=max_retries, faults=faults)
-    return RayEvaluator(workers, address, max_retries=max_retries, eval_timeout_s=eval_timeout_s, faults=faults)
+    from .threads import cpu_share
+
+    cpus = int(threads) if threads is not None else (1 if address else cpu_share(workers))
+    return RayEvaluator(workers, address, max_retries=max_retries, eval_timeout_s=eval_timeout_s, faults=faults,
+                        cpus_per_worker=cpus, fixed_threads=threads is not None)
 
 
 RECOVERED_OWNER = "recovered"  # StudentStore owner of the students a ReplayEvaluator still has to serve

@@ -46,6 +46,7 @@ from .nsga import StructureSearch
 from .plots import plot_run
 from .pruning import prunable_layers, weight_magnitudes
 from .rundir import RunDir, RunDirError, RunLogger, pareto_frame, row_metrics, sigterm_as_interrupt
+from . import threads
 from .teacher import TeacherLoadError
 from .teacher import prepare as prepare_teachers
 from .train import check_hot_path, cpu_state
@@ -74,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--generations", type=int, default=None, help="generations after the initial one (search.generations)")
     p.add_argument("--workers", type=int, default=None, help="parallel evaluations; 1 = serial in this process, "
                    ">1 = local Ray actors (search.workers)")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="torch CPU threads of the driver and of each worker (train.threads; default: fitted to the "
+                   "usable CPUs, the workers and the cores other processes keep busy, re-checked while training)")
     p.add_argument("--address", default=None, help="address of an existing Ray cluster (e.g. 'auto'); "
                    "evaluations then run on its workers")
     p.add_argument("--seed", type=int, default=None, help="root seed of the run (search.seed)")
@@ -84,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN_DIR", default=None,
                    help="continue the run in RUN_DIR from its last checkpoint (after an interruption, a crash, or to "
                    "extend a completed run with a larger --generations), with its own config.json, teacher and "
-                   "data root; only --generations, --workers, --address, --data-root and --no-progress may be given")
+                   "data root; only --generations, --workers, --threads, --address, --data-root and --no-progress may be given")
     return p
 
 
@@ -95,7 +99,7 @@ RESUME_REFUSED = {"dataset": "--dataset", "config": "--config", "overrides": "--
 
 def _cli_overrides(args) -> list[str]:
     flags = {"model": "model.name", "population": "search.population", "generations": "search.generations",
-             "workers": "search.workers", "seed": "search.seed"}
+             "workers": "search.workers", "seed": "search.seed", "threads": "train.threads"}
     return [f"{key}={getattr(args, name)}" for name, key in flags.items() if getattr(args, name) is not None]
 
 
@@ -170,7 +174,8 @@ def resume_search(args, argv: list[str]) -> int:
                 and run.manifest.get("status") in ("running", "interrupted", "failed")):
             return restart_search(run, args, argv)  # stopped before its first checkpoint
         ckpt = load_checkpoint(run.checkpoints)
-        cfg = read_run_config(run.path / "config.json", generations=args.generations, workers=args.workers)
+        cfg = read_run_config(run.path / "config.json", generations=args.generations, workers=args.workers,
+                              threads=args.threads)
         if cfg.search.generations < ckpt.gen:
             raise ConfigError(f"{run.path} has completed generation {ckpt.gen}; --generations {cfg.search.generations} "
                               f"would go back (give --generations >= {ckpt.gen})")
@@ -218,7 +223,8 @@ def restart_search(run: RunDir, args, argv: list[str]) -> int:
     unlocked on every path. Exit 2 with a one-line error as ``resume_search``."""
     progress = not args.no_progress
     try:
-        cfg = read_run_config(run.path / "config.json", generations=args.generations, workers=args.workers)
+        cfg = read_run_config(run.path / "config.json", generations=args.generations, workers=args.workers,
+                              threads=args.threads)
         original = build_parser().parse_args(list(run.manifest.get("argv", []))[3:])
         data_root = args.data_root or run.manifest.get("data_root")
         splits = load_splits(cfg.dataset, data_root, cfg.data, seed=cfg.search.seed, progress=progress)
@@ -267,6 +273,8 @@ def _execute(run: RunDir, cfg: Config, splits, device, args, ckpt: Checkpoint | 
     evaluator = None
     try:
         t0 = time.perf_counter()
+        gov = threads.configure(1, cfg.train.threads)  # all usable CPUs for the teacher (the driver alone)
+        run.note(threads=gov.describe() if gov else {"torch_defaults": True, "threads": torch.get_num_threads()})
         teachers = prepare_teachers(cfg, splits, device, run_teacher_dir=run.teacher, resume=ckpt is not None or reuse_teacher,
                                     teacher_path=args.teacher, progress=progress)
         if teachers.fresh:
@@ -278,7 +286,9 @@ def _execute(run: RunDir, cfg: Config, splits, device, args, ckpt: Checkpoint | 
         ctx = FitnessContext(cfg, splits.train, splits.val, splits.frame_shape, splits.num_classes,
                              cpu_state(teachers.dense), layers, teachers.ann_state)
         evaluator = make_evaluator(cfg.search.workers, args.address, max_retries=cfg.search.max_retries,
-                                   eval_timeout_s=cfg.search.eval_timeout_s, faults=cfg.faults)
+                                   eval_timeout_s=cfg.search.eval_timeout_s, faults=cfg.faults, threads=cfg.train.threads)
+        if cfg.search.workers > 1 or args.address:  # the workers train; the driver keeps its share
+            threads.configure(cfg.search.workers, cfg.train.threads)
         run.note(evaluator=evaluator.describe())  # e.g. Ray's node IP and auth mode ('token')
         students = student_store(run.checkpoints)  # filled as results arrive; checkpoints reference it
         logger = RunLogger(run)
@@ -293,6 +303,7 @@ def _execute(run: RunDir, cfg: Config, splits, device, args, ckpt: Checkpoint | 
         archive = search.run()
         evaluator.close()
         evaluator = None
+        threads.configure(1, cfg.train.threads)  # the export's retraining and test pass run here
 
         exported = finalize(run, ctx, archive, students, teachers.dense, splits, teachers.metrics)
         evals = pd.DataFrame([r for r in logger.rows if r["status"] == "ok"])

@@ -25,6 +25,7 @@ from spikingjelly.activation_based import functional
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
 from tqdm.auto import tqdm
 
+from . import threads
 from .config import AMP_MODES, ConfigError, TrainConfig
 from .data import FrameSet
 
@@ -103,6 +104,7 @@ def predict_logits(model: nn.Module, fs: FrameSet, batch_size: int = 64, *, chan
         x_seq = to_device(fs.to_seq(x, train=False), device)
         out.append(model(channels_last_seq(x_seq) if channels_last else x_seq).cpu())
         functional.reset_net(model)
+        threads.tick()
     model.train(was_training)
     return torch.cat(out) if out else torch.empty(0)
 
@@ -189,6 +191,7 @@ def train_steps(
                 scaler.update()
             sched.step()
             functional.reset_net(model)
+            threads.tick()  # refit torch's threads to the free cores (evo_snn.threads), at most every 2 s
             losses.append(loss.detach())  # .item() once per epoch, not per step: no device sync per step
             step += 1
             bar.update(1)

@@ -30,6 +30,21 @@ turns the neuron settings into that factory (``neuron_factory``) and sets step m
 (``ModelConfig.neuron_backend``).
 """
 
+import logging as _logging
+
+import torch as _torch
+
+
+def _no_triton_warning(record: _logging.LogRecord) -> bool:
+    """False for torch's 'Triton not available' warning (printed twice per process by the
+    first custom op spikingjelly registers): Triton only matters on a CUDA GPU."""
+    return "Triton not available" not in record.getMessage()
+
+
+if not _torch.cuda.is_available():
+    _logging.getLogger("torch._library.triton").addFilter(_no_triton_warning)
+
+
 from .neurons import (
     ANN_ACTIVATIONS,
     NEURON_CHOICES,
