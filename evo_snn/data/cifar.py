@@ -30,7 +30,7 @@ import numpy as np
 
 from ..config import ConfigError, DataConfig
 from . import image_folder
-from .errors import DatasetFormatError
+from .errors import DatasetFormatError, where_data_comes_from
 from .registry import register_dataset
 
 HEIGHT = WIDTH = 32
@@ -184,7 +184,8 @@ def resolve_root(data_root: str | Path, dataset: str) -> Path:
     root = Path(data_root).expanduser()
     if not root.is_dir():
         raise DatasetFormatError(
-            f"{root}: {dataset} data root does not exist; pass --data-root PATH (the {v.folder} folder or its parent)"
+            f"{root}: {dataset} data root does not exist; pass --data-root PATH (the {v.folder} folder or its "
+            "parent). " + where_data_comes_from(dataset)
         )
     for cand in (root, root / v.folder):
         if has_batches(cand, dataset):
@@ -199,7 +200,8 @@ def resolve_root(data_root: str | Path, dataset: str) -> Path:
         return root.resolve()
     raise DatasetFormatError(
         f"{root}: not a {dataset} folder: expected {', '.join((*v.train, *v.test))} in it or in {root / v.folder}, "
-        "or the image-folder layout train/<class>/ and test/<class>/; pass --data-root PATH"
+        "or the image-folder layout train/<class>/ and test/<class>/; pass --data-root PATH. "
+        + where_data_comes_from(dataset)
     )
 
 

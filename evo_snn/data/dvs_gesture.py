@@ -30,7 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .aedat import read_aedat31
-from .errors import DatasetFormatError
+from .errors import DatasetFormatError, where_data_comes_from
 from .events import Events, downsample_frames, integrate_frames, stack_counts, to_storage
 from .registry import DatasetSpec, register_dataset
 
@@ -142,14 +142,14 @@ def resolve_root(data_root: str | Path) -> Path:
     if not root.is_dir():
         raise DatasetFormatError(
             f"{root}: DVS128 Gesture data root does not exist; pass --data-root PATH "
-            f"(the {FOLDER} folder or its parent)"
+            f"(the {FOLDER} folder or its parent). " + where_data_comes_from("dvs_gesture")
         )
     for cand in (root, root / FOLDER):
         if all((cand / f).is_file() for f in TRIAL_LISTS.values()):
             return cand.resolve()
     raise DatasetFormatError(
         f"{root}: not a DVS128 Gesture folder: expected {' and '.join(TRIAL_LISTS.values())} in it "
-        f"or in {root / FOLDER}; pass --data-root PATH"
+        f"or in {root / FOLDER}; pass --data-root PATH. " + where_data_comes_from("dvs_gesture")
     )
 
 

@@ -43,7 +43,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..config import DataConfig
-from .errors import DatasetFormatError
+from .errors import DatasetFormatError, where_data_comes_from
 from .registry import DatasetSpec, register_dataset
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -83,13 +83,13 @@ def resolve_root(data_root: str | Path, what: str = "image-folder") -> Path:
     if not root.is_dir():
         raise DatasetFormatError(
             f"{root}: {what} data root does not exist; pass --data-root PATH (a folder with train/<class>/ "
-            "and test/<class>/)"
+            "and test/<class>/). " + where_data_comes_from("image_folder")
         )
     for split in SPLITS:
         if not (root / split).is_dir():
             raise DatasetFormatError(
                 f"{root}: no {split}/ folder; an image-folder data set is ROOT/train/<class>/<image> and "
-                "ROOT/test/<class>/<image>; pass --data-root PATH"
+                "ROOT/test/<class>/<image>; pass --data-root PATH. " + where_data_comes_from("image_folder")
             )
     return root.resolve()
 

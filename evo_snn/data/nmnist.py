@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .errors import DatasetFormatError
+from .errors import DatasetFormatError, where_data_comes_from
 from .registry import DatasetSpec, register_dataset
 from .events import Events, downsample_frames, integrate_frames, stack_counts, to_storage
 
@@ -69,13 +69,14 @@ def resolve_root(data_root: str | Path) -> Path:
     root = Path(data_root).expanduser()
     if not root.is_dir():
         raise DatasetFormatError(
-            f"{root}: N-MNIST data root does not exist; pass --data-root PATH (a folder with Train/ and Test/)"
+            f"{root}: N-MNIST data root does not exist; pass --data-root PATH (a folder with Train/ and Test/). "
+            + where_data_comes_from("nmnist")
         )
     missing = [d for d in SPLIT_DIRS.values() if not (root / d).is_dir()]
     if missing:
         raise DatasetFormatError(
             f"{root}: not an N-MNIST folder: expected sub-folders Train/ and Test/ (missing {', '.join(missing)}); "
-            "pass --data-root PATH"
+            "pass --data-root PATH. " + where_data_comes_from("nmnist")
         )
     return root.resolve()
 

@@ -31,7 +31,7 @@ from typing import Any, Callable, TypeVar
 import numpy as np
 
 from ..config import ConfigError, DataConfig
-from .errors import DatasetFormatError
+from .errors import DatasetFormatError, where_data_comes_from
 
 # one registration line per data-set module; each module registers its spec(s) on import
 BUILTIN_MODULES = ("synthetic", "nmnist", "dvs_gesture", "cifar", "tiny_imagenet", "image_folder")
@@ -205,5 +205,6 @@ def get_dataset(name: str) -> DatasetSpec:
 def require_root(spec: DatasetSpec, data_root: str | Path | None) -> Path:
     """``spec.resolve_root(data_root)``; a missing ``data_root`` is a DatasetFormatError asking for --data-root."""
     if data_root is None:
-        raise DatasetFormatError(f"{spec.name} needs its data files: pass --data-root PATH")
+        hint = where_data_comes_from(spec.name)
+        raise DatasetFormatError(f"{spec.name} needs its data files: pass --data-root PATH" + (f". {hint}" if hint else ""))
     return spec.resolve_root(data_root)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .errors import DatasetFormatError
+from .errors import DatasetFormatError, where_data_comes_from
 from .registry import DatasetSpec, register_dataset
 
 NAME = "tiny_imagenet"
@@ -47,14 +47,15 @@ def resolve_root(data_root: str | Path) -> Path:
     root = Path(data_root).expanduser()
     if not root.is_dir():
         raise DatasetFormatError(
-            f"{root}: Tiny-ImageNet data root does not exist; pass --data-root PATH (the {FOLDER} folder or its parent)"
+            f"{root}: Tiny-ImageNet data root does not exist; pass --data-root PATH (the {FOLDER} folder or its "
+            "parent). " + where_data_comes_from("tiny_imagenet")
         )
     for cand in (root, root / FOLDER):
         if (cand / "wnids.txt").is_file() and (cand / "train").is_dir() and (cand / "val").is_dir():
             return cand.resolve()
     raise DatasetFormatError(
         f"{root}: not a Tiny-ImageNet folder: expected wnids.txt, train/ and val/ in it or in {root / FOLDER}; "
-        "pass --data-root PATH"
+        "pass --data-root PATH. " + where_data_comes_from("tiny_imagenet")
     )
 
 

@@ -115,3 +115,31 @@ def test_real_files_through_read_split_equal_spikingjelly(nmnist_root, sj_ref, t
         ref = sj_ref.integrate(_per_event_bin(f), split_by, 6, 34, 34)
         np.testing.assert_array_equal(frames[k], ref)
         assert frames[k].sum() == f.stat().st_size // 5
+
+
+def test_a_missing_root_says_where_the_data_comes_from(tmp_path, monkeypatch):
+    from evo_snn.data import errors
+
+    with pytest.raises(DatasetFormatError, match=r"garrickorchard\.com/datasets/n-mnist.*Train\.zip and Test\.zip") as e:
+        resolve_root(tmp_path / "missing")
+    with pytest.raises(DatasetFormatError, match="needs its data files: pass --data-root PATH. N-MNIST"):
+        load_splits("nmnist", None, DataConfig(), 0)
+    # this project's sample is named where the checkout has one (../shared/data)
+    shared = tmp_path / "shared" / "data"
+    (shared / "nmnist_subset").mkdir(parents=True)
+    monkeypatch.setattr(errors, "shared_data_dirs", lambda: [shared])
+    with pytest.raises(DatasetFormatError, match=f"this project's sample is {shared / 'nmnist_subset'}"):
+        resolve_root(tmp_path / "missing")
+    (tmp_path / "Train").mkdir()
+    with pytest.raises(DatasetFormatError, match="missing Test.*garrickorchard.*this project's sample"):
+        resolve_root(tmp_path)
+    monkeypatch.setattr(errors, "shared_data_dirs", lambda: [])
+    with pytest.raises(DatasetFormatError) as e:
+        resolve_root(tmp_path / "missing")
+    assert "this project's sample" not in str(e.value)
+    for dataset, origin in (("dvs_gesture", "DvsGesture.tar.gz"), ("cifar10", "cifar-10-python.tar.gz"),
+                            ("cifar100", "cifar-100-python.tar.gz"), ("tiny_imagenet", "tiny-imagenet-200.zip"),
+                            ("image_folder", "your own images")):
+        with pytest.raises(DatasetFormatError, match="does not exist; pass --data-root PATH") as e:
+            load_splits(dataset, tmp_path / "missing", DataConfig(), 0)
+        assert origin in str(e.value)
