@@ -162,6 +162,17 @@ class GenomeConfig:
     mask_mutation: 'random' (swap random survivors and pruned connections) | 'magnitude'
       (prune the survivors of smallest |W| of the parent's trained student, regrow the
       pruned connections of largest teacher |W|).
+    init_allocations: allocation rules (``evo_snn.allocation``: 'global', 'uniform', 'erk',
+      'lamp') that seed the initial population, e.g. [global, uniform, lamp, erk]: each
+      listed rule gives genomes at the exact pruned counts of the sparsities
+      ratio_min + (ratio_max - ratio_min) * (i + 1) / k, i < k (the same k sparsities for
+      every rule), built with ``allocation.allocation_genome`` (magnitude within each layer,
+      ratios not clipped). [] (default) = none, today's initial population.
+    init_allocation_fraction: fraction in [0, 1] of the initial population seeded by
+      ``init_allocations`` together, round(fraction x population) genomes split evenly over
+      the rules (the first rules get one more when it does not divide); they come after the
+      ``init_global_fraction`` genomes and before the random ones (the seeded total is
+      capped at the population). Ignored while init_allocations is [].
     """
 
     prunable: Any = "all"
@@ -175,6 +186,11 @@ class GenomeConfig:
     crossover_prob: float = 0.9
     init_global_fraction: float = 0.0
     mask_mutation: str = "random"
+    init_allocations: tuple[str, ...] = ()
+    init_allocation_fraction: float = 0.5
+
+
+INIT_ALLOCATIONS = ("global", "uniform", "erk", "lamp")  # genome.init_allocations (evo_snn.allocation rules)
 
 
 NEURON_BACKENDS = ("auto", "torch", "cuda", "triton", "cupy")  # model.neuron_backend (evo_snn.models.neurons)
@@ -444,6 +460,9 @@ class Config:
              "search.promote_fraction must be a number in (0, 1]"),
             (0.0 <= self.genome.init_global_fraction <= 1.0, "genome.init_global_fraction must be in [0, 1]"),
             (self.genome.mask_mutation in ("random", "magnitude"), "genome.mask_mutation must be 'random' or 'magnitude'"),
+            (set(self.genome.init_allocations) <= set(INIT_ALLOCATIONS) and len(set(self.genome.init_allocations)) == len(self.genome.init_allocations),
+             f"genome.init_allocations must be a list of distinct rules from {list(INIT_ALLOCATIONS)}, got {list(self.genome.init_allocations)}"),
+            (0.0 <= self.genome.init_allocation_fraction <= 1.0, "genome.init_allocation_fraction must be in [0, 1]"),
             (self.search.max_retries >= 0, "search.max_retries must be >= 0"),
             (self.search.eval_timeout_s >= 0, "search.eval_timeout_s must be >= 0 (0 = no limit)"),
             (0.0 <= self.faults.fail_rate < 1.0, "faults.fail_rate must be in [0, 1)"),

@@ -181,6 +181,14 @@ class GenomeOps:
         masks = tuple(magnitude_mask(self.abs[n], ratio) for n in self.layers)
         return Genome(self.layers, (float(ratio),) * len(self.layers), masks)
 
+    def allocation(self, method: str, sparsity: float, **kwargs) -> Genome:
+        """The allocation rule ``method`` ('global', 'uniform', 'erk', 'lamp', ...) at exactly
+        round(sparsity x N) pruned weights over the teacher's |W| (``allocation.allocation_genome``:
+        magnitude within each layer; ratios z_l / n_l, not clipped to the bounds)."""
+        from .allocation import allocation_genome  # allocation imports this module
+
+        return allocation_genome(method, self.abs, sparsity, **kwargs)
+
     def random(self, rng: np.random.Generator) -> Genome:
         """Initial genome: uniform ratios within bounds, magnitude masks, small random swap."""
         ratios = rng.uniform(self.cfg.ratio_min, self.cfg.ratio_max, size=len(self.layers))
