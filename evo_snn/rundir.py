@@ -173,7 +173,8 @@ class RunDir:
 
     def save_teachers(self, teachers) -> None:
         """teacher/teacher.pt, metrics.json, split.json (when known) and, for kd.mode 'ann',
-        ann_teacher.pt + ann_metrics.json of an ``evo_snn.teacher.Teachers``."""
+        ann_teacher.pt + ann_metrics.json of an ``evo_snn.teacher.Teachers``; then deletes
+        teacher/partial.pt (``evo_snn.teacher.train_teacher``'s epoch checkpoint)."""
         save_state_dict(self.teacher / "teacher.pt", teachers.dense.state_dict())
         self.write_json("teacher/metrics.json", teachers.metrics)
         if teachers.split is not None:
@@ -181,6 +182,7 @@ class RunDir:
         if teachers.ann_state is not None:
             save_state_dict(self.teacher / "ann_teacher.pt", teachers.ann_state)
             self.write_json("teacher/ann_metrics.json", teachers.ann_metrics)
+        (self.teacher / "partial.pt").unlink(missing_ok=True)  # the epoch checkpoint of teacher training
 
     def truncate_evaluations(self, gen: int) -> tuple[list[dict], int]:
         """Rows of evaluations.jsonl with ``gen <= gen``, and how many other lines there were
@@ -286,10 +288,12 @@ class RunLogger:
     ``rung`` and ``fidelity_spent``; a promoted child has two rows with its uid, rung 0
     and rung 1, each with the seed of that evaluation and its own ``train_samples``."""
 
-    def __init__(self, run: RunDir):
+    def __init__(self, run: RunDir, progress: bool = False):
         self.run = run
         self.rows: list[dict] = []
         self.generations: list[dict] = []
+        self.progress = progress  # an overall bar over the generations, with an ETA (a TTY only)
+        self._bar = None
 
     def on_evaluation(self, ind, metrics) -> None:
         seed = getattr(ind, "evaluation_seed", ind.seed)  # a multi-fidelity continuation's own seed (evo_snn.fidelity)
@@ -310,9 +314,28 @@ class RunLogger:
         self.run.write_csv("pareto.csv", front)
         top = front.sort_values("accuracy").iloc[-1]
         sparse = front.sort_values("sparsity").iloc[-1]
-        tqdm.write(f"gen {gen}: {n_evals} evals, front {len(front)}, HV {rec['hypervolume']:.4f}, "
+        G = search.search.generations
+        eta = elapsed_s / (gen + 1) * (G - gen)  # the mean generation so far, for those left
+        tqdm.write(f"gen {gen}/{G}: {n_evals} evals, front {len(front)}, HV {rec['hypervolume']:.4f}, "
                    f"best acc {top.accuracy:.3f} @ sparsity {top.sparsity:.2f}, "
-                   f"sparsest {sparse.sparsity:.2f} @ acc {sparse.accuracy:.3f}, {elapsed_s:.0f} s")
+                   f"sparsest {sparse.sparsity:.2f} @ acc {sparse.accuracy:.3f}, {duration(elapsed_s)} elapsed"
+                   + (f", ETA {duration(eta)}" if gen < G else ""))
+        if self.progress:
+            if self._bar is None:
+                self._bar = tqdm(total=G + 1, initial=gen, desc="generations", unit="gen", position=1, leave=False)
+            self._bar.update(1)
+            if gen >= G:
+                self._bar.close()
+
+
+def duration(seconds: float) -> str:
+    """'42 s', '12 min 05 s', '1 h 07 min': a wall time for a person."""
+    s = int(round(max(0.0, seconds)))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
 
 
 ENERGY_COLUMNS = ("effective_acs", "effective_macs", "synops", "energy_pj", "energy_fraction", "firing_rate")

@@ -47,7 +47,7 @@ from .plots import plot_run
 from .pruning import prunable_layers, weight_magnitudes
 from .rundir import RunDir, RunDirError, RunLogger, pareto_frame, row_metrics, sigterm_as_interrupt
 from . import threads
-from .teacher import TeacherLoadError
+from .teacher import PARTIAL_FILE, TeacherLoadError
 from .teacher import prepare as prepare_teachers
 from .train import check_hot_path, cpu_state
 
@@ -84,7 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher", default=None, help="dense teacher state_dict (teacher/teacher.pt of an earlier run) "
                    "to load instead of training one")
     p.add_argument("--out", default=None, help="run directory (default: runs/<timestamp>-<dataset>-<tag>)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars (per-generation lines remain)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (per-generation lines remain); "
+                   "bars are shown only when stderr is a terminal unless --progress is given")
+    p.add_argument("--progress", action="store_true", help="progress bars even when stderr is not a terminal")
     p.add_argument("--resume", metavar="RUN_DIR", default=None,
                    help="continue the run in RUN_DIR from its last checkpoint (after an interruption, a crash, or to "
                    "extend a completed run with a larger --generations), with its own config.json, teacher and "
@@ -95,6 +97,27 @@ def build_parser() -> argparse.ArgumentParser:
 # flags that would change the search space, the data or the output of a run: refused with --resume
 RESUME_REFUSED = {"dataset": "--dataset", "config": "--config", "overrides": "--set", "seed": "--seed", "out": "--out",
                   "model": "--model", "population": "--population", "teacher": "--teacher"}
+
+
+def show_progress(args) -> bool:
+    """Progress bars: with ``--progress``, or when stderr is a terminal and ``--no-progress``
+    is not given (a log file gets the per-generation lines, not ``\\r`` updates)."""
+    if getattr(args, "no_progress", False):
+        return False
+    return bool(getattr(args, "progress", False)) or sys.stderr.isatty()
+
+
+def next_steps(run_path: Path, uid: str | None = None) -> str:
+    """The lines printed at the end of a run (and by ``--resume`` of a complete run): where
+    the front and its plot are, and the commands that come next (``uid``: an exported member)."""
+    r = str(run_path)
+    cmds = [("front table", f"python -m evo_snn.pareto {r}"),
+            ("vs pruning", f"python -m evo_snn.baselines {r}"),
+            ("export", f"python -m evo_snn.export {r} --pick knee    (or --pick 'sparsity>=0.7')"),
+            ("reload", f"python -c \"import evo_snn; s, t, info = evo_snn.load_exported('{r}/exported/{uid or '<uid>'}')\""
+                       "    (reset_net between batches)")]
+    return "\n".join([f"  front:       {run_path / 'pareto.csv'}", f"  plot:        {run_path / 'plots' / 'pareto.png'}",
+                      "next:"] + [f"  {label + ':':<12} {c}" for label, c in cmds])
 
 
 def _cli_overrides(args) -> list[str]:
@@ -125,7 +148,7 @@ def run_search(args, argv: list[str]) -> int:
         return resume_search(args, argv)
     try:
         cfg = load_config(args.dataset or "synthetic", args.config, list(args.overrides) + _cli_overrides(args))
-        progress = not args.no_progress
+        progress = show_progress(args)
         seed = cfg.search.seed
         splits = load_splits(cfg.dataset, args.data_root, cfg.data, seed=seed, progress=progress)
         cfg = replace(cfg, data=replace(cfg.data, classes=splits.class_names or ()))  # into config.json
@@ -165,7 +188,7 @@ def resume_search(args, argv: list[str]) -> int:
               f"{', '.join(refused)} would change them (start a new run instead, e.g. with --teacher "
               f"RUN_DIR/teacher/teacher.pt)", file=sys.stderr)
         return EXIT_USAGE
-    progress = not args.no_progress
+    progress = show_progress(args)
     run = None
     try:
         run = RunDir.open(args.resume)
@@ -179,6 +202,13 @@ def resume_search(args, argv: list[str]) -> int:
         if cfg.search.generations < ckpt.gen:
             raise ConfigError(f"{run.path} has completed generation {ckpt.gen}; --generations {cfg.search.generations} "
                               f"would go back (give --generations >= {ckpt.gen})")
+        if run.manifest.get("status") == "completed" and cfg.search.generations == ckpt.gen:
+            run.unlock()
+            tqdm.write(f"{run.path} is complete (generation {ckpt.gen}/{cfg.search.generations}, exported "
+                       f"{', '.join(run.manifest.get('exported', [])) or 'nothing'}); nothing to do. To run more "
+                       f"generations: --resume {run.path} --generations {ckpt.gen + 5}\n"
+                       f"{next_steps(run.path, min(run.manifest.get('exported') or [None]))}")
+            return 0
         needed = ["teacher.pt"] + (["ann_teacher.pt"] if kd_mode(cfg.kd.mode).needs_ann else [])
         for name in needed:
             if not (run.teacher / name).is_file():
@@ -221,7 +251,7 @@ def restart_search(run: RunDir, args, argv: list[str]) -> int:
     loaded from the run's original ``--teacher``) again; generation-0 evaluations that had
     finished are reused (``ReplayEvaluator``), the rest is redone. ``run`` is locked; it is
     unlocked on every path. Exit 2 with a one-line error as ``resume_search``."""
-    progress = not args.no_progress
+    progress = show_progress(args)
     try:
         cfg = read_run_config(run.path / "config.json", generations=args.generations, workers=args.workers,
                               threads=args.threads)
@@ -241,9 +271,10 @@ def restart_search(run: RunDir, args, argv: list[str]) -> int:
     finished = {}
     if teacher_done:
         finished = {(r["genome_key"], r["seed"]): row_metrics(r) for r in run.evaluations_after(-1) if r.get("status") == "ok"}
-    else:  # start over cleanly: no partial teacher
+    else:  # start over cleanly: no partial teacher files, but the epoch checkpoint of its training
         for f in run.teacher.iterdir():
-            f.unlink()
+            if f.name != PARTIAL_FILE:
+                f.unlink()
     rows, dropped = run.truncate_evaluations(-1)  # everything goes; reused evaluations are logged again
     for name in ("generations.csv", "pareto.csv"):
         (run.path / name).unlink(missing_ok=True)
@@ -254,7 +285,7 @@ def restart_search(run: RunDir, args, argv: list[str]) -> int:
     run.resume(argv, -1, str(device), dropped_evaluations=dropped, reused_evaluations=len(finished),
                teacher_reused=teacher_done)
     tqdm.write(f"restarting {run.path}, stopped before its first checkpoint: "
-               + ("its teacher and " if teacher_done else "a new teacher; ") + f"{len(finished)} finished evaluations reused")
+               + ("its teacher and " if teacher_done else "the teacher trained from its last saved epoch; " if (run.teacher / PARTIAL_FILE).is_file() else "a new teacher; ") + f"{len(finished)} finished evaluations reused")
     args.teacher = None if teacher_done else original.teacher
     return _execute(run, cfg, splits, device, args, finished=finished, reuse_teacher=teacher_done)
 
@@ -267,10 +298,11 @@ def _execute(run: RunDir, cfg: Config, splits, device, args, ckpt: Checkpoint | 
     that finished after ``ckpt``, served from the store instead of trained again
     (``ReplayEvaluator``); reuse_teacher: load the run's own teacher without a checkpoint
     (``restart_search``)."""
-    progress = not args.no_progress
+    progress = show_progress(args)
     tqdm.write(f"{cfg.dataset}: {len(splits.train)} train / {len(splits.val)} val / {len(splits.test)} test samples, "
                f"frames [T, C, H, W] = {list(splits.frame_shape)}, {splits.num_classes} classes")
     evaluator = None
+    search = None
     try:
         t0 = time.perf_counter()
         gov = threads.configure(1, cfg.train.threads)  # all usable CPUs for the teacher (the driver alone)
@@ -291,7 +323,7 @@ def _execute(run: RunDir, cfg: Config, splits, device, args, ckpt: Checkpoint | 
             threads.configure(cfg.search.workers, cfg.train.threads)
         run.note(evaluator=evaluator.describe())  # e.g. Ray's node IP and auth mode ('token')
         students = student_store(run.checkpoints)  # filled as results arrive; checkpoints reference it
-        logger = RunLogger(run)
+        logger = RunLogger(run, progress=progress)
         checkpoints = CheckpointWriter(run.checkpoints, students, logbook=lambda: logger.generations)
         search = StructureSearch(GenomeOps(weight_magnitudes(teachers.dense, layers), cfg.genome),
                                  genome_fitness(ctx, args.address), cfg.search, cfg.genome, evaluator=evaluator,
@@ -310,7 +342,7 @@ def _execute(run: RunDir, cfg: Config, splits, device, args, ckpt: Checkpoint | 
         plot_run(run.plots, evals, pareto_frame(archive), pd.DataFrame(logger.generations), teachers.metrics["val_accuracy"], exported)
         run.finish("completed", n_evaluations=len(logger.rows), exported=sorted(r["uid"] for r in exported),
                    wall_s=time.perf_counter() - t0)
-        tqdm.write(f"done: {run.path}")
+        tqdm.write(f"done: {run.path}\n{next_steps(run.path, min((r['uid'] for r in exported), default=None))}")
         return 0
     except (TeacherLoadError, CheckpointError) as e:
         run.finish("failed", error=f"{type(e).__name__}: {e}")
@@ -318,7 +350,7 @@ def _execute(run: RunDir, cfg: Config, splits, device, args, ckpt: Checkpoint | 
         return EXIT_USAGE
     except KeyboardInterrupt:
         run.finish("interrupted")
-        print("interrupted", file=sys.stderr)
+        print(interrupted_message(run, cfg, search), file=sys.stderr)
         return 130
     except Exception as e:
         run.finish("failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
@@ -327,6 +359,27 @@ def _execute(run: RunDir, cfg: Config, splits, device, args, ckpt: Checkpoint | 
         if evaluator is not None:
             evaluator.close()
         run.unlock()
+
+
+def interrupted_message(run: RunDir, cfg: Config, search: StructureSearch | None) -> str:
+    """What Ctrl-C / SIGTERM prints: where the run stands and the command that continues it."""
+    resume = f"python -m evo_snn.search --resume {run.path}"
+    G = cfg.search.generations
+    if search is None or search.gen < 0:
+        teacher = all((run.teacher / name).is_file() for name in _teacher_files(cfg))
+        partial = run.teacher / PARTIAL_FILE
+        if teacher:
+            where = "before generation 0 finished; the teacher is saved, so --resume starts generation 0 with it"
+        elif partial.is_file():
+            where = "while training the teacher; --resume continues its training from the last finished epoch"
+        else:
+            where = "while preparing the teacher, before its first epoch ended; --resume trains it again"
+    elif search.gen >= G:
+        where = f"after the last generation ({G}/{G}) was checkpointed, during the export; --resume exports again"
+    else:
+        where = (f"during generation {search.gen + 1}/{G}; generations 0-{search.gen} are checkpointed in "
+                 f"{run.checkpoints}, and finished evaluations of generation {search.gen + 1} are reused")
+    return f"interrupted {where}.\ncontinue with:\n  {resume}"
 
 
 def _restore(run: RunDir, search: StructureSearch, ckpt: Checkpoint, logger: RunLogger, checkpoints: CheckpointWriter,

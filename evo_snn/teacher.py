@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import io
 import json
 import time
 from dataclasses import dataclass, replace
@@ -12,6 +14,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
+from .atomic import atomic_write_bytes
 from .config import Config
 from .data import Splits
 from .kd import kd_mode
@@ -23,8 +26,20 @@ class TeacherLoadError(ValueError):
     """A ``--teacher`` checkpoint is missing or does not fit the configured model."""
 
 
-def train_teacher(cfg: Config, splits: Splits, seed: int, device: torch.device, progress: bool = True) -> tuple[nn.Module, dict]:
+PARTIAL_FILE = "partial.pt"  # in teacher/: the unfinished teacher training after its last full epoch
+
+
+def train_teacher(cfg: Config, splits: Splits, seed: int, device: torch.device, progress: bool = True,
+                  checkpoint: Path | None = None) -> tuple[nn.Module, dict]:
     """Train the dense teacher with cross-entropy for ``cfg.teacher.epochs`` epochs.
+
+    checkpoint: a file (``teacher/partial.pt``) written atomically after every epoch but
+    the last (``train_steps``'s snapshot plus the validation curve, seed and epochs); when
+    it exists and was written for the same seed and ``teacher`` settings, training goes on
+    from its epoch and ends with the same teacher as an uninterrupted run. A checkpoint
+    that cannot be read or belongs to other settings is ignored (with a warning) and
+    training starts over. The file is left in place; the caller deletes it once the
+    teacher is saved.
 
     Returns (model in eval mode, metrics with ``val_accuracy`` in [0, 1], ``epochs``,
     ``train_loss``, ``wall_s``). The validation accuracy after each epoch is logged
@@ -36,6 +51,17 @@ def train_teacher(cfg: Config, splits: Splits, seed: int, device: torch.device, 
     model = build_model(cfg.model, splits.frame_shape, splits.num_classes).to(device)
     tc = cfg.teacher
     curve: list[float] = []
+    key = {"seed": int(seed), "teacher": json.dumps(dataclasses.asdict(tc), sort_keys=True),
+           "model": json.dumps(dataclasses.asdict(cfg.model), sort_keys=True, default=str)}
+    resume_from = _read_partial(checkpoint, key) if checkpoint is not None else None
+    if resume_from is not None:
+        curve = [float(v) for v in resume_from["curve"]]
+        tqdm.write(f"teacher: continuing from epoch {resume_from['epoch']}/{tc.epochs} ({checkpoint})")
+
+    def save_partial(state: dict) -> None:
+        buf = io.BytesIO()
+        torch.save({**state, "curve": list(curve), "key": key}, buf)
+        atomic_write_bytes(checkpoint, buf.getvalue())
 
     def on_epoch(epoch: int) -> None:
         curve.append(accuracy(model, splits.val, channels_last=cfg.train.channels_last))
@@ -45,13 +71,31 @@ def train_teacher(cfg: Config, splits: Splits, seed: int, device: torch.device, 
 
     loss = train_steps(model, splits.train, epochs=tc.epochs, batch_size=tc.batch_size, lr=tc.lr, weight_decay=tc.weight_decay,
                        loss_fn=ce_loss, seed=seed, progress="teacher" if progress else None, epoch_end=on_epoch,
-                       hot_path=cfg.train)
+                       hot_path=cfg.train, snapshot=save_partial if checkpoint is not None else None,
+                       resume_from=resume_from)
     model.eval()
     # the last epoch's validation pass already measured the final model
     val_accuracy = curve[-1] if len(curve) == tc.epochs else accuracy(model, splits.val, channels_last=cfg.train.channels_last)
     metrics = {"val_accuracy": val_accuracy, "epochs": tc.epochs, "train_loss": loss,
                "val_curve": curve, "wall_s": time.perf_counter() - t0, "source": "trained"}
     return model, metrics
+
+
+def _read_partial(path: Path, key: dict) -> dict | None:
+    """The teacher checkpoint at ``path`` if it was written for ``key``, else None (a
+    warning for one that cannot be read or was written for other settings)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        tqdm.write(f"warning: {path} cannot be read ({type(e).__name__}); the teacher is trained from the start")
+        return None
+    if not isinstance(state, dict) or state.get("key") != key:
+        tqdm.write(f"warning: {path} was written for other teacher settings; the teacher is trained from the start")
+        return None
+    return state
 
 
 SPLIT_FILE = "split.json"  # beside teacher.pt: which train/validation split trained it
@@ -162,7 +206,8 @@ def prepare(cfg: Config, splits: Splits, device: torch.device, *, run_teacher_di
             split = None  # not vouched for: not stored
         dense, metrics = load_teacher(teacher_path, cfg, splits, device)
     else:
-        dense, metrics = train_teacher(cfg, splits, cfg.search.seed, device, progress)
+        dense, metrics = train_teacher(cfg, splits, cfg.search.seed, device, progress,
+                                       checkpoint=run_teacher_dir / PARTIAL_FILE)
         split = split_fingerprint(cfg, splits)
     tqdm.write(f"dense teacher: validation accuracy {metrics['val_accuracy']:.3f} ({time.perf_counter() - t0:.0f} s)")
     teachers = Teachers(dense, metrics, split, fresh=not resume)

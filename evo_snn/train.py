@@ -15,6 +15,7 @@ CPU batches to a CUDA device).
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 from typing import Callable
 
@@ -149,6 +150,8 @@ def train_steps(
     progress: str | None = None,
     epoch_end: Callable[[int], None] | None = None,
     hot_path: TrainConfig | None = None,
+    snapshot: Callable[[dict], None] | None = None,
+    resume_from: dict | None = None,
 ) -> float:
     """Adam with a cosine schedule for ``epochs`` (may be fractional) over ``fs``.
 
@@ -159,6 +162,12 @@ def train_steps(
     hot_path: ``train.amp`` / ``train.channels_last`` (None = the defaults: float32, the
     default layout). With 'fp16' a ``GradScaler`` scales the loss (steps with inf/nan
     gradients are skipped). channels_last converts ``model`` in place and each batch.
+    snapshot(state) is called after each full epoch but the last with everything the loop
+    needs to go on (``epoch``, ``step``, ``loss``, the model's, optimizer's, schedule's and
+    GradScaler's state_dicts, and the states of the batch-order and augmentation
+    generators: tensors, numbers and dicts only, so ``torch.load(weights_only=True)``
+    reads it; a deep copy, not a view of the live tensors); ``resume_from=state`` continues from it, and the run then ends exactly as
+    the uninterrupted one (same batches, augmentations, updates and returned loss).
     """
     hot_path = hot_path or TrainConfig()
     device = next(model.parameters()).device
@@ -171,8 +180,17 @@ def train_steps(
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     model.train()
-    bar = tqdm(total=steps, desc=progress, leave=False, disable=progress is None)
-    step, epoch, losses = 0, 0, []
+    step, epoch, losses, last_loss = 0, 0, [], None
+    if resume_from is not None:
+        model.load_state_dict(resume_from["model"])
+        opt.load_state_dict(resume_from["opt"])
+        sched.load_state_dict(resume_from["sched"])
+        if scaler is not None and resume_from.get("scaler"):
+            scaler.load_state_dict(resume_from["scaler"])
+        dl.generator.set_state(resume_from["loader_rng"])
+        aug_gen.set_state(resume_from["aug_rng"])
+        step, epoch, last_loss = int(resume_from["step"]), int(resume_from["epoch"]), float(resume_from["loss"])
+    bar = tqdm(total=steps, initial=step, desc=progress, leave=False, disable=progress is None)
     while step < steps:
         losses = []
         for x, y in dl:
@@ -201,7 +219,14 @@ def train_steps(
             epoch += 1
             if epoch_end is not None:
                 epoch_end(epoch)
+            if snapshot is not None and step < steps:
+                snapshot(copy.deepcopy({"epoch": epoch, "step": step, "loss": float(sum(v.item() for v in losses) / len(losses)),
+                          "model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                          "scaler": scaler.state_dict() if scaler is not None else {},
+                          "loader_rng": dl.generator.get_state(), "aug_rng": aug_gen.get_state()}))
     bar.close()
+    if not losses and last_loss is not None:  # resumed at the end
+        return last_loss
     return float(sum(v.item() for v in losses) / max(len(losses), 1))
 
 

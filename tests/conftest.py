@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# One fixed torch thread in every run the tests start (in this process, CLI subprocesses and
+# Ray actors): evo_snn.threads' governor would otherwise fit the count to the load, and float
+# results may differ in the last bits between thread counts (exact-resume and golden tests).
+# tests/test_threads.py tests the governor itself.
+os.environ.setdefault("EVO_SNN_THREADS", "1")
 
 import pytest
 

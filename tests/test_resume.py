@@ -145,6 +145,9 @@ def test_resume_after_ctrl_c_in_the_middle_of_a_generation(straight, tmp_path, m
     monkeypatch.setattr(search_mod.RunLogger, "on_evaluation", interrupt_in_gen_2)
     assert _run(out, 3) == 130
     monkeypatch.undo()
+    err = capsys.readouterr().err  # where the run stands and the exact command that continues it
+    assert "interrupted during generation 2/3; generations 0-1 are checkpointed" in err
+    assert f"python -m evo_snn.search --resume {out}" in err
     assert _manifest(out)["status"] == "interrupted"
     assert [r["gen"] for r in _evaluations(out)] == [0] * 4 + [1] * 4 + [2] * 2
     assert load_checkpoint(out / "checkpoints").gen == 1
@@ -187,14 +190,15 @@ def test_resume_after_a_crash_while_writing_a_checkpoint(straight, tmp_path, mon
     assert m["status"] == "completed" and "error" not in m and "disk full" in m["resumes"][0]["previous_error"]
 
 
-def test_resume_of_a_completed_run_without_new_generations_reexports(split, tmp_path, capsys):
+def test_resume_of_a_completed_run_without_new_generations_says_it_is_complete(split, tmp_path, capsys):
     run = tmp_path / "copy"
     shutil.copytree(split[0], run)
-    evals = (run / "evaluations.jsonl").read_text()
+    evals, manifest = (run / "evaluations.jsonl").read_text(), _manifest(run)
     assert _resume(run) == 0
+    assert f"{run} is complete (generation 3/3" in capsys.readouterr().out
     assert (run / "evaluations.jsonl").read_text() == evals
     assert list(pd.read_csv(run / "generations.csv")["gen"]) == [0, 1, 2, 3]
-    assert _manifest(run)["resumed_from_gen"] == 3 and len(_manifest(run)["resumes"]) == 2
+    assert _manifest(run) == manifest  # nothing redone: no export, no test pass, no new resume record
     # going back is refused
     assert _resume(run, "--generations", "2") == 2
     assert "--generations >= 3" in capsys.readouterr().err
