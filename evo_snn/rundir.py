@@ -312,13 +312,17 @@ class RunLogger:
         self.generations.append(rec)
         self.run.write_csv("generations.csv", pd.DataFrame(self.generations))
         self.run.write_csv("pareto.csv", front)
-        top = front.sort_values("accuracy").iloc[-1]
-        sparse = front.sort_values("sparsity").iloc[-1]
         G = search.search.generations
         eta = elapsed_s / (gen + 1) * (G - gen)  # the mean generation so far, for those left
-        tqdm.write(f"gen {gen}/{G}: {n_evals} evals, front {len(front)}, HV {rec['hypervolume']:.4f}, "
-                   f"best acc {top.accuracy:.3f} @ sparsity {top.sparsity:.2f}, "
-                   f"sparsest {sparse.sparsity:.2f} @ acc {sparse.accuracy:.3f}, {duration(elapsed_s)} elapsed"
+        if len(front):
+            top = front.sort_values("accuracy").iloc[-1]
+            sparse = front.sort_values("sparsity").iloc[-1]
+            summary = (f"front {len(front)}, HV {rec['hypervolume']:.4f}, best acc {top.accuracy:.3f} @ sparsity "
+                       f"{top.sparsity:.2f}, sparsest {sparse.sparsity:.2f} @ acc {sparse.accuracy:.3f}")
+        else:  # every evaluation so far failed (their errors are in evaluations.jsonl): the search goes on
+            failed = sum(ind.status == "failed" for ind in pop)
+            summary = f"no successful evaluation yet ({failed} of {len(pop)} failed; see evaluations.jsonl)"
+        tqdm.write(f"gen {gen}/{G}: {n_evals} evals, {summary}, {duration(elapsed_s)} elapsed"
                    + (f", ETA {duration(eta)}" if gen < G else ""))
         if self.progress:
             if self._bar is None:

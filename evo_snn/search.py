@@ -336,6 +336,13 @@ def _execute(run: RunDir, cfg: Config, splits, device, args, ckpt: Checkpoint | 
         evaluator.close()
         evaluator = None
         threads.configure(1, cfg.train.threads)  # the export's retraining and test pass run here
+        if not any(ind.status != "failed" for ind in archive):  # nothing to export, plot or test
+            errors = sorted({str(r.get("error", "?"))[:120] for r in logger.rows if r.get("status") == "failed"})
+            msg = (f"every one of the {len(logger.rows)} evaluations failed, so there is no front to export "
+                   f"(errors: {'; '.join(errors[:3])}); see {run.path / 'evaluations.jsonl'}")
+            run.finish("failed", error=msg, n_evaluations=len(logger.rows))
+            print(f"error: {msg}", file=sys.stderr)
+            return 1
 
         exported = finalize(run, ctx, archive, students, teachers.dense, splits, teachers.metrics)
         evals = pd.DataFrame([r for r in logger.rows if r["status"] == "ok"])
