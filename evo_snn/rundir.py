@@ -259,14 +259,26 @@ def sigterm_as_interrupt():
     so that a run records status 'interrupted' in manifest.json instead of staying
     'running'. The previous handler is restored afterwards (main thread only)."""
 
-    def handler(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = signal.signal(signal.SIGTERM, _sigterm_handler)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _sigterm_handler(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def reclaim_sigterm() -> None:
+    """Install ``sigterm_as_interrupt``'s handler again (main thread only; no-op elsewhere).
+    ``ray.init`` replaces the driver's SIGTERM handler with one that aborts the process
+    (exit 134, the manifest left at 'running'); called after Ray has started, it makes
+    SIGTERM end a run with Ray workers as 'interrupted' (exit 130), its workers stopped."""
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _sigterm_handler)
 
 
 EVALUATION_FIELDS = ("gen", "uid", "parents", "genome_key", "status", "seed", "ratios")

@@ -45,7 +45,7 @@ from .models import build_model, check_backend_request, model_names, select_back
 from .nsga import StructureSearch
 from .plots import plot_run
 from .pruning import prunable_layers, weight_magnitudes
-from .rundir import RunDir, RunDirError, RunLogger, pareto_frame, row_metrics, sigterm_as_interrupt
+from .rundir import RunDir, RunDirError, RunLogger, pareto_frame, reclaim_sigterm, row_metrics, sigterm_as_interrupt
 from . import threads
 from .teacher import PARTIAL_FILE, TeacherLoadError
 from .teacher import prepare as prepare_teachers
@@ -321,6 +321,8 @@ def _execute(run: RunDir, cfg: Config, splits, device, args, ckpt: Checkpoint | 
                                    eval_timeout_s=cfg.search.eval_timeout_s, faults=cfg.faults, threads=cfg.train.threads)
         if cfg.search.workers > 1 or args.address:  # the workers train; the driver keeps its share
             threads.configure(cfg.search.workers, cfg.train.threads)
+        if cfg.search.workers > 1 or args.address:
+            reclaim_sigterm()  # ray.init installed its own SIGTERM handler, which aborts the driver
         run.note(evaluator=evaluator.describe())  # e.g. Ray's node IP and auth mode ('token')
         students = student_store(run.checkpoints)  # filled as results arrive; checkpoints reference it
         logger = RunLogger(run, progress=progress)
