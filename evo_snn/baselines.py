@@ -36,12 +36,36 @@ Protocol (the same rule for the search and every baseline):
 4. each member's student is measured once on the **test** split; nothing is selected
    on test accuracy.
 
+Two fronts, each with the protocol above:
+
+- **sparsity front** (accuracy, sparsity), both maximised, hypervolume reference (0, 0):
+  a method's members are its validation-non-dominated points in (accuracy, sparsity)
+  (``selected``);
+- **energy front** (accuracy, 1 - energy fraction): the energy fraction is the student's
+  estimated energy per sample over its dense bound (``EnergyReport.energy_fraction``, the
+  ``energy`` objective of the search, ``energy.e_ac_pj`` / ``energy.e_mac_pj`` of the run).
+  A method's members are its validation-non-dominated points in (accuracy, energy
+  fraction on the validation pass, as the fitness measured it: pareto.csv's
+  ``energy_fraction``) (``selected_energy``); the search picks them among its archive.
+  On test, the energy fraction is counted (``evo_snn.energy.EnergyCounter``) on the same
+  test pass that measures the accuracy, and the test hypervolume is ``nsga.hypervolume``
+  of (accuracy maximised, energy fraction minimised) with reference (0, the run's
+  ``search.hv_reference['energy']``, default 1), i.e. the area in (accuracy,
+  1 - energy fraction) above (0, 1 - reference): with the default reference, from (0, 0).
+
 Outputs in RUN_DIR: ``baselines.csv`` (one row per evaluated point: method, uid,
 ratio, genome key, validation accuracy, sparsity, whether selected, test accuracy,
-training samples), ``comparison.json`` (per method: test hypervolume with reference
-(0, 0), best test accuracy at sparsity >= 0.5 / 0.7 / 0.8 / 0.9 / 0.95, evaluations
-and training samples processed, the counted compute), ``plots/comparison.png`` (test
-fronts) and ``plots/pareto.png`` redrawn with each baseline's validation front.
+training samples; then ``val_energy_fraction``, ``selected_energy``,
+``test_energy_fraction``, ``test_energy_pj``), ``comparison.json`` (per method: test
+hypervolume with reference (0, 0), best test accuracy at sparsity >= 0.5 / 0.7 / 0.8 /
+0.9 / 0.95, evaluations and training samples processed, the counted compute; then
+``test_energy`` / ``val_energy`` (hypervolume on the energy front, best accuracy at
+energy fraction <= 0.5 / 0.3 / 0.2 / 0.1 / 0.05), ``energy_members``,
+``energy_retrain_samples``, ``energy_compute_samples``; at the top ``energy_hv_reference``,
+``dense_teacher_test_energy_fraction`` and ``best_baseline``: per front, the best
+``_long`` baseline (equal compute) by test hypervolume and the search's difference to it),
+``plots/comparison.png`` (test fronts: accuracy against sparsity, and against energy
+fraction) and ``plots/pareto.png`` redrawn with each baseline's validation front.
 
 Compute is counted in training samples processed (``evo_snn.train.samples_processed``):
 every evaluation plus every retraining. The dense teacher is shared by all methods
@@ -74,11 +98,12 @@ from .fitness import FitnessContext, default_device, with_epochs
 from .genome import Genome, GenomeOps
 from .kd import KD_MODES
 from .models import build_model
-from .nsga import eval_seed, nondominated, points_hypervolume
+from .nsga import Individual, eval_seed, fitness_class, hypervolume, nondominated, points_hypervolume
 from .pruning import prunable_layers, weight_magnitudes
 from .rundir import RunDir, RunDirError, sigterm_as_interrupt
 from .teacher import TeacherLoadError
 from .teacher import prepare as prepare_teachers
+from .energy import EnergyCounter
 from .train import accuracy, cpu_state, samples_processed
 
 ALLOCATIONS = ("lamp", "erk", "energy_aware")
@@ -90,6 +115,10 @@ METHODS = ("uniform", "global", "random", "global_long", "global_matched") + tup
 DEFAULT_METHODS = METHODS[:4]  # global_matched is meant with --final-epochs (a paired mask comparison)
 DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 FIXED_SPARSITIES = (0.5, 0.7, 0.8, 0.9, 0.95)
+FIXED_ENERGY_FRACTIONS = (0.5, 0.3, 0.2, 0.1, 0.05)
+"""Energy fractions at which the energy front's best accuracy is reported (``accuracy_at_energy``)."""
+ENERGY_KEY = "energy_fraction"
+"""The fitness metric of the energy front (``EnergyReport.energy_fraction``; the search's ``energy`` objective)."""
 # seed streams: eval_seed(root seed, stream, index); far above any generation number,
 # so no baseline evaluation replays a search evaluation's seed
 STREAMS = {"uniform": 1_000_001, "global": 1_000_002, "random": 1_000_003, "global_long": 1_000_004,
@@ -116,6 +145,7 @@ class Member:
     selected: bool = False
     test: dict = field(default_factory=dict)
     partner: str | None = None  # global_matched: the uid of the search member it is paired with
+    selected_energy: bool = False  # on the method's validation front in (accuracy, energy fraction)
 
     @property
     def ok(self) -> bool:
@@ -135,6 +165,67 @@ def front_summary(points) -> dict:
     """{hypervolume, accuracy_at_sparsity: {"0.5": ...}} of [M, 2] (accuracy, sparsity)."""
     return {"hypervolume": points_hypervolume(points),
             "accuracy_at_sparsity": {f"{s:g}": accuracy_at_sparsity(points, s) for s in FIXED_SPARSITIES}}
+
+
+def accuracy_at_energy(points, energy_fraction: float) -> float:
+    """Best accuracy among ``points`` ([M, 2] (accuracy, energy fraction)) whose energy
+    fraction is at most ``energy_fraction``; NaN when none is that frugal."""
+    pts = np.asarray(points, dtype=float).reshape(-1, 2)
+    ok = pts[:, 1] <= energy_fraction + 1e-9
+    return float(pts[ok, 0].max()) if ok.any() else float("nan")
+
+
+def energy_hypervolume(points, reference: float = 1.0) -> float:
+    """Hypervolume of [M, 2] (accuracy, energy fraction) points, accuracy maximised and the
+    energy fraction minimised, reference (accuracy 0, energy fraction ``reference``): the
+    project's ``nsga.hypervolume`` with the fitness class of objectives (accuracy, energy),
+    i.e. the area in (accuracy, 1 - energy fraction) above (0, 1 - reference). Points at
+    or beyond the reference add nothing."""
+    cls = fitness_class(("accuracy", "energy"), {"accuracy": 0.0, "energy": float(reference)})
+    front = []
+    for acc, e in np.asarray(points, dtype=float).reshape(-1, 2):
+        p = Individual.__new__(Individual)  # hypervolume reads only .fitness
+        p.fitness = cls()
+        p.fitness.values = (float(acc), float(e))
+        front.append(p)
+    return hypervolume(front) if front else 0.0
+
+
+def energy_front_summary(points, reference: float = 1.0) -> dict:
+    """{hypervolume, accuracy_at_energy: {"0.5": ...}} of [M, 2] (accuracy, energy fraction)."""
+    return {"hypervolume": energy_hypervolume(points, reference),
+            "accuracy_at_energy": {f"{e:g}": accuracy_at_energy(points, e) for e in FIXED_ENERGY_FRACTIONS}}
+
+
+def energy_nondominated(points) -> list[int]:
+    """Indices of the non-dominated rows of [M, 2] (accuracy maximised, energy fraction minimised)."""
+    pts = np.asarray(points, dtype=float).reshape(-1, 2)
+    return nondominated(np.stack([pts[:, 0], 1.0 - pts[:, 1]], axis=1)) if len(pts) else []
+
+
+def select_energy_front(members: list[Member]) -> None:
+    """Mark ``selected_energy`` on the members on the validation front in (accuracy,
+    validation energy fraction) among the evaluated ones that recorded it (none, for a run
+    whose fitness counted no energy)."""
+    ok = [m for m in members if m.ok and m.metrics.get(ENERGY_KEY) is not None]
+    for i in energy_nondominated([[m.metrics["accuracy"], m.metrics[ENERGY_KEY]] for m in ok]):
+        ok[i].selected_energy = True
+
+
+def best_baseline(summary: dict, front: str) -> dict:
+    """The best of the ``LONG`` baselines (equal compute) in ``summary`` by test hypervolume on
+    ``front`` ('sparsity' or 'energy'): {methods (those compared), method, hypervolume,
+    search_hypervolume, search_minus_best}; method None (and NaN) when none was run."""
+    key = "test" if front == "sparsity" else "test_energy"
+    hv = {m: summary[m][key]["hypervolume"] for m in LONG if m in summary and key in summary[m]}
+    hv = {m: v for m, v in hv.items() if v is not None and not np.isnan(v)}
+    search = summary.get("search", {}).get(key, {}).get("hypervolume", float("nan"))
+    if not hv:
+        return {"methods": [], "method": None, "hypervolume": float("nan"), "search_hypervolume": search,
+                "search_minus_best": float("nan")}
+    best = max(hv, key=hv.get)
+    return {"methods": list(hv), "method": best, "hypervolume": hv[best], "search_hypervolume": search,
+            "search_minus_best": search - hv[best]}
 
 
 def allocation_of(method: str) -> str | None:
@@ -267,6 +358,7 @@ class Comparison:
                 raise CheckpointError(f"{self.run.checkpoints}: no student for archive member {rec['uid']}")
             members.append(Member("search", rec["uid"], genome, int(rec["seed"]), dict(rec["metrics"]),
                                   self.ckpt.students.get(rec["genome_key"]), selected=True))
+        select_energy_front(members)  # the archive's validation front in (accuracy, energy fraction)
         return members
 
     def search_compute(self) -> tuple[int, int]:
@@ -334,16 +426,20 @@ class Comparison:
         if method == "global_matched":  # each is the partner of a selected search member
             for i, m in enumerate(members):
                 m.selected, m.partner = m.ok, partners[i].uid
+                m.selected_energy = m.selected and m.metrics.get(ENERGY_KEY) is not None
             return members
         for i in nondominated([[m.metrics["accuracy"], m.metrics["sparsity"]] for m in ok]):
             ok[i].selected = True
+        select_energy_front(members)
         return members
 
     def measure(self, members: list[Member], final_epochs: float) -> dict[str, dict]:
-        """{uid: test record} of each selected member: retrained for ``final_epochs`` KD
-        epochs when > 0 (from its genome, its own seed), then measured once on test
-        (``test_accuracy``; with retraining also ``retrained_val_accuracy``, ``retrain_samples``)."""
-        chosen = [m for m in members if m.selected and m.ok]
+        """{uid: test record} of each member selected on either front: retrained for
+        ``final_epochs`` KD epochs when > 0 (from its genome, its own seed), then measured
+        once on test: ``test_accuracy``, and on the same pass (energy hooks, which only read)
+        ``test_energy_fraction`` and ``test_energy_pj`` (per sample); with retraining also
+        ``retrained_val_accuracy``, ``retrain_samples``."""
+        chosen = [m for m in members if (m.selected or m.selected_energy) and m.ok]
         out = {m.uid: {} for m in chosen}
         states = {m.uid: m.student_state for m in chosen}
         if final_epochs > 0:
@@ -354,11 +450,29 @@ class Comparison:
                 states[m.uid] = res.student_state
                 out[m.uid].update(retrained_val_accuracy=res.metrics["accuracy"], retrain_samples=res.metrics["train_samples"])
         model_args = (self.cfg.model, self.splits.frame_shape, self.splits.num_classes)
+        energy = self.cfg.energy
         for m in tqdm(chosen, desc="test accuracy", disable=not self.progress, leave=False):
             student = build_model(*model_args).to(self.device)
             student.load_state_dict(states[m.uid])
-            out[m.uid]["test_accuracy"] = accuracy(student, self.splits.test)
+            with EnergyCounter(student, energy.e_ac_pj, energy.e_mac_pj) as counter:
+                out[m.uid]["test_accuracy"] = accuracy(student, self.splits.test)
+            if counter.samples:
+                report = counter.report()
+                out[m.uid].update(test_energy_fraction=report.energy_fraction, test_energy_pj=report.energy_pj)
         return out
+
+    def teacher_test(self) -> tuple[float, float | None]:
+        """(test accuracy, test energy fraction) of the dense teacher, from one test pass."""
+        energy = self.cfg.energy
+        with EnergyCounter(self.teacher, energy.e_ac_pj, energy.e_mac_pj) as counter:
+            acc = accuracy(self.teacher, self.splits.test)
+        return acc, (counter.report().energy_fraction if counter.samples else None)
+
+    @property
+    def energy_reference(self) -> float:
+        """The energy front's hypervolume reference: the run's ``search.hv_reference['energy']`` (default 1)."""
+        ref = getattr(self.cfg.search, "hv_reference", None) or {}
+        return float(ref.get("energy", 1.0))
 
 
 def compare(run: RunDir, methods=DEFAULT_METHODS, ratios=DEFAULT_RATIOS, n_random: int | None = None, suffix: str = "",
@@ -379,7 +493,8 @@ def compare(run: RunDir, methods=DEFAULT_METHODS, ratios=DEFAULT_RATIOS, n_rando
             if progress:
                 tqdm.write(f"{method}: {len(groups[method])} evaluations, "
                            f"{sum(m.selected for m in groups[method])} on the validation front")
-        teacher_test = accuracy(cmp.teacher, cmp.splits.test)
+        teacher_test, teacher_test_energy = cmp.teacher_test()
+        e_ref = cmp.energy_reference
         docs = []
         for fe in (final_epochs if final_epochs is not None else [cmp.cfg.search.final_epochs]):
             tests = {method: cmp.measure(members, fe) for method, members in groups.items()}
@@ -392,7 +507,10 @@ def compare(run: RunDir, methods=DEFAULT_METHODS, ratios=DEFAULT_RATIOS, n_rando
                                  "selected": m.selected, "test_accuracy": t.get("test_accuracy"),
                                  "retrained_val_accuracy": t.get("retrained_val_accuracy"),
                                  "train_samples": m.metrics.get("train_samples"), "seed": m.seed, "partner": m.partner,
-                                 "error": m.metrics.get("error")})
+                                 "error": m.metrics.get("error"), "val_energy_fraction": m.metrics.get(ENERGY_KEY),
+                                 "selected_energy": m.selected_energy,
+                                 "test_energy_fraction": t.get("test_energy_fraction"),
+                                 "test_energy_pj": t.get("test_energy_pj")})
                 sel = [m for m in members if m.selected and m.ok]
                 test_pts = [[tests[method][m.uid]["test_accuracy"], m.metrics["sparsity"]] for m in sel]
                 val_pts = [[m.metrics["accuracy"], m.metrics["sparsity"]] for m in sel]
@@ -405,6 +523,15 @@ def compare(run: RunDir, methods=DEFAULT_METHODS, ratios=DEFAULT_RATIOS, n_rando
                 summary[method] = {"test": front_summary(test_pts), "val": front_summary(val_pts), "members": len(sel),
                                    "evaluations": n_eval, "train_samples": samples, "retrain_samples": retrain,
                                    "compute_samples": samples + retrain}
+                # the energy front: members selected on validation (accuracy, energy fraction), measured on test
+                sel_e = [m for m in members if m.selected_energy and m.ok
+                         and tests[method][m.uid].get("test_energy_fraction") is not None]
+                test_e = [[tests[method][m.uid]["test_accuracy"], tests[method][m.uid]["test_energy_fraction"]] for m in sel_e]
+                val_e = [[m.metrics["accuracy"], m.metrics[ENERGY_KEY]] for m in sel_e]
+                retrain_e = sum(int(tests[method][m.uid].get("retrain_samples", 0)) for m in sel_e)
+                summary[method].update(test_energy=energy_front_summary(test_e, e_ref),
+                                       val_energy=energy_front_summary(val_e, e_ref), energy_members=len(sel_e),
+                                       energy_retrain_samples=retrain_e, energy_compute_samples=samples + retrain_e)
                 if method == "global_matched":
                     summary[method]["paired"] = paired_difference(groups["search"], members,
                                                                    {**tests["search"], **tests[method]})
@@ -415,14 +542,17 @@ def compare(run: RunDir, methods=DEFAULT_METHODS, ratios=DEFAULT_RATIOS, n_rando
                    "final_epochs": fe, "ratios": list(ratios), "methods": summary,
                    "dense_teacher_test_accuracy": teacher_test, "test_samples": len(cmp.splits.test),
                    "train_size": len(cmp.splits.train), "val_size": len(cmp.splits.val),
-                   "wall_s": time.perf_counter() - t0}
+                   "wall_s": time.perf_counter() - t0,
+                   "energy_hv_reference": e_ref, "dense_teacher_test_energy_fraction": teacher_test_energy,
+                   "best_baseline": {front: best_baseline(summary, front) for front in ("sparsity", "energy")}}
             table = pd.DataFrame(rows)
             tag = "".join(f"-{p}" for p in (suffix, f"fe{fe:g}" if fe > 0 else "") if p)
             run.write_csv(f"baselines{tag}.csv", table)
             run.write_json(f"comparison{tag}.json", doc)
             from .plots import plot_comparison  # matplotlib only where plots are drawn
 
-            plot_comparison(run.plots / f"comparison{tag}.png", table, teacher_test, val=False)
+            plot_comparison(run.plots / f"comparison{tag}.png", table, teacher_test, val=False,
+                            dense_teacher_energy=teacher_test_energy)
             if fe == 0 or len(docs) == 0:
                 _redraw_pareto(run, table)
             doc["files"] = {"json": f"comparison{tag}.json", "csv": f"baselines{tag}.csv"}
@@ -450,10 +580,15 @@ def format_comparison(doc: dict) -> str:
     for method, s in doc["methods"].items():
         rec = {"method": method, "test HV": s["test"]["hypervolume"], "val HV": s["val"]["hypervolume"],
                **{f"acc@>={k}": v for k, v in s["test"]["accuracy_at_sparsity"].items()},
+               "test HV energy": s.get("test_energy", {}).get("hypervolume", float("nan")),
                "members": s["members"], "evals": s["evaluations"], "samples": s["compute_samples"]}
         recs.append(rec)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         text = pd.DataFrame(recs).to_string(index=False, float_format=lambda v: f"{v:.4f}")
+    for front, b in doc.get("best_baseline", {}).items():
+        if b.get("method"):
+            text += (f"\nsearch - best equal-compute baseline ({b['method']}), test HV on the {front} front: "
+                     f"{b['search_minus_best']:+.4f}")
     pair = doc["methods"].get("global_matched", {}).get("paired")
     if pair:
         text += (f"\nsearch - global_matched, paired test accuracy: {pair['mean']:+.4f} +- {pair['std']:.4f} over "

@@ -19,7 +19,8 @@ from .fidelity import full_rows  # noqa: E402
 from .rundir import atomic_write_bytes  # noqa: E402
 
 METHOD_COLOURS = {"search": "crimson", "global": "tab:blue", "uniform": "tab:green", "random": "tab:orange",
-                  "global_long": "tab:purple"}
+                  "global_long": "tab:purple", "lamp": "tab:olive", "lamp_long": "tab:brown", "erk": "tab:cyan",
+                  "erk_long": "teal", "energy_aware": "gold", "energy_aware_long": "darkgoldenrod"}
 
 
 def _save(fig, path: Path) -> None:
@@ -231,16 +232,24 @@ def plot_reproduction(summary: pd.DataFrame, path: Path) -> None:
     _save(fig, path)
 
 
-def plot_comparison(path: Path, table: pd.DataFrame, dense_teacher_accuracy: float | None, val: bool) -> None:
+def plot_comparison(path: Path, table: pd.DataFrame, dense_teacher_accuracy: float | None, val: bool,
+                    dense_teacher_energy: float | None = None) -> None:
     """Fronts of the search and each baseline (``evo_snn.baselines``): accuracy against
-    sparsity of each method's selected members, as a staircase from sparse to dense.
+    sparsity of each method's selected members, as a staircase from sparse to dense; and,
+    when the table has energy columns, a second panel: accuracy against the energy fraction
+    (estimated energy per sample over the dense bound) of each method's energy-front members.
 
     table: baselines.csv columns method, selected, sparsity, val_accuracy, test_accuracy
-    (fractions). val: plot validation accuracy (all evaluated points faint, the front
-    bold) instead of test accuracy (selected members only).
+    (fractions); for the second panel also selected_energy and test_energy_fraction /
+    val_energy_fraction. val: plot validation accuracy (all evaluated points faint, the front
+    bold) instead of test accuracy (selected members only). dense_teacher_energy: the dense
+    teacher's energy fraction (a star on the second panel with its accuracy).
     """
     col = "val_accuracy" if val else "test_accuracy"
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    ecol = "val_energy_fraction" if val else "test_energy_fraction"
+    energy = ecol in table and "selected_energy" in table and table[ecol].notna().any()
+    fig, axes = plt.subplots(1, 2 if energy else 1, figsize=(12, 4.5) if energy else (6.5, 4.5), squeeze=False)
+    ax = axes[0, 0]
     for method, part in table.groupby("method", sort=False):
         colour = METHOD_COLOURS.get(method)
         if val:
@@ -254,4 +263,21 @@ def plot_comparison(path: Path, table: pd.DataFrame, dense_teacher_accuracy: flo
     ax.set_ylabel(f"student {'validation' if val else 'test'} accuracy")
     ax.set_xlim(0, 1)
     ax.legend(loc="lower left", fontsize=8)
+    if energy:
+        ax = axes[0, 1]
+        for method, part in table.groupby("method", sort=False):
+            colour = METHOD_COLOURS.get(method)
+            if val:
+                ok = part[part[col].notna() & part[ecol].notna()]
+                ax.scatter(ok[ecol], ok[col], s=10, alpha=0.25, color=colour)
+            sel = part[part["selected_energy"].fillna(False).astype(bool) & part[col].notna() & part[ecol].notna()]
+            sel = sel.sort_values(ecol)
+            ax.plot(sel[ecol], sel[col], "o-", ms=4, color=colour, label=f"{method} ({len(sel)})")
+        if dense_teacher_accuracy is not None and dense_teacher_energy is not None:
+            ax.plot([dense_teacher_energy], [dense_teacher_accuracy], "*", ms=10, color="gray", label="dense teacher")
+        ax.set_xlabel("energy fraction (estimated energy per sample / dense bound)")
+        ax.set_ylabel(f"student {'validation' if val else 'test'} accuracy")
+        ax.set_xlim(0, 1)
+        ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
     _save(fig, path)

@@ -101,8 +101,10 @@ def test_comparison_files_and_protocol(run_dir):
     assert sorted(search.uid) == sorted(pareto.uid)
     merged = search.merge(pareto, on="uid")
     assert np.allclose(merged.val_accuracy, merged.accuracy)
-    # only validation-selected members are measured on test, and each selection is non-dominated on validation
-    assert table[~table.selected].test_accuracy.isna().all() and table[table.selected].test_accuracy.notna().all()
+    # only validation-selected members (on either front) are measured on test, and each selection is
+    # non-dominated on validation
+    chosen = table.selected | table.selected_energy
+    assert table[~chosen].test_accuracy.isna().all() and table[chosen].test_accuracy.notna().all()
     for method, part in table[table.selected].groupby("method"):
         v = part[["val_accuracy", "sparsity"]].to_numpy()
         for i in range(len(v)):
@@ -355,3 +357,100 @@ def test_energy_aware_measures_synops_per_weight_on_the_teacher(run_dir):
         assert ea.ratios[0] > gl.ratios[0] and ea.ratios[1] < gl.ratios[1]  # the dear conv is pruned first
     finally:
         cmp.close()
+
+
+# ------------------------------------------------- the energy front: (accuracy, 1 - energy fraction) on test
+def test_energy_hypervolume_is_accuracy_against_one_minus_energy_fraction():
+    from evo_snn.baselines import accuracy_at_energy, energy_front_summary, energy_hypervolume, energy_nondominated
+    from evo_snn.nsga import points_hypervolume
+
+    pts = [[0.9, 0.6], [0.7, 0.2], [0.6, 0.3]]  # (accuracy, energy fraction); the third is dominated
+    # staircase in (accuracy, 1 - e) by hand: 0.9 * (1 - 0.6) + 0.7 * ((1 - 0.2) - (1 - 0.6))
+    assert energy_hypervolume(pts) == pytest.approx(0.36 + 0.28)
+    # the wrong objective (energy fraction maximised as if it were sparsity) gives another number
+    assert points_hypervolume(pts) != pytest.approx(energy_hypervolume(pts))
+    # the reference (search.hv_reference['energy']): points at or beyond it add nothing
+    assert energy_hypervolume(pts, reference=0.5) == pytest.approx(0.7 * (0.5 - 0.2))
+    assert energy_hypervolume([[0.9, 0.6]], reference=0.5) == 0.0 and energy_hypervolume([]) == 0.0
+    assert energy_nondominated(pts) == [0, 1]  # lower energy is better
+    assert accuracy_at_energy(pts, 0.3) == 0.7 and accuracy_at_energy(pts, 0.6) == 0.9
+    assert np.isnan(accuracy_at_energy(pts, 0.1))
+    s = energy_front_summary(pts)
+    assert s["hypervolume"] == pytest.approx(0.64) and s["accuracy_at_energy"]["0.2"] == 0.7
+
+
+def test_best_baseline_is_the_best_equal_compute_baseline_per_front():
+    from evo_snn.baselines import best_baseline
+
+    def m(hv, hv_e):
+        return {"test": {"hypervolume": hv}, "test_energy": {"hypervolume": hv_e}}
+
+    summary = {"search": m(0.5, 0.4), "global": m(0.9, 0.9), "global_long": m(0.45, 0.2), "erk_long": m(0.4, 0.3)}
+    b = best_baseline(summary, "sparsity")
+    assert b["method"] == "global_long" and b["search_minus_best"] == pytest.approx(0.05)
+    assert set(b["methods"]) == {"global_long", "erk_long"}  # global: not at equal compute
+    e = best_baseline(summary, "energy")
+    assert e["method"] == "erk_long" and e["search_minus_best"] == pytest.approx(0.1)
+    assert best_baseline({"search": m(0.5, 0.4)}, "energy")["method"] is None
+
+
+def test_energy_front_is_selected_on_validation_and_measured_on_test(run_dir):
+    import torch
+
+    from evo_snn.baselines import Comparison, energy_hypervolume, energy_nondominated
+    from evo_snn.energy import count_energy
+    from evo_snn.models import build_model
+    from evo_snn.rundir import RunDir
+    from evo_snn.train import accuracy
+
+    doc = json.loads((run_dir / "comparison.json").read_text())
+    table = pd.read_csv(run_dir / "baselines.csv")
+    assert doc["energy_hv_reference"] == 1.0 and 0 < doc["dense_teacher_test_energy_fraction"] < 1
+    ok = table[table.error.isna()]
+    assert ok.val_energy_fraction.notna().all()
+    for method, s in doc["methods"].items():
+        part = ok[ok.method == method]
+        sel = part[part.selected_energy]
+        assert s["energy_members"] == len(sel) > 0
+        # the energy members: the validation front in (accuracy, validation energy fraction), among all evaluated
+        v = part[["val_accuracy", "val_energy_fraction"]].to_numpy()
+        assert list(np.flatnonzero(part.selected_energy)) == energy_nondominated(v)
+        # test HV: (test accuracy, test energy fraction) of those members; val HV from their validation values
+        t = sel[["test_accuracy", "test_energy_fraction"]].to_numpy()
+        assert s["test_energy"]["hypervolume"] == pytest.approx(energy_hypervolume(t))
+        assert s["val_energy"]["hypervolume"] == pytest.approx(energy_hypervolume(sel[["val_accuracy", "val_energy_fraction"]].to_numpy()))
+        assert s["energy_compute_samples"] == s["train_samples"] + s["energy_retrain_samples"]
+    # the search's validation energy fraction is pareto.csv's (the fitness's validation pass)
+    pareto = pd.read_csv(run_dir / "pareto.csv")
+    merged = table[table.method == "search"].merge(pareto, on="uid")
+    assert np.allclose(merged.val_energy_fraction, merged.energy_fraction)
+    # the test energy fraction is counted on the test split, not the validation split
+    cmp = Comparison(RunDir.open(run_dir), progress=False)
+    try:
+        m = cmp.search_members()[0]
+        student = build_model(cmp.cfg.model, cmp.splits.frame_shape, cmp.splits.num_classes)
+        student.load_state_dict(m.student_state)
+        row = table[(table.method == "search") & (table.uid == m.uid)].iloc[0]
+        with torch.no_grad():
+            on_test = count_energy(student, _frames(cmp.splits.test))
+            on_val = count_energy(student, _frames(cmp.splits.val))
+        assert row.test_energy_fraction == pytest.approx(on_test.energy_fraction)
+        assert row.val_energy_fraction == pytest.approx(on_val.energy_fraction)
+        assert on_test.energy_fraction != pytest.approx(on_val.energy_fraction, rel=1e-9, abs=1e-12)
+        assert row.test_accuracy == pytest.approx(accuracy(student, cmp.splits.test))
+    finally:
+        cmp.close()
+    # best_baseline: the best of the _long methods on each front, and the search's difference to it
+    for front, key in (("sparsity", "test"), ("energy", "test_energy")):
+        b = doc["best_baseline"][front]
+        assert b["method"] == "global_long" and b["methods"] == ["global_long"]
+        assert b["search_minus_best"] == pytest.approx(doc["methods"]["search"][key]["hypervolume"]
+                                                       - doc["methods"]["global_long"][key]["hypervolume"])
+
+
+def _frames(fs, batch_size=64):
+    """x_seq [T, N, ...] batches of a FrameSet, as ``train.predict_logits`` feeds them."""
+    from evo_snn.train import loader
+
+    for x, _ in loader(fs, batch_size, shuffle=False):
+        yield fs.to_seq(x, train=False)
