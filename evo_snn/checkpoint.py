@@ -46,6 +46,7 @@ import torch
 
 from .atomic import atomic_write_bytes, json_default
 from .genome import Genome
+from .names import plain_name
 from .rundir import now_iso, save_state_dict
 from .store import StudentStore
 
@@ -197,9 +198,14 @@ def load_checkpoint(directory: str | Path) -> Checkpoint:
         pointer = json.loads(current.read_text())
         if pointer.get("format") != CHECKPOINT_FORMAT:
             raise CheckpointError(f"{current}: format {pointer.get('format')!r}, expected {CHECKPOINT_FORMAT}")
-        folder = root / pointer["dir"]
+        folder = root / plain_name(pointer["dir"], "checkpoint folder", current)
         current = folder / "search.json"
         doc = json.loads(current.read_text())
+        for rec in doc["population"] + doc["archive"]:
+            plain_name(rec["genome_key"], "genome key", current)
+            plain_name(rec["uid"], "uid", current)
+        for key in doc["results"]:
+            plain_name(key, "genome key", current)
         gen = int(doc["gen"])
         if gen != pointer.get("gen"):
             raise ValueError(f"generation {gen}, but {root / POINTER} says {pointer.get('gen')!r}")

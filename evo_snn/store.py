@@ -32,6 +32,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
+from .names import plain_name
+
 SUFFIX = ".pt"
 
 
@@ -49,10 +51,11 @@ class StudentStore:
         self._needs: dict[str, set[str]] = {}
 
     def path(self, key: str) -> Path:
-        """``<directory>/<key>.pt``; raises ValueError for an in-memory store."""
+        """``<directory>/<key>.pt``; raises ValueError for an in-memory store and
+        ``UnsafeNameError`` for a key that is not a plain name (``evo_snn.names``)."""
         if self.directory is None:
             raise ValueError("an in-memory StudentStore has no files")
-        return self.directory / f"{key}{SUFFIX}"
+        return self.directory / f"{plain_name(key, 'genome key', self.directory)}{SUFFIX}"
 
     def put(self, key: str, state: dict | None) -> None:
         """Store ``state`` (tensors, any device; written as CPU tensors) as the student of ``key``,

@@ -60,3 +60,54 @@ def test_d1_sigterm_with_ray_workers_ends_interrupted(tmp_path):
     assert json.loads((out / "manifest.json").read_text())["status"] == "interrupted"
     gone, alive = psutil.wait_procs(children, timeout=30)
     assert not alive, [p.cmdline()[:2] for p in alive]
+
+
+import pytest  # noqa: E402
+
+from evo_snn.names import UnsafeNameError, plain_name  # noqa: E402
+
+
+@pytest.mark.parametrize("bad", ["..", "../x", "/abs", "a/b", "a\\b", "a\x00b", "", ".hidden", "x..y", None, 7,
+                                 "/../../../../outside/TRAV", "a" * 201])
+def test_d3_plain_name_refuses_what_could_leave_the_folder(bad):
+    with pytest.raises(UnsafeNameError, match="uid .* in f.json is not a plain name"):
+        plain_name(bad, "uid", "f.json")
+
+
+@pytest.mark.parametrize("good", ["01-0014", "e13a224a1f0bc3dc", "gen-0003-1a2b3c", "masks.npz", "teacher.sparse.npz"])
+def test_d3_plain_name_keeps_the_project_names(good):
+    assert plain_name(good, "name") == good
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("d3") / "r"
+    assert main(["--dataset", "synthetic", "--population", "4", "--generations", "1", "--no-progress", *TINY,
+                 "--out", str(out)]) == 0
+    return out
+
+
+@pytest.mark.parametrize("target", ["uid", "dir"])
+def test_d3_resume_refuses_a_rewritten_name(finished_run, tmp_path, capsys, target):
+    """A uid in the checkpoint, or state.json's folder, rewritten to leave the run directory:
+    --resume stops with a one-line error naming the file, and reads nothing outside."""
+    import shutil
+
+    run = tmp_path / "r"
+    shutil.copytree(finished_run, run)
+    pointer = run / "checkpoints" / "state.json"
+    state = json.loads(pointer.read_text())
+    if target == "dir":
+        state["dir"] = "../../" + state["dir"]
+        pointer.write_text(json.dumps(state))
+        culprit = pointer
+    else:
+        culprit = run / "checkpoints" / state["dir"] / "search.json"
+        doc = json.loads(culprit.read_text())
+        doc["population"][0]["uid"] = "/../../../../outside/TRAV"
+        culprit.write_text(json.dumps(doc))
+    capsys.readouterr()
+    assert main(["--resume", str(run), "--generations", "2", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "is not a plain name" in err and str(culprit) in err
+    assert not (tmp_path / "outside").exists()
