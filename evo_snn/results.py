@@ -11,6 +11,15 @@ seeds, with the pairs the search won and lost in all. A search variant is named 
 directory, ``<dataset>-s<seed>-<variant>`` (``benchmarks/search_vs_baselines.sh``
 names them so); its baselines are listed once per variant that measured them.
 
+Two fronts (``evo_snn.baselines``): the table gives the test hypervolume on (accuracy,
+sparsity) (``test HV``) and on (accuracy, 1 - energy fraction) (``test HV energy``; the
+energy fraction counted on the test pass, reference from the run's
+``search.hv_reference['energy']``). Under each table, per search variant and front, the
+paired difference in test HV against the best equal-compute baseline of the same seed
+(the best of ``global_long``, ``lamp_long``, ``erk_long``, ``energy_aware_long`` among
+those measured for that seed, over all of its comparison files with the same final
+retraining), as mean ± std (ddof=1) over seeds, with the seeds the search won.
+
 ``--markdown FILE`` writes the tables as Markdown (for RESULTS.md), atomically.
 """
 
@@ -26,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from .atomic import atomic_write_bytes
-from .baselines import FIXED_SPARSITIES
+from .baselines import FIXED_ENERGY_FRACTIONS, FIXED_SPARSITIES, LONG
 
 _VARIANT = re.compile(r"-s\d+-(?P<variant>[^/]+)$")
 
@@ -50,6 +59,11 @@ def collect(dirs) -> pd.DataFrame:
                              "final_epochs": doc["final_epochs"], "seed": doc["seed"], "method": name,
                              "test_hv": s["test"]["hypervolume"], "val_hv": s["val"]["hypervolume"],
                              **{f"acc_ge_{k}": v for k, v in s["test"]["accuracy_at_sparsity"].items()},
+                             "test_energy_hv": s.get("test_energy", {}).get("hypervolume", np.nan),
+                             "val_energy_hv": s.get("val_energy", {}).get("hypervolume", np.nan),
+                             **{f"acc_le_e{k}": s.get("test_energy", {}).get("accuracy_at_energy", {}).get(k, np.nan)
+                                for k in (f"{e:g}" for e in FIXED_ENERGY_FRACTIONS)},
+                             "energy_members": s.get("energy_members", np.nan),
                              "members": s["members"], "evaluations": s["evaluations"],
                              "compute_samples": s["compute_samples"], "test_samples": doc.get("test_samples"),
                              **{f"paired_{k}": s.get("paired", {}).get(k, np.nan) for k in ("mean", "n", "wins", "losses")}})
@@ -59,9 +73,50 @@ def collect(dirs) -> pd.DataFrame:
     return pd.DataFrame(rows).drop_duplicates(["dataset", "kd_mode", "final_epochs", "seed", "method"])
 
 
+FRONTS = {"sparsity": "test_hv", "energy": "test_energy_hv"}
+"""Front name -> the column of its test hypervolume."""
+SEED_KEYS = ["dataset", "kd_mode", "final_epochs", "seed"]
+
+
+def paired_vs_best(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per (dataset, kd_mode, final_epochs, seed, search variant, front): the search's test HV
+    minus the best test HV of the equal-compute baselines (``baselines.LONG``, fine-tuned with
+    the run's KD mode) measured for the same seed and final retraining: columns front, method
+    (the search variant), best (the baseline), search_hv, best_hv, delta. A front without a
+    measured baseline (or without energy counts) is left out."""
+    out = []
+    for key, part in rows.groupby(SEED_KEYS, sort=False):
+        base = part[part["method"].isin(LONG)]
+        for _, r in part[part["method"].str.startswith("search")].iterrows():
+            for front, col in FRONTS.items():
+                b = base[base[col].notna()]
+                if b.empty or pd.isna(r[col]):
+                    continue
+                best = b.loc[b[col].idxmax()]
+                out.append({**dict(zip(SEED_KEYS, key)), "method": r["method"], "front": front, "best": best["method"],
+                            "search_hv": r[col], "best_hv": best[col], "delta": r[col] - best[col]})
+    return pd.DataFrame(out, columns=[*SEED_KEYS, "method", "front", "best", "search_hv", "best_hv", "delta"])
+
+
+def summarise_paired(rows: pd.DataFrame) -> pd.DataFrame:
+    """``paired_vs_best`` over seeds, per (dataset, kd_mode, final_epochs, search variant,
+    front): delta_mean, delta_std (ddof=1; NaN for one seed), seeds, wins (delta > 0),
+    best (the baselines that were best, with how many seeds each)."""
+    pairs = paired_vs_best(rows)
+    keys = ["dataset", "kd_mode", "final_epochs", "method", "front"]
+    if pairs.empty:
+        return pd.DataFrame(columns=[*keys, "delta_mean", "delta_std", "seeds", "wins", "best"])
+    g = pairs.groupby(keys, sort=False)
+    out = g["delta"].agg(delta_mean="mean", delta_std="std", seeds="count")
+    out["wins"] = g["delta"].apply(lambda d: int((d > 0).sum()))
+    out["best"] = g["best"].apply(lambda b: ", ".join(f"{m} ×{n}" for m, n in b.value_counts().items()))
+    return out.reset_index()
+
+
 def summarise(rows: pd.DataFrame) -> pd.DataFrame:
     """Mean and std (ddof=1; NaN for one seed) over seeds per (dataset, kd_mode, final_epochs, method)."""
     metrics = ["test_hv"] + [f"acc_ge_{s:g}" for s in FIXED_SPARSITIES]
+    metrics += [c for c in ["test_energy_hv"] + [f"acc_le_e{e:g}" for e in FIXED_ENERGY_FRACTIONS] if c in rows]
     keys = ["dataset", "kd_mode", "final_epochs", "method"]
     g = rows.groupby(keys, sort=False)
     out = g[metrics].agg(["mean", "std"])
@@ -82,20 +137,31 @@ def _pm(mean: float, std: float) -> str:
     return f"{mean:.3f}" if std is None or np.isnan(std) else f"{mean:.3f} ± {std:.3f}"
 
 
-def markdown(summary: pd.DataFrame) -> str:
-    """Markdown tables, one per (dataset, kd_mode, final_epochs)."""
+def markdown(summary: pd.DataFrame, paired: pd.DataFrame | None = None) -> str:
+    """Markdown tables, one per (dataset, kd_mode, final_epochs); under each, the lines of
+    ``paired`` (``summarise_paired``) of that group."""
     out = []
+    energy = "test_energy_hv_mean" in summary
     for (ds, kd, fe), part in summary.groupby(["dataset", "kd_mode", "final_epochs"], sort=False):
         out.append(f"### {ds}, kd={kd}, final retraining {fe:g} epochs\n")
-        head = ["method", "seeds", "test HV"] + [f"acc @ sparsity ≥ {s:g}" for s in FIXED_SPARSITIES] + ["evaluations", "training samples"]
+        head = ["method", "seeds", "test HV"] + [f"acc @ sparsity ≥ {s:g}" for s in FIXED_SPARSITIES]
+        head += ["test HV energy"] if energy else []
+        head += ["evaluations", "training samples"]
         out.append("| " + " | ".join(head) + " |")
         out.append("|" + "---|" * len(head))
         for _, r in part.iterrows():
             cells = [r["method"], str(int(r["seeds"])), _pm(r["test_hv_mean"], r["test_hv_std"])]
             cells += [_pm(r[f"acc_ge_{s:g}_mean"], r[f"acc_ge_{s:g}_std"]) for s in FIXED_SPARSITIES]
+            cells += [_pm(r["test_energy_hv_mean"], r["test_energy_hv_std"])] if energy else []
             cells += [f"{r['evaluations']:.0f}", f"{r['compute_samples']:,.0f}"]
             out.append("| " + " | ".join(cells) + " |")
         out.append("")
+        if paired is not None and not paired.empty:
+            mine = paired[(paired["dataset"] == ds) & (paired["kd_mode"] == kd) & (paired["final_epochs"] == fe)]
+            for _, r in mine.iterrows():
+                out.append(f"`{r['method']}` minus the best equal-compute baseline of each seed, paired test HV on the "
+                           f"{r['front']} front: {_pm(r['delta_mean'], r['delta_std'])} over {int(r['seeds'])} seed(s), "
+                           f"search ahead in {int(r['wins'])} (best baseline: {r['best']}).\n")
         for _, r in part.iterrows():
             if not np.isnan(r.get("paired_mean", np.nan)):
                 out.append(f"Search minus `{r['method']}`, paired test accuracy at the same sparsity and seed: "
@@ -116,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    text = markdown(summarise(rows))
+    text = markdown(summarise(rows), summarise_paired(rows))
     print(text)
     if args.markdown:
         atomic_write_bytes(Path(args.markdown), text.encode())

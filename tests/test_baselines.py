@@ -454,3 +454,32 @@ def _frames(fs, batch_size=64):
 
     for x, _ in loader(fs, batch_size, shuffle=False):
         yield fs.to_seq(x, train=False)
+
+
+def test_plot_comparison_draws_the_energy_panel_from_the_energy_members(tmp_path, monkeypatch):
+    import evo_snn.plots as plots
+
+    table = pd.DataFrame({
+        "method": ["search", "search", "erk_long", "erk_long"],
+        "selected": [True, True, False, False],  # erk_long: on the energy front only
+        "selected_energy": [True, False, True, True],
+        "sparsity": [0.3, 0.8, 0.5, 0.9],
+        "val_accuracy": [0.9, 0.7, 0.75, 0.5], "test_accuracy": [0.88, 0.69, 0.7, 0.45],
+        "val_energy_fraction": [0.5, 0.2, 0.4, 0.1], "test_energy_fraction": [0.52, 0.21, 0.41, 0.12],
+    })
+    figs = []
+    save = plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path: (figs.append([
+        {ln.get_label(): (list(ln.get_xdata()), list(ln.get_ydata())) for ln in ax.get_lines()} for ax in fig.axes]),
+        save(fig, path)))
+    plots.plot_comparison(tmp_path / "one.png", table.drop(columns=["selected_energy", "test_energy_fraction"]), 0.9, val=False)
+    plots.plot_comparison(tmp_path / "two.png", table, 0.95, val=False, dense_teacher_energy=0.6)
+    plots.plot_comparison(tmp_path / "val.png", table, 0.95, val=True)
+    assert len(figs[0]) == 1  # no energy columns: the sparsity panel only, as before
+    sparsity, energy = figs[1]
+    assert sparsity["erk_long (0)"] == ([], []) and sparsity["search (2)"] == ([0.3, 0.8], [0.88, 0.69])
+    # the energy panel: test energy fraction of the energy members, sorted, against their test accuracy
+    assert energy["erk_long (2)"] == ([0.12, 0.41], [0.45, 0.7]) and energy["search (1)"] == ([0.52], [0.88])
+    assert energy["dense teacher"] == ([0.6], [0.95])
+    assert figs[2][1]["erk_long (2)"] == ([0.1, 0.4], [0.5, 0.75])  # val=True: the validation values
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.png", "two.png", "val.png"]
