@@ -37,6 +37,7 @@ import shutil
 import uuid
 import zipfile
 import zlib
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -184,7 +185,8 @@ def load_checkpoint(directory: str | Path) -> Checkpoint:
     """Read the checkpoint that ``<directory>/state.json`` names.
 
     The students stay on disk (``Checkpoint.students``); each referenced one must be
-    there. Raises CheckpointError naming the file at fault (no pointer, a missing,
+    there, load as a state_dict of tensors and have the same keys and shapes as the
+    others (a truncated or replaced student file is refused, named). Raises CheckpointError naming the file at fault (no pointer, a missing,
     truncated or unreadable file, a pointer and a search state of different
     generations, a genome that does not match its key).
     """
@@ -214,10 +216,21 @@ def load_checkpoint(directory: str | Path) -> Checkpoint:
         for key in sorted(keys):
             current = root / "genomes" / key
             genomes[key] = Genome.load(current)
-        for key in doc["results"]:
+        signatures = {}  # every stored student is a state_dict of the same net (D4 of issue 27)
+        for key in sorted(doc["results"]):
+            current = students.path(key)
             if key not in students:
-                current = students.path(key)
                 raise FileNotFoundError("not found")
+            state = students.get(key)
+            if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+                raise ValueError("not a state_dict of tensors")
+            signatures[current] = tuple(sorted((k, tuple(v.shape)) for k, v in state.items()))
+        if signatures:
+            common = Counter(signatures.values()).most_common(1)[0][0]
+            for current, sig in signatures.items():
+                if sig != common:
+                    raise ValueError(f"its tensors ({len(sig)}) differ from those of the other students "
+                                     f"({len(common)}): the file was replaced")
         current = folder / "torch_rng.pt"
         torch_rng = _load_pt(current)["cpu"] if current.is_file() else None
     except CheckpointError:

@@ -111,3 +111,24 @@ def test_d3_resume_refuses_a_rewritten_name(finished_run, tmp_path, capsys, targ
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "is not a plain name" in err and str(culprit) in err
     assert not (tmp_path / "outside").exists()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "replace"])
+def test_d4_resume_refuses_a_corrupt_student_naming_it(finished_run, tmp_path, capsys, damage):
+    """D4: a truncated student file, or one replaced by another net's state_dict, is refused
+    by --resume with a one-line error naming the file (it used to pass and crash export)."""
+    import shutil
+
+    import torch
+
+    run = tmp_path / "r"
+    shutil.copytree(finished_run, run)
+    victim = sorted((run / "checkpoints" / "students").glob("*.pt"))[0]
+    if damage == "truncate":
+        victim.write_bytes(victim.read_bytes()[:100])
+    else:
+        torch.save({"weight": torch.zeros(3, 3)}, victim)
+    capsys.readouterr()
+    assert main(["--resume", str(run), "--generations", "2", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(victim) in err
