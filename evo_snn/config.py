@@ -315,6 +315,23 @@ class SearchConfig:
       promoted to the full budget, ceil(promote_fraction x n); in (0, 1]. A generation
       then costs about fidelity_fraction + promote_fraction x (1 - fidelity_fraction)
       plain generations (0.625 for 0.25 and 0.5).
+    screen: forward-only screening of every generation's fresh children before the KD rung
+      (``evo_snn.screening``): 'none' (default, today's search exactly) | 'nll' (the
+      candidate's cross-entropy) | 'kl' (KL(dense teacher || candidate), the teacher's logits
+      cached once) | 'bn_accuracy' (top-1 accuracy), each after BN recalibration on fixed
+      training batches, scored on a fixed validation subset. Only the best screen_promote
+      children are KD-trained (then the fidelity rungs, if on); the others are logged with
+      ``rung: "screen"`` (status 'screened') and enter neither survival nor the archive.
+      Generation 0 is KD-trained whole, as today.
+    screen_bn_batches: training batches (of kd.batch_size, drawn once per run) of the BN
+      recalibration; >= 1.
+    screen_samples: validation images of the fixed screening subset (all of the split when
+      it is smaller); >= 1.
+    screen_first_share: share in (0, 1] of the subset on which every child is scored first.
+    screen_keep: share in (0, 1] of the children (at least screen_promote) scored on the rest
+      of the subset (multi-step selection, EvoPress-style).
+    screen_promote: screened children that go on to the KD rung per generation; 0 (default)
+      = max(1, population // 4).
     """
 
     population: int = 8
@@ -332,6 +349,15 @@ class SearchConfig:
     students_per_batch: int = 1
     fidelity_fraction: float | None = 1.0
     promote_fraction: float = 0.5
+    screen: str = "none"
+    screen_bn_batches: int = 20
+    screen_samples: int = 1000
+    screen_first_share: float = 0.25
+    screen_keep: float = 0.5
+    screen_promote: int = 0
+
+
+SCREENS = ("none", "nll", "kl", "bn_accuracy")  # search.screen (evo_snn.screening)
 
 
 OBJECTIVES = {
@@ -458,6 +484,12 @@ class Config:
              "search.fidelity_fraction must be a number in (0, 1] (1 or null = one fidelity, the default)"),
             (isinstance(self.search.promote_fraction, float) and 0.0 < self.search.promote_fraction <= 1.0,
              "search.promote_fraction must be a number in (0, 1]"),
+            (self.search.screen in SCREENS, f"search.screen must be one of {list(SCREENS)}, got {self.search.screen!r}"),
+            (self.search.screen_bn_batches >= 1, "search.screen_bn_batches must be an integer >= 1"),
+            (self.search.screen_samples >= 1, "search.screen_samples must be an integer >= 1"),
+            (0.0 < self.search.screen_first_share <= 1.0, "search.screen_first_share must be in (0, 1]"),
+            (0.0 < self.search.screen_keep <= 1.0, "search.screen_keep must be in (0, 1]"),
+            (self.search.screen_promote >= 0, "search.screen_promote must be an integer >= 0 (0 = population // 4)"),
             (0.0 <= self.genome.init_global_fraction <= 1.0, "genome.init_global_fraction must be in [0, 1]"),
             (self.genome.mask_mutation in ("random", "magnitude"), "genome.mask_mutation must be 'random' or 'magnitude'"),
             (set(self.genome.init_allocations) <= set(INIT_ALLOCATIONS) and len(set(self.genome.init_allocations)) == len(self.genome.init_allocations),

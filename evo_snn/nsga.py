@@ -254,7 +254,7 @@ class StructureSearch:
                  evaluator=None, store: StudentStore | None = None, sampling: Callable | None = None,
                  crossover: Callable | None = None, mutation: Callable | None = None,
                  parent_selection: Callable = tools.selTournamentDCD, survival: Callable = select_distinct_nsga2,
-                 callbacks: Sequence[Callable] = (), progress: bool = True):
+                 callbacks: Sequence[Callable] = (), progress: bool = True, screener=None):
         self.ops, self.fitness, self.search, self.genome_cfg = ops, fitness, search, genome_cfg
         self.evaluator = SerialEvaluator() if evaluator is None else evaluator
         self.store = StudentStore() if store is None else store
@@ -281,6 +281,19 @@ class StructureSearch:
         self.rungs = rungs(search.fidelity_fraction) if fidelity_enabled(search) else None
         self.promote_fraction = float(getattr(search, "promote_fraction", 0.5))
         self._screened: dict[str, dict] = {}  # genome key -> rung-0 metrics, this generation only
+        # forward-only screening (search.screen, evo_snn.screening): the screener and the run's counted screening compute
+        self.screener = screener
+        if self.screener is None and str(getattr(search, "screen", "none") or "none") != "none":
+            from .screening import Screener, context_of
+
+            ctx = context_of(fitness)
+            if ctx is None:
+                raise ValueError(f"search.screen={search.screen!r} needs a Screener (screener=Screener(ctx)): "
+                                 "the fitness carries no FitnessContext")
+            self.screener = Screener(ctx, energy="energy" in self.objectives)  # measures forward_cost_ratio now
+        self.screen_forward_samples = 0  # every forward sample of the screens so far, BN recalibration included
+        self.screen_compute_samples = 0.0  # the same in training-sample equivalents (x forward_cost_ratio)
+        self.screen_evals = 0  # screening rows so far (one per candidate and step)
 
     def _new(self, genome: Genome, gen: int, parents: tuple[str, ...] = ()) -> Individual:
         ind = Individual(genome, uid=f"{gen:02d}-{self._counter:04d}", gen=gen, parents=parents,
@@ -357,13 +370,19 @@ class StructureSearch:
         (rung 1). Children not promoted keep their rung-0 result and are returned neither
         for survival nor for the archive. The rung-0 results live for this generation only.
         """
-        if self.rungs is None:
+        if self.rungs is None and self.screener is None:
             return children, self.evaluate(children, gen)
-        r0, r1 = self.rungs
         cached = [c for c in children if c.genome.key in self.results]
-        self.evaluate(cached, gen, FULL_RUNG)  # cache hits only: no evaluation
+        self.evaluate(cached, gen, None if self.rungs is None else FULL_RUNG)  # cache hits only: no evaluation
         ids = {id(c) for c in cached}
         screened = [c for c in children if id(c) not in ids]
+        if self.screener is not None:  # forward-only screening: only the promoted go on to KD training
+            screened = self.screen(screened, gen)
+        if self.rungs is None:
+            n = self.evaluate(screened, gen)
+            ids |= {id(c) for c in screened}
+            return [c for c in children if id(c) in ids], n
+        r0, r1 = self.rungs
         self._screened = {}
         n = self.evaluate(screened, gen, r0)
         keys = {ind.genome.key for ind in self.promote(screened)}
@@ -374,6 +393,103 @@ class StructureSearch:
         ids |= {id(c) for c in cont}
         self._screened = {}
         return [c for c in children if id(c) in ids], n
+
+    def screen(self, children: list[Individual], gen: int) -> list[Individual]:
+        """Forward-only multi-step screening (``search.screen``, ``evo_snn.screening``) of
+        children not in the cache; returns those promoted to the KD rung (with their twins),
+        in children order.
+
+        Every distinct genome is scored on the first ``search.screen_first_share`` of the
+        fixed validation subset after BN recalibration (step 0); the best ``screen_keep`` of
+        them (at least ``screen_promote``) are scored on the rest (step 1, pooled with step
+        0: the whole subset); the best ``promote_count`` are promoted. "Best": DEAP
+        ``selNSGA2`` over the search's objectives with the screening quality in place of
+        accuracy (``Screener.quality``), the genome's sparsity, and the screened energy
+        fraction. Each screening step of a candidate is one row (``on_evaluation``) with
+        status 'screened' and metrics ``rung`` 'screen', ``screen``, ``screen_step``,
+        ``score`` (mean NLL / KL / accuracy over its scored images), ``screen_scored``,
+        ``forward_samples`` (this step's forwards: BN batches x batch size + scored images
+        at step 0, scored images at step 1), ``forward_cost_ratio``, ``counted_samples``
+        (forward_samples x ratio, training-sample equivalents), ``seconds``, ``sparsity``,
+        ``promoted`` (on the last row of a candidate). Adds to ``screen_forward_samples``,
+        ``screen_compute_samples`` and ``screen_evals``."""
+        from .screening import promote_count
+
+        sc, cfg = self.screener, self.search
+        distinct, seen = [], {}
+        for ind in children:
+            if ind.genome.key not in seen:
+                seen[ind.genome.key] = ind
+                distinct.append(ind)
+        if not distinct:
+            return []
+        n = len(sc.val_index)
+        n0 = min(n, max(1, math.ceil(float(cfg.screen_first_share) * n - 1e-9)))
+        k_promote = min(len(distinct), promote_count(cfg))
+        k_keep = min(len(distinct), max(k_promote, math.ceil(float(cfg.screen_keep) * len(distinct) - 1e-9)))
+        cands, rows = {}, []
+        bar = tqdm(total=len(distinct), desc=f"gen {gen} screening ({sc.mode})", unit="cand", disable=not self.progress, leave=False)
+        for ind in distinct:
+            init = self.student(ind.init_key) if cfg.inherit_weights and ind.init_key else None
+            c = sc.start(ind.genome, init)
+            bn = c.forward_samples
+            sc.extend(c, n0)
+            cands[ind.genome.key] = c
+            rows.append((ind, 0, bn + n0, c.seconds))
+            bar.update(1)
+        bar.close()
+        keep = self._screen_select(distinct, cands, k_keep)
+        if n0 < n:
+            for ind in keep:
+                c = cands[ind.genome.key]
+                t, f = c.seconds, c.forward_samples
+                sc.extend(c, n)
+                rows.append((ind, 1, c.forward_samples - f, c.seconds - t))
+        promoted = self._screen_select(keep, cands, k_promote)
+        keys = {ind.genome.key for ind in promoted}
+        last = {ind.genome.key: i for i, (ind, _, _, _) in enumerate(rows)}
+        for i, (ind, step, fwd, secs) in enumerate(rows):
+            c = cands[ind.genome.key]
+            partial_score = torch_free_mean(c.losses, n0 if step == 0 else c.scored)
+            metrics = {"rung": "screen", "screen": sc.mode, "screen_step": step, "score": partial_score,
+                       "screen_scored": n0 if step == 0 else c.scored, "forward_samples": int(fwd),
+                       "forward_cost_ratio": float(sc.forward_cost_ratio),
+                       "counted_samples": float(fwd) * float(sc.forward_cost_ratio), "seconds": float(secs),
+                       "sparsity": float(ind.genome.sparsity),
+                       **({} if c.energy_fraction is None else {"energy_fraction": c.energy_fraction})}
+            if last[ind.genome.key] == i:
+                metrics["promoted"] = ind.genome.key in keys
+            self.screen_forward_samples += int(fwd)
+            self.screen_compute_samples += metrics["counted_samples"]
+            self.screen_evals += 1
+            ind.rung = None
+            ind.metrics, ind.status = metrics, "screened"
+            self._notify(ind, metrics)
+        return [ind for ind in children if ind.genome.key in keys]
+
+    def _screen_select(self, inds: list[Individual], cands: dict, k: int) -> list[Individual]:
+        """The best ``k`` of ``inds`` by their screening values (``screen``): ``selNSGA2``
+        over the objectives, 'accuracy' replaced by ``Screener.quality``."""
+        if k >= len(inds):
+            return list(inds)
+        proxies = []
+        for ind in inds:
+            c = cands[ind.genome.key]
+            vals = []
+            for o in self.objectives:
+                if o == "accuracy":
+                    vals.append(self.screener.quality(c))
+                elif o == "sparsity":
+                    vals.append(float(ind.genome.sparsity))
+                elif o == "energy":
+                    vals.append(float(c.energy_fraction) if c.energy_fraction is not None else 1.0)
+                else:
+                    vals.append(0.0)
+            p = Individual.__new__(Individual)
+            p.genome, p.fitness = ind.genome, self.fitness_cls(tuple(vals))
+            proxies.append(p)
+        chosen = {id(p) for p in tools.selNSGA2(proxies, k)}
+        return [ind for ind, p in zip(inds, proxies) if id(p) in chosen]
 
     def promote(self, screened: list[Individual]) -> list[Individual]:
         """The rung-0 individuals promoted to the full budget: the best ``ceil(
@@ -554,7 +670,9 @@ class StructureSearch:
           fixes the masks; each record carries its own ``ratios``, since two ratios
           can round to the same zero count);
         - ``results``: ``{genome key: metrics}``, the evaluation cache of every live
-          genome; their students are in ``store`` (``StudentStore``), not in the state.
+          genome; their students are in ``store`` (``StudentStore``), not in the state;
+        - ``screen`` (only with ``search.screen``): ``{forward_samples, compute_samples, evals,
+          forward_cost_ratio}``, the screening compute counted so far.
         """
         genomes: dict[str, Genome] = {}
         for ind in list(self.population) + list(self.archive):
@@ -572,6 +690,9 @@ class StructureSearch:
             "archive": [_record(ind) for ind in self.archive],
             "genomes": genomes,
             "results": dict(self.results),
+            **({} if self.screener is None else {"screen": {
+                "forward_samples": int(self.screen_forward_samples), "compute_samples": float(self.screen_compute_samples),
+                "evals": int(self.screen_evals), "forward_cost_ratio": float(self.screener.forward_cost_ratio)}}),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -624,8 +745,20 @@ class StructureSearch:
         self._counter = int(state["counter"])
         self.elapsed_s = float(state["elapsed_s"])
         self.rng.bit_generator.state = state["numpy_rng"]
+        screen = state.get("screen") or {}
+        self.screen_forward_samples = int(screen.get("forward_samples", 0))
+        self.screen_compute_samples = float(screen.get("compute_samples", 0.0))
+        self.screen_evals = int(screen.get("evals", 0))
         version, internal, gauss = state["python_random"]
         random.setstate((version, tuple(internal), gauss))
+
+
+def torch_free_mean(chunks, n: int) -> float:
+    """Mean of the first ``n`` values of a list of 1-D arrays or tensors (a candidate's
+    per-sample screening scores), nan for none."""
+    vals = np.concatenate([np.asarray(c, dtype=np.float64).ravel() for c in chunks]) if chunks else np.zeros(0)
+    vals = vals[:n]
+    return float(vals.mean()) if vals.size else float("nan")
 
 
 def _record(ind: Individual) -> dict:
