@@ -228,14 +228,40 @@ def resume_search(args, argv: list[str]) -> int:
     finished = {(r["genome_key"], r["seed"]): row_metrics(r) for r in run.evaluations_after(ckpt.gen)
                 if r.get("status") == "ok"}
     rows, dropped = run.truncate_evaluations(ckpt.gen)
+    rows, history = rebuild_history(run, rows, ckpt)
     run.write_json("config.json", cfg.to_dict())  # search.generations / workers may have changed
     if args.data_root:
         run.manifest["data_root"] = str(Path(args.data_root).resolve())
-    run.resume(argv, ckpt.gen, str(device), dropped_evaluations=dropped, reused_evaluations=len(finished))
+    run.resume(argv, ckpt.gen, str(device), dropped_evaluations=dropped, reused_evaluations=len(finished), **history)
     tqdm.write(f"resuming {run.path} after generation {ckpt.gen} (up to generation {cfg.search.generations})"
                + (f"; {len(finished)} finished evaluations of the unfinished generation are reused, the others "
                   f"redone ({dropped} lines of it dropped from evaluations.jsonl, logged again)" if dropped else ""))
     return _execute(run, cfg, splits, device, args, ckpt=ckpt, rows=rows, finished=finished)
+
+
+def rebuild_history(run: RunDir, rows: list[dict], ckpt: Checkpoint) -> tuple[list[dict], dict]:
+    """Rows of evaluations.jsonl missing for the checkpointed generations (a deleted, emptied
+    or torn file; D6 of issue 27): those of the checkpoint's population and archive members
+    are rebuilt from their records (``rebuilt: true``) and the file is rewritten atomically;
+    the rest cannot be rebuilt and are reported. Returns (rows, fields for the manifest's
+    resume record: ``rebuilt_evaluations``, ``lost_evaluations``; empty when nothing was
+    missing), and prints a warning naming what was rebuilt and lost."""
+    expected = sum(int(rec.get("n_evals", 0)) for rec in ckpt.logbook if int(rec.get("gen", -1)) <= ckpt.gen)
+    if len(rows) >= expected:
+        return rows, {}
+    have = {r.get("uid") for r in rows}
+    records = {rec["uid"]: rec for rec in ckpt.state["population"] + ckpt.state["archive"]}
+    rebuilt = [{"gen": rec["gen"], "uid": rec["uid"], "parents": list(rec["parents"]), "genome_key": rec["genome_key"],
+                "status": rec["status"], "seed": rec["seed"], "ratios": [round(r, 6) for r in rec["ratios"]],
+                **rec.get("metrics", {}), "rebuilt": True}
+               for uid, rec in sorted(records.items()) if uid not in have and rec["gen"] <= ckpt.gen]
+    rows = sorted(rows + rebuilt, key=lambda r: r["gen"])  # stable: the logged order within a generation
+    run.write_jsonl("evaluations.jsonl", rows)
+    lost = max(0, expected - len(rows))
+    tqdm.write(f"warning: {run.path / 'evaluations.jsonl'} lacks {expected - len(rows) + len(rebuilt)} of the "
+               f"{expected} evaluations of generations 0-{ckpt.gen}: {len(rebuilt)} rebuilt from the checkpoint "
+               f"(marked 'rebuilt': true), {lost} lost (their metrics are not in the checkpoint)")
+    return rows, {"rebuilt_evaluations": len(rebuilt), "lost_evaluations": lost}
 
 
 def _teacher_files(cfg: Config) -> list[str]:

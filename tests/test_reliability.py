@@ -132,3 +132,40 @@ def test_d4_resume_refuses_a_corrupt_student_naming_it(finished_run, tmp_path, c
     assert main(["--resume", str(run), "--generations", "2", "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(victim) in err
+
+
+def test_d6_emptied_history_is_rebuilt_from_the_checkpoint_and_reported(finished_run, tmp_path, capsys):
+    """D6: an emptied evaluations.jsonl no longer resumes silently with only the new rows:
+    the checkpoint's members are rebuilt (rebuilt: true), the rest is reported as lost, in
+    the output and in the manifest's resume record."""
+    import shutil
+
+    run = tmp_path / "r"
+    shutil.copytree(finished_run, run)
+    original = [json.loads(line) for line in (run / "evaluations.jsonl").read_text().splitlines()]
+    (run / "evaluations.jsonl").write_text("")
+    capsys.readouterr()
+    assert main(["--resume", str(run), "--generations", "2", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    rows = [json.loads(line) for line in (run / "evaluations.jsonl").read_text().splitlines()]
+    rebuilt = [r for r in rows if r.get("rebuilt")]
+    assert rebuilt and all(r["gen"] <= 1 for r in rebuilt)
+    by_uid = {r["uid"]: r for r in original}
+    for r in rebuilt:  # the same metrics as the rows that were lost
+        assert r["accuracy"] == by_uid[r["uid"]]["accuracy"] and r["genome_key"] == by_uid[r["uid"]]["genome_key"]
+    assert [r["gen"] for r in rows if not r.get("rebuilt")] == [2] * 4
+    record = json.loads((run / "manifest.json").read_text())["resumes"][-1]
+    assert record["rebuilt_evaluations"] == len(rebuilt) and record["lost_evaluations"] == len(original) - len(rebuilt)
+    assert f"lacks {len(original)} of the {len(original)} evaluations" in out and "lost" in out
+
+
+def test_d6_intact_history_is_left_alone(finished_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "r"
+    shutil.copytree(finished_run, run)
+    before = (run / "evaluations.jsonl").read_text()
+    assert main(["--resume", str(run), "--generations", "2", "--no-progress"]) == 0
+    assert (run / "evaluations.jsonl").read_text().startswith(before)
+    record = json.loads((run / "manifest.json").read_text())["resumes"][-1]
+    assert "rebuilt_evaluations" not in record
