@@ -18,7 +18,9 @@ energy fraction counted on the test pass, reference from the run's
 paired difference in test HV against the best equal-compute baseline of the same seed
 (the best of ``global_long``, ``lamp_long``, ``erk_long``, ``energy_aware_long`` among
 those measured for that seed, over all of its comparison files with the same final
-retraining), as mean ± std (ddof=1) over seeds, with the seeds the search won.
+retraining), as mean ± std (ddof=1) over seeds, with the seeds the search won; the front
+``energy_dense_ref`` is the energy front with the dense teacher's validation energy
+fraction as the reference (``hypervolume_dense_ref``).
 
 ``--markdown FILE`` writes the tables as Markdown (for RESULTS.md), atomically.
 """
@@ -61,6 +63,7 @@ def collect(dirs) -> pd.DataFrame:
                              **{f"acc_ge_{k}": v for k, v in s["test"]["accuracy_at_sparsity"].items()},
                              "test_energy_hv": s.get("test_energy", {}).get("hypervolume", np.nan),
                              "val_energy_hv": s.get("val_energy", {}).get("hypervolume", np.nan),
+                             "test_energy_hv_dense_ref": s.get("test_energy", {}).get("hypervolume_dense_ref", np.nan),
                              **{f"acc_le_e{k}": s.get("test_energy", {}).get("accuracy_at_energy", {}).get(k, np.nan)
                                 for k in (f"{e:g}" for e in FIXED_ENERGY_FRACTIONS)},
                              "energy_members": s.get("energy_members", np.nan),
@@ -73,7 +76,7 @@ def collect(dirs) -> pd.DataFrame:
     return pd.DataFrame(rows).drop_duplicates(["dataset", "kd_mode", "final_epochs", "seed", "method"])
 
 
-FRONTS = {"sparsity": "test_hv", "energy": "test_energy_hv"}
+FRONTS = {"sparsity": "test_hv", "energy": "test_energy_hv", "energy_dense_ref": "test_energy_hv_dense_ref"}
 """Front name -> the column of its test hypervolume."""
 SEED_KEYS = ["dataset", "kd_mode", "final_epochs", "seed"]
 
@@ -116,7 +119,8 @@ def summarise_paired(rows: pd.DataFrame) -> pd.DataFrame:
 def summarise(rows: pd.DataFrame) -> pd.DataFrame:
     """Mean and std (ddof=1; NaN for one seed) over seeds per (dataset, kd_mode, final_epochs, method)."""
     metrics = ["test_hv"] + [f"acc_ge_{s:g}" for s in FIXED_SPARSITIES]
-    metrics += [c for c in ["test_energy_hv"] + [f"acc_le_e{e:g}" for e in FIXED_ENERGY_FRACTIONS] if c in rows]
+    metrics += [c for c in ["test_energy_hv", "test_energy_hv_dense_ref"] + [f"acc_le_e{e:g}" for e in FIXED_ENERGY_FRACTIONS]
+                if c in rows]
     keys = ["dataset", "kd_mode", "final_epochs", "method"]
     g = rows.groupby(keys, sort=False)
     out = g[metrics].agg(["mean", "std"])
@@ -145,14 +149,14 @@ def markdown(summary: pd.DataFrame, paired: pd.DataFrame | None = None) -> str:
     for (ds, kd, fe), part in summary.groupby(["dataset", "kd_mode", "final_epochs"], sort=False):
         out.append(f"### {ds}, kd={kd}, final retraining {fe:g} epochs\n")
         head = ["method", "seeds", "test HV"] + [f"acc @ sparsity ≥ {s:g}" for s in FIXED_SPARSITIES]
-        head += ["test HV energy"] if energy else []
+        head += ["test HV energy", "test HV energy (dense-teacher ref)"] if energy else []
         head += ["evaluations", "training samples"]
         out.append("| " + " | ".join(head) + " |")
         out.append("|" + "---|" * len(head))
         for _, r in part.iterrows():
             cells = [r["method"], str(int(r["seeds"])), _pm(r["test_hv_mean"], r["test_hv_std"])]
             cells += [_pm(r[f"acc_ge_{s:g}_mean"], r[f"acc_ge_{s:g}_std"]) for s in FIXED_SPARSITIES]
-            cells += [_pm(r["test_energy_hv_mean"], r["test_energy_hv_std"])] if energy else []
+            cells += [_pm(r[f"{c}_mean"], r[f"{c}_std"]) for c in ("test_energy_hv", "test_energy_hv_dense_ref")] if energy else []
             cells += [f"{r['evaluations']:.0f}", f"{r['compute_samples']:,.0f}"]
             out.append("| " + " | ".join(cells) + " |")
         out.append("")

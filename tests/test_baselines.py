@@ -418,6 +418,7 @@ def test_energy_front_is_selected_on_validation_and_measured_on_test(run_dir):
         # test HV: (test accuracy, test energy fraction) of those members; val HV from their validation values
         t = sel[["test_accuracy", "test_energy_fraction"]].to_numpy()
         assert s["test_energy"]["hypervolume"] == pytest.approx(energy_hypervolume(t))
+        assert s["test_energy"]["hypervolume_dense_ref"] == pytest.approx(energy_hypervolume(t, doc["energy_hv_reference_dense"]))
         assert s["val_energy"]["hypervolume"] == pytest.approx(energy_hypervolume(sel[["val_accuracy", "val_energy_fraction"]].to_numpy()))
         assert s["energy_compute_samples"] == s["train_samples"] + s["energy_retrain_samples"]
     # the search's validation energy fraction is pareto.csv's (the fitness's validation pass)
@@ -438,14 +439,21 @@ def test_energy_front_is_selected_on_validation_and_measured_on_test(run_dir):
         assert row.val_energy_fraction == pytest.approx(on_val.energy_fraction)
         assert on_test.energy_fraction != pytest.approx(on_val.energy_fraction, rel=1e-9, abs=1e-12)
         assert row.test_accuracy == pytest.approx(accuracy(student, cmp.splits.test))
+        # the second energy reference: the dense teacher on the validation split (no member is selected with it)
+        with torch.no_grad():
+            teacher_val = count_energy(cmp.teacher, _frames(cmp.splits.val)).energy_fraction
+            teacher_test = count_energy(cmp.teacher, _frames(cmp.splits.test)).energy_fraction
+        assert doc["energy_hv_reference_dense"] == pytest.approx(teacher_val)
+        assert doc["dense_teacher_test_energy_fraction"] == pytest.approx(teacher_test)
     finally:
         cmp.close()
     # best_baseline: the best of the _long methods on each front, and the search's difference to it
-    for front, key in (("sparsity", "test"), ("energy", "test_energy")):
+    for front, key, hv in (("sparsity", "test", "hypervolume"), ("energy", "test_energy", "hypervolume"),
+                           ("energy_dense_ref", "test_energy", "hypervolume_dense_ref")):
         b = doc["best_baseline"][front]
         assert b["method"] == "global_long" and b["methods"] == ["global_long"]
-        assert b["search_minus_best"] == pytest.approx(doc["methods"]["search"][key]["hypervolume"]
-                                                       - doc["methods"]["global_long"][key]["hypervolume"])
+        assert b["search_minus_best"] == pytest.approx(doc["methods"]["search"][key][hv]
+                                                       - doc["methods"]["global_long"][key][hv])
 
 
 def _frames(fs, batch_size=64):
