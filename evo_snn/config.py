@@ -173,6 +173,12 @@ class GenomeConfig:
       the rules (the first rules get one more when it does not divide); they come after the
       ``init_global_fraction`` genomes and before the random ones (the seeded total is
       capped at the population). Ignored while init_allocations is [].
+    mutation: 'free' (default: today's free per-layer ratios and masks) | 'smooth' (a density
+      law at an exact total pruned count: ERK exponent gamma or LAMP temperature tau,
+      ``GenomeOps.law``; mutation perturbs the parameter by N(0, smooth_sigma) and, with
+      probability level_switch_prob, moves level_switch_fraction of the smaller layer's
+      weights between two adjacent layers at the same total; no crossover; initial genomes
+      at random laws, parameters and sparsities).
     """
 
     prunable: Any = "all"
@@ -188,6 +194,10 @@ class GenomeConfig:
     mask_mutation: str = "random"
     init_allocations: tuple[str, ...] = ()
     init_allocation_fraction: float = 0.5
+    mutation: str = "free"
+    smooth_sigma: float = 0.2
+    level_switch_prob: float = 0.5
+    level_switch_fraction: float = 0.02
 
 
 INIT_ALLOCATIONS = ("global", "uniform", "erk", "lamp")  # genome.init_allocations (evo_snn.allocation rules)
@@ -495,6 +505,10 @@ class Config:
             (set(self.genome.init_allocations) <= set(INIT_ALLOCATIONS) and len(set(self.genome.init_allocations)) == len(self.genome.init_allocations),
              f"genome.init_allocations must be a list of distinct rules from {list(INIT_ALLOCATIONS)}, got {list(self.genome.init_allocations)}"),
             (0.0 <= self.genome.init_allocation_fraction <= 1.0, "genome.init_allocation_fraction must be in [0, 1]"),
+            (self.genome.mutation in ("free", "smooth"), f"genome.mutation must be 'free' or 'smooth', got {self.genome.mutation!r}"),
+            (self.genome.smooth_sigma >= 0, "genome.smooth_sigma must be >= 0"),
+            (0.0 <= self.genome.level_switch_prob <= 1.0, "genome.level_switch_prob must be in [0, 1]"),
+            (0.0 < self.genome.level_switch_fraction <= 1.0, "genome.level_switch_fraction must be in (0, 1]"),
             (self.search.max_retries >= 0, "search.max_retries must be >= 0"),
             (self.search.eval_timeout_s >= 0, "search.eval_timeout_s must be >= 0 (0 = no limit)"),
             (0.0 <= self.faults.fail_rate < 1.0, "faults.fail_rate must be in [0, 1)"),

@@ -16,6 +16,12 @@ Operators (``GenomeOps``), all of which keep the zero count equal to round(r_l*n
   (``genome.mask_mutation='magnitude'``): prune the survivors of smallest trained-student
   |W|, regrow the pruned connections of largest teacher |W|;
 - crossover: per layer, each child takes (r_l, M_l) whole from one parent.
+
+Smooth allocations (``genome.mutation='smooth'``, issue 23): a genome is a density law at
+an exact total pruned count (``GenomeOps.law``: ERK with exponent gamma, or LAMP with a
+temperature tau between global magnitude and LAMP), varied by perturbing its parameter and
+by level switches between adjacent layers that keep the total exact (``level_switch``);
+no crossover. The mask within each layer stays the teacher's magnitude mask.
 """
 
 from __future__ import annotations
@@ -142,6 +148,7 @@ class GenomeOps:
         self.layers = tuple(teacher_abs)
         self.abs = teacher_abs
         self.cfg = cfg
+        self.params: dict[str, tuple[str, float, float]] = {}  # genome key -> (law, sparsity, gamma | tau) of smooth genomes
 
     def _clip(self, r: float) -> float:
         return float(min(max(r, self.cfg.ratio_min), self.cfg.ratio_max))
@@ -187,10 +194,93 @@ class GenomeOps:
         magnitude within each layer; ratios z_l / n_l, not clipped to the bounds)."""
         from .allocation import allocation_genome  # allocation imports this module
 
-        return allocation_genome(method, self.abs, sparsity, **kwargs)
+        g = allocation_genome(method, self.abs, sparsity, **kwargs)
+        law = {"erk": ("erk", float(kwargs.get("power", 1.0))), "lamp": ("lamp", 1.0), "global": ("lamp", 0.0)}.get(method)
+        if law is not None:  # the same counts as GenomeOps.law(law, sparsity, param): a smooth mutation can perturb it
+            self.params.setdefault(g.key, (law[0], float(sparsity), law[1]))
+        return g
+
+    # ------------------------------------------------------------------ smooth allocations (genome.mutation='smooth')
+    def law(self, law: str, sparsity: float, param: float) -> Genome:
+        """A density-law genome at exactly round(sparsity x N) pruned weights, magnitude
+        within each layer. law 'erk': ERK densities with exponent gamma = ``param`` >= 0
+        (``allocation.erk``'s power; 0 = uniform, 1 = ERK); 'lamp': one global threshold on
+        lamp_score ** tau x |W| ** (1 - tau), tau = ``param`` (0 = global magnitude, 1 = LAMP).
+        The parameters are remembered (``params``) so that ``mutate`` can perturb them."""
+        from . import allocation as al  # allocation imports this module
+
+        if law == "erk":
+            counts = al.erk(self.abs, sparsity, max(0.0, float(param)))
+        elif law == "lamp":
+            tau = float(param)
+            scores = []
+            for a in self.abs.values():
+                ls, w = al.lamp_scores(a), np.abs(a).astype(np.float64)
+                ok = (ls > 0) & (w > 0)
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    scores.append(np.where(ok, tau * np.log(np.where(ok, ls, 1.0)) + (1.0 - tau) * np.log(np.where(ok, w, 1.0)), -np.inf))
+            counts = al._threshold_counts(scores, sparsity)
+        else:
+            raise ValueError(f"unknown density law {law!r}; known: ['erk', 'lamp']")
+        g = self.from_counts(counts)
+        self.params[g.key] = (law, float(sparsity), float(param))
+        return g
+
+    def from_counts(self, counts) -> Genome:
+        """The genome pruning the counts[l] smallest teacher |W| of each layer (ratios counts / n)."""
+        masks = tuple(magnitude_mask_count(self.abs[n], int(c)) for n, c in zip(self.layers, counts))
+        return Genome(self.layers, tuple(int(c) / m.size for c, m in zip(counts, masks)), masks)
+
+    def level_switch(self, g: Genome, rng: np.random.Generator, fraction: float | None = None) -> Genome:
+        """One level switch at an exact total: q pruned weights move between two adjacent
+        layers (l, l + 1 in genome order, one of them chosen at random, the direction too):
+        one layer prunes q more of its smallest teacher |W|, the other q fewer, q = max(1,
+        round(fraction x the smaller layer's weights)) capped by what the layers hold
+        (``genome.level_switch_fraction`` by default). The total pruned count is unchanged;
+        the masks are the teacher's magnitude masks at the new counts (a genome with one layer
+        is returned as it is)."""
+        fraction = self.cfg.level_switch_fraction if fraction is None else fraction
+        counts = np.array([int((~m).sum()) for m in g.masks], dtype=np.int64)
+        sizes = np.array([m.size for m in g.masks], dtype=np.int64)
+        if len(counts) < 2:
+            return g
+        i = int(rng.integers(len(counts) - 1))
+        a, b = (i, i + 1) if rng.random() < 0.5 else (i + 1, i)  # a prunes fewer, b more
+        q = max(1, int(round(fraction * min(sizes[a], sizes[b]))))
+        q = int(min(q, counts[a], sizes[b] - counts[b]))
+        if q <= 0:
+            return g
+        counts[a] -= q
+        counts[b] += q
+        return self.from_counts(counts)
+
+    def mutate_smooth(self, g: Genome, rng: np.random.Generator) -> Genome:
+        """Smooth mutation at an exact total: the density law's parameter (gamma or tau, when
+        this genome's law is known, ``params``) moves by N(0, ``smooth_sigma``) at the same
+        sparsity, then with probability ``level_switch_prob`` one ``level_switch`` (at least
+        one switch for a genome whose law is unknown, e.g. after a resume). Weights never move
+        at random between arbitrary layers; within a layer the mask stays magnitude."""
+        p = self.params.get(g.key)
+        child = g
+        if p is not None:
+            law, s, param = p
+            child = self.law(law, s, param + rng.normal(0.0, self.cfg.smooth_sigma))
+        if p is None or rng.random() < self.cfg.level_switch_prob:
+            child = self.level_switch(child, rng)
+        return child
+
+    def random_smooth(self, rng: np.random.Generator) -> Genome:
+        """An initial smooth genome: law 'erk' or 'lamp' at random, sparsity uniform over
+        [ratio_min, ratio_max], gamma uniform in [0, 2] or tau uniform in [0, 1.5]."""
+        law = "erk" if rng.random() < 0.5 else "lamp"
+        s = float(rng.uniform(self.cfg.ratio_min, self.cfg.ratio_max))
+        return self.law(law, s, float(rng.uniform(0.0, 2.0 if law == "erk" else 1.5)))
 
     def random(self, rng: np.random.Generator) -> Genome:
-        """Initial genome: uniform ratios within bounds, magnitude masks, small random swap."""
+        """Initial genome: uniform ratios within bounds, magnitude masks, small random swap
+        (with ``genome.mutation='smooth'``: ``random_smooth``)."""
+        if getattr(self.cfg, "mutation", "free") == "smooth":
+            return self.random_smooth(rng)
         ratios = rng.uniform(self.cfg.ratio_min, self.cfg.ratio_max, size=len(self.layers))
         g = self.magnitude(list(ratios))
         masks = tuple(_swap(m, round(self.cfg.init_swap_fraction * int((~m).sum())), rng) for m in g.masks)
@@ -205,6 +295,8 @@ class GenomeOps:
         (``student_abs``, the parent's student; the teacher's |W| without one) and regrow
         the k pruned connections of largest teacher |W|.
         """
+        if getattr(self.cfg, "mutation", "free") == "smooth":
+            return self.mutate_smooth(g, rng)
         ratios, masks = list(g.ratios), list(g.masks)
         for i, name in enumerate(g.layers):
             if rng.random() < self.cfg.ratio_mutation_prob:
@@ -220,13 +312,25 @@ class GenomeOps:
         return Genome(g.layers, tuple(ratios), tuple(masks))
 
     def crossover(self, a: Genome, b: Genome, rng: np.random.Generator) -> tuple[Genome, Genome]:
-        """Layer-wise uniform crossover: each layer's (r_l, M_l) goes whole to one child."""
+        """Layer-wise uniform crossover: each layer's (r_l, M_l) goes whole to one child.
+        With ``genome.mutation='smooth'`` the parents are returned as they are (a layer-wise
+        exchange would miss the exact totals; the smooth search varies by mutation only)."""
+        if getattr(self.cfg, "mutation", "free") == "smooth":
+            return a, b
         ra, rb, ma, mb = list(a.ratios), list(b.ratios), list(a.masks), list(b.masks)
         for i in range(len(a.layers)):
             if rng.random() < 0.5:
                 ra[i], rb[i] = rb[i], ra[i]
                 ma[i], mb[i] = mb[i], ma[i]
         return Genome(a.layers, tuple(ra), tuple(ma)), Genome(b.layers, tuple(rb), tuple(mb))
+
+
+def magnitude_mask_count(weight_abs: np.ndarray, zeros: int) -> np.ndarray:
+    """Mask pruning exactly the ``zeros`` smallest |W| (ties by position, as ``magnitude_mask``)."""
+    mask = np.ones(weight_abs.size, dtype=bool)
+    if zeros:
+        mask[np.argsort(weight_abs.ravel(), kind="stable")[:int(zeros)]] = False
+    return mask.reshape(weight_abs.shape)
 
 
 def _match_count(mask: np.ndarray, zeros: int, weight_abs: np.ndarray) -> np.ndarray:

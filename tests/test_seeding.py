@@ -71,3 +71,88 @@ def test_config_checks_init_allocations():
         Config().override(["genome.init_allocations=[magic]"]).validate()
     with pytest.raises(ConfigError, match="init_allocation_fraction"):
         Config().override(["genome.init_allocation_fraction=1.5"]).validate()
+
+
+# ---------------------------------------------------------------- smooth allocations (genome.mutation='smooth')
+def _total(g):
+    return int(sum((~m).sum() for m in g.masks))
+
+
+def test_density_laws_hit_the_exact_count_and_reduce_to_the_rules():
+    teacher_abs = _abs()
+    ops = GenomeOps(teacher_abs, GenomeConfig(mutation="smooth"))
+    n = sum(a.size for a in teacher_abs.values())
+    for s in (0.3, 0.77, 0.95):
+        for law, p in (("erk", 0.0), ("erk", 0.6), ("erk", 1.7), ("lamp", 0.0), ("lamp", 0.4), ("lamp", 1.3)):
+            g = ops.law(law, s, p)
+            assert _total(g) == round(s * n), (law, p, s)
+            assert ops.params[g.key] == (law, s, p)
+        assert ops.law("erk", s, 1.0).key == ops.allocation("erk", s).key
+        assert ops.law("lamp", s, 1.0).key == ops.allocation("lamp", s).key
+        assert ops.law("lamp", s, 0.0).key == ops.global_magnitude(s).key
+        assert ops.law("erk", s, 0.0).key == ops.allocation("uniform", s).key
+    with pytest.raises(ValueError, match="density law"):
+        ops.law("magic", 0.5, 1.0)
+
+
+def test_level_switch_and_smooth_mutation_keep_the_total_exact():
+    teacher_abs = _abs()
+    cfg = GenomeConfig(mutation="smooth", level_switch_prob=0.7, level_switch_fraction=0.05)
+    ops = GenomeOps(teacher_abs, cfg)
+    rng = np.random.default_rng(0)
+    g = ops.law("erk", 0.8, 1.0)
+    total = _total(g)
+    changed = 0
+    for _ in range(200):
+        child = ops.level_switch(g, rng)
+        assert _total(child) == total
+        moved = [int((~a).sum()) - int((~b).sum()) for a, b in zip(child.masks, g.masks)]
+        nz = [i for i, d in enumerate(moved) if d]
+        assert len(nz) in (0, 2) and (not nz or (nz[1] - nz[0] == 1 and sum(moved) == 0))  # adjacent layers only
+        for m, a in zip(child.masks, teacher_abs.values()):  # magnitude within each layer
+            assert (m == allocation.mask_from_count(a, int((~m).sum()))).all()
+        changed += bool(nz)
+        g = child
+    assert changed > 100
+    # mutation (law known or not) and 'crossover' keep every total exact, over generations
+    pop = [ops.random(rng) for _ in range(8)]
+    for _ in range(30):
+        nxt = []
+        for a, b in zip(pop[::2], pop[1::2]):
+            ca, cb = ops.crossover(a, b, rng)
+            assert (_total(ca), _total(cb)) == (_total(a), _total(b))
+            for parent, c in ((a, ca), (b, cb)):
+                child = ops.mutate(c, rng)
+                assert _total(child) == _total(parent)
+                nxt.append(child)
+        pop = nxt
+    unknown = GenomeOps(teacher_abs, cfg)  # a fresh ops (e.g. after a resume) knows no law: level switches only
+    g = ops.law("lamp", 0.6, 0.5)
+    assert _total(unknown.mutate(g, rng)) == _total(g)
+
+
+def test_free_mutation_is_the_default():
+    assert GenomeConfig().mutation == "free"
+    with pytest.raises(ConfigError, match="genome.mutation"):
+        Config().override(["genome.mutation=magic"]).validate()
+    Config().override(["genome.mutation=smooth"]).validate()
+
+
+def test_smooth_search_runs_and_keeps_totals():
+    from evo_snn.fitness import FitnessResult
+
+    teacher_abs = _abs()
+    cfg = GenomeConfig(mutation="smooth")
+    ops = GenomeOps(teacher_abs, cfg)
+    seen = []
+
+    def fit(g, seed):
+        seen.append(g)
+        return FitnessResult({"accuracy": 1.0 - g.sparsity ** 2, "sparsity": g.sparsity}, {})
+
+    search = StructureSearch(ops, fit, SearchConfig(population=8, generations=3, seed=1), cfg, progress=False)
+    search.run()
+    n = sum(a.size for a in teacher_abs.values())
+    initial = {_total(g) for g in seen[:8]}
+    assert all(_total(g) in initial for g in seen)  # no move ever changes a genome's total
+    assert all(round(min(max(_total(g) / n, 0), 1) * n) == _total(g) for g in seen)
