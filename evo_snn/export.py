@@ -48,6 +48,7 @@ from .data import FrameSet, Splits
 from .fitness import FitnessContext, GenomeFitness, with_epochs
 from .genome import Genome
 from .models import build_model
+from .names import UnsafeNameError, plain_name
 from .pareto import ENERGY_LAYER_METRICS, ENERGY_METRICS
 from .pruning import apply_masks, prunable_layers, sparse_copy, weight_sparsity
 from .rundir import RunDir, git_revision, now_iso, package_versions, save_state_dict
@@ -203,6 +204,10 @@ def export_member(run: RunDir, uid: str, roles: list[str], genome: Genome, metri
     ``evo_snn.nir`` is missing or cannot map a layer).
     """
     root = Path(out_root) if out_root is not None else run.exported
+    try:  # read from the run directory: never a path out of it
+        uid = plain_name(uid, "uid", run.path / "pareto.csv")
+    except UnsafeNameError as e:
+        raise ExportError(str(e)) from e
     root.mkdir(parents=True, exist_ok=True)
     dest = root / uid
     tmp = root / f".{uid}.tmp-{os.getpid()}"

@@ -107,10 +107,15 @@ class Genome:
 
     @classmethod
     def load(cls, directory: str | Path) -> "Genome":
-        """Inverse of ``save``; raises ValueError if the files disagree."""
+        """Inverse of ``save``; raises ValueError if the files disagree, and
+        ``evo_snn.names.UnsafeNameError`` (a ValueError) when ``masks_file`` is not a plain
+        name inside ``directory``."""
+        from .names import plain_name
+
         d = Path(directory)
         meta = json.loads((d / "genome.json").read_text())
-        with np.load(d / meta.get("masks_file", "masks.npz")) as z:
+        with np.load(d / plain_name(meta.get("masks_file", "masks.npz"), "masks_file", d / "genome.json"),
+                     allow_pickle=False) as z:
             masks = []
             for i, shape in enumerate(meta["shapes"]):
                 n = int(np.prod(shape))

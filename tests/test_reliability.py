@@ -169,3 +169,38 @@ def test_d6_intact_history_is_left_alone(finished_run, tmp_path):
     assert (run / "evaluations.jsonl").read_text().startswith(before)
     record = json.loads((run / "manifest.json").read_text())["resumes"][-1]
     assert "rebuilt_evaluations" not in record
+
+
+def test_d3_export_of_a_rewritten_uid_writes_nothing_outside(finished_run, tmp_path, capsys):
+    """D3's reproduction: a uid rewritten to a traversal in the checkpoint, pareto.csv and
+    evaluations.jsonl; export stops with one line (exit 2) and writes nothing outside."""
+    import shutil
+
+    from evo_snn.export import main as export_main
+
+    run = tmp_path / "deep" / "er" / "r"
+    shutil.copytree(finished_run, run)
+    uid = json.loads((run / "manifest.json").read_text())["exported"][0]
+    evil = "/../../../../outside/TRAV"
+    for f in [*run.glob("checkpoints/gen-*/search.json"), run / "pareto.csv", run / "evaluations.jsonl"]:
+        f.write_text(f.read_text().replace(uid, evil))
+    capsys.readouterr()
+    assert export_main([str(run), "--pick", "max-accuracy", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "is not a plain name" in err
+    assert not any(p.name == "TRAV" for p in tmp_path.rglob("*"))
+
+
+def test_d3_load_exported_refuses_a_masks_file_outside_its_folder(finished_run, tmp_path):
+    import shutil
+
+    from evo_snn import load_exported
+
+    uid = json.loads((finished_run / "manifest.json").read_text())["exported"][0]
+    export = tmp_path / "e"
+    shutil.copytree(finished_run / "exported" / uid, export)
+    meta = json.loads((export / "genome.json").read_text())
+    meta["masks_file"] = "../" + (finished_run / "exported" / uid / "masks.npz").relative_to(finished_run.parent).as_posix()
+    (export / "genome.json").write_text(json.dumps(meta))
+    with pytest.raises(UnsafeNameError, match="masks_file"):
+        load_exported(export)
