@@ -205,7 +205,7 @@ def export_member(run: RunDir, uid: str, roles: list[str], genome: Genome, metri
     """
     root = Path(out_root) if out_root is not None else run.exported
     try:  # read from the run directory: never a path out of it
-        uid = plain_name(uid, "uid", run.path / "pareto.csv")
+        uid = plain_name(uid, "uid", run.path / "pareto.csv" if run is not None else None)
     except UnsafeNameError as e:
         raise ExportError(str(e)) from e
     root.mkdir(parents=True, exist_ok=True)
