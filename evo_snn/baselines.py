@@ -387,14 +387,24 @@ class Comparison:
         rung-0 row counts the samples of its b x kd.epochs, a continuation row those of its
         (1 - b) x kd.epochs (``train_samples``), so a promoted genome is counted once in
         full, b x S + (1 - b) x S; a failed row counts its ``fidelity_spent`` x kd.epochs.
-        Each row is one evaluation."""
+        Each row is one evaluation. Forward-only screening rows (``rung: "screen"``,
+        ``search.screen``) are not evaluations, but their forwards count, in training-sample
+        equivalents (``counted_samples``: forward samples x the run's measured
+        ``forward_cost_ratio``), so the ``_long`` baselines get the same counted compute."""
         path = self.run.path / "evaluations.jsonl"
         n_train, kd = len(self.splits.train), self.cfg.kd
         n = samples = 0
         rows, skipped = read_jsonl(path)  # a line that is not JSON is skipped, as pareto and --resume do
         if skipped:
             print(f"note: {path}: {skipped} line(s) not JSON (cut short by a crash?), not counted", file=sys.stderr)
+        from .screening import row_counted_samples
+
         for row in (r for r in rows if isinstance(r, dict)):
+            screened = row_counted_samples(row)  # a forward-only screening row, in training-sample equivalents
+            if screened is not None:
+                if row.get("gen", 0) <= self.ckpt.gen:
+                    samples += int(round(screened))
+                continue
             if row.get("status") in ("ok", "failed") and row.get("gen", 0) <= self.ckpt.gen:
                 n += 1
                 spent = samples_processed(n_train, kd.batch_size, kd.epochs * float(row.get("fidelity_spent", 1.0)))

@@ -356,6 +356,10 @@ def _execute(run: RunDir, cfg: Config, splits, device, args, ckpt: Checkpoint | 
         search = StructureSearch(GenomeOps(weight_magnitudes(teachers.dense, layers), cfg.genome),
                                  genome_fitness(ctx, args.address), cfg.search, cfg.genome, evaluator=evaluator,
                                  store=students, callbacks=[logger, checkpoints], progress=progress)
+        if search.screener is not None:  # forward-only screening: its measured currency goes to the manifest
+            run.note(forward_cost_ratio=search.screener.forward_cost_ratio,
+                     screen={"mode": cfg.search.screen, "bn_batches": cfg.search.screen_bn_batches,
+                             "samples": int(len(search.screener.val_index))})
         if finished:  # before _restore: adopting the checkpoint must not delete their students
             search.evaluator = evaluator = ReplayEvaluator(evaluator, finished, students)
         if ckpt is not None:
