@@ -153,6 +153,8 @@ def run_search(args, argv: list[str]) -> int:
         splits = load_splits(cfg.dataset, args.data_root, cfg.data, seed=seed, progress=progress)
         cfg = replace(cfg, data=replace(cfg.data, classes=splits.class_names or ()))  # into config.json
         check_model(cfg, splits)
+        if args.teacher is not None and not Path(args.teacher).is_file():  # before any output is written
+            raise RunDirError(f"--teacher {args.teacher}: no such file; pass the teacher/teacher.pt of an earlier run")
         run = RunDir.create(args.out, cfg.dataset, cfg.search.tag)
         run.lock()  # one writer per run directory (released by _execute, or when this process ends)
     except (ConfigError, DatasetFormatError, RunDirError) as e:
@@ -384,7 +386,14 @@ def _execute(run: RunDir, cfg: Config, splits, device, args, ckpt: Checkpoint | 
         tqdm.write(f"done: {run.path}\n{next_steps(run.path, min((r['uid'] for r in exported), default=None))}")
         return 0
     except (TeacherLoadError, CheckpointError) as e:
-        run.finish("failed", error=f"{type(e).__name__}: {e}")
+        previous = (run.manifest.get("resumes") or [{}])[-1].get("previous_status") if (ckpt or reuse_teacher) else None
+        if previous == "completed":  # a failed resume never rewrites a completed run's status (D9 of issue 27)
+            entry = run.manifest["resumes"][-1]
+            entry["error"] = f"{type(e).__name__}: {e}"
+            run.manifest.update(status="completed", end=entry.get("previous_end"))
+            run.write_json("manifest.json", run.manifest)
+        else:
+            run.finish("failed", error=f"{type(e).__name__}: {e}")
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

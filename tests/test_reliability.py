@@ -204,3 +204,25 @@ def test_d3_load_exported_refuses_a_masks_file_outside_its_folder(finished_run, 
     (export / "genome.json").write_text(json.dumps(meta))
     with pytest.raises(UnsafeNameError, match="masks_file"):
         load_exported(export)
+
+
+def test_d9_a_failed_resume_keeps_a_completed_run_completed(finished_run, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "r"
+    shutil.copytree(finished_run, run)
+    before = json.loads((run / "manifest.json").read_text())
+    (run / "teacher" / "teacher.pt").write_bytes(b"broken")
+    assert main(["--resume", str(run), "--generations", "2", "--no-progress"]) == 2
+    assert "teacher.pt" in capsys.readouterr().err
+    m = json.loads((run / "manifest.json").read_text())
+    assert m["status"] == "completed" and m["end"] == before["end"] and "error" not in m
+    assert "teacher.pt" in m["resumes"][-1]["error"]
+
+
+def test_d9_a_missing_teacher_leaves_no_run_directory(tmp_path, capsys):
+    out = tmp_path / "r"
+    argv = ["--dataset", "synthetic", "--population", "4", "--generations", "0", "--no-progress", *TINY, "--out", str(out)]
+    assert main([*argv, "--teacher", str(tmp_path / "nonexistent.pt")]) == 2
+    assert "no such file" in capsys.readouterr().err and not out.exists()
+    assert main(argv) == 0  # the same --out is free
