@@ -50,14 +50,15 @@ def json_default(x):
 def read_jsonl(path: Path) -> tuple[list, int]:
     """The parsed lines of a JSON-lines file (e.g. ``evaluations.jsonl``), and how many
     lines were not JSON (one cut short by a crash, or being written). A missing file
-    gives ([], 0). Callers decide what to do with values that are not JSON objects."""
+    gives ([], 0). Bytes that are not UTF-8 make their line count as not JSON (no
+    UnicodeDecodeError). Callers decide what to do with values that are not JSON objects."""
     path = Path(path)
     if not path.is_file():
         return [], 0
     values, bad = [], 0
-    for line in path.read_text().splitlines():
+    for line in path.read_bytes().splitlines():
         try:
-            values.append(json.loads(line))
-        except ValueError:
+            values.append(json.loads(line.decode("utf-8")))
+        except ValueError:  # not JSON, or not UTF-8 (UnicodeDecodeError is a ValueError)
             bad += 1
     return values, bad

@@ -32,9 +32,11 @@ reloading to identical weights.
 from __future__ import annotations
 
 import json
+import pickle
 import os
 import shutil
 import uuid
+import warnings
 import zipfile
 import zlib
 from collections import Counter
@@ -233,10 +235,13 @@ def load_checkpoint(directory: str | Path) -> Checkpoint:
                                      f"({len(common)}): the file was replaced")
         current = folder / "torch_rng.pt"
         torch_rng = _load_pt(current)["cpu"] if current.is_file() else None
+        if torch_rng is None:
+            warnings.warn(f"{current} is missing: the driver's torch RNG is not restored, so the rest of this run "
+                          "is not the uninterrupted run's exactly", stacklevel=2)
     except CheckpointError:
         raise
     except (OSError, ValueError, KeyError, TypeError, AttributeError, RuntimeError, EOFError, zipfile.BadZipFile,
-            zlib.error) as e:
+            zlib.error, pickle.UnpicklingError) as e:
         raise CheckpointError(f"checkpoint in {root} is incomplete or unreadable: {current}: {type(e).__name__}: {e} "
                               f"(it cannot be resumed; start a new run, --teacher {root.parent / 'teacher' / 'teacher.pt'} "
                               "reuses its teacher)") from e

@@ -131,11 +131,17 @@ class RunDir:
         if not path.is_dir():
             raise RunDirError(f"run directory {path} not found")
         run = cls(path)
+        mf = path / "manifest.json"
         try:
-            mf = path / "manifest.json"
             run.manifest = json.loads(mf.read_text()) if mf.is_file() else {}
-        except (OSError, ValueError) as e:
-            raise RunDirError(f"{path / 'manifest.json'}: not readable JSON ({e})") from e
+        except (OSError, ValueError) as e:  # UnicodeDecodeError is a ValueError
+            raise RunDirError(f"{mf}: not readable JSON ({e})") from e
+        if not isinstance(run.manifest, dict):
+            raise RunDirError(f"{mf}: a JSON {type(run.manifest).__name__}, expected an object (the file has been "
+                              "altered: restore it, or delete it to resume without the run's history)")
+        if not mf.is_file() and (path / "config.json").is_file():
+            tqdm.write(f"warning: {mf} is missing: the run's original argv, seed, versions and resume history are "
+                       "lost; resuming from config.json and the checkpoint")
         for d in (run.teacher, run.exported, run.plots):
             d.mkdir(parents=True, exist_ok=True)
         return run

@@ -379,7 +379,7 @@ def _execute(run: RunDir, cfg: Config, splits, device, args, ckpt: Checkpoint | 
             return 1
 
         exported = finalize(run, ctx, archive, students, teachers.dense, splits, teachers.metrics)
-        evals = pd.DataFrame([r for r in logger.rows if r["status"] == "ok"])
+        evals = pd.DataFrame([r for r in logger.rows if r.get("status") == "ok"])
         plot_run(run.plots, evals, pareto_frame(archive), pd.DataFrame(logger.generations), teachers.metrics["val_accuracy"], exported)
         run.finish("completed", n_evaluations=len(logger.rows), exported=sorted(r["uid"] for r in exported),
                    wall_s=time.perf_counter() - t0)

@@ -226,3 +226,42 @@ def test_d9_a_missing_teacher_leaves_no_run_directory(tmp_path, capsys):
     assert main([*argv, "--teacher", str(tmp_path / "nonexistent.pt")]) == 2
     assert "no such file" in capsys.readouterr().err and not out.exists()
     assert main(argv) == 0  # the same --out is free
+
+
+@pytest.mark.parametrize("damage", ["rng_pickle", "manifest_list", "jsonl_bytes"])
+def test_d8_damaged_files_give_one_line_not_a_traceback(finished_run, tmp_path, capsys, damage):
+    import pickle
+    import shutil
+
+    run = tmp_path / "r"
+    shutil.copytree(finished_run, run)
+    pointer = json.loads((run / "checkpoints" / "state.json").read_text())
+    if damage == "rng_pickle":
+        (run / "checkpoints" / pointer["dir"] / "torch_rng.pt").write_bytes(pickle.dumps({"cpu": print}))
+    elif damage == "manifest_list":
+        (run / "manifest.json").write_text("[1, 2]")
+    else:
+        with open(run / "evaluations.jsonl", "ab") as f:
+            f.write(b'{"gen": 1, "uid": "\xff\xfe"}\n')
+    capsys.readouterr()
+    rc = main(["--resume", str(run), "--generations", "2", "--no-progress"])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    if damage == "jsonl_bytes":  # the bad line is dropped like a torn one, and the run goes on
+        assert rc == 0
+    else:
+        assert rc == 2 and len([ln for ln in err.splitlines() if ln.startswith("error:")]) == 1
+        assert ("torch_rng.pt" if damage == "rng_pickle" else "manifest.json") in err
+
+
+def test_d8_missing_rng_and_manifest_are_warnings_naming_what_is_lost(finished_run, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "r"
+    shutil.copytree(finished_run, run)
+    pointer = json.loads((run / "checkpoints" / "state.json").read_text())
+    (run / "checkpoints" / pointer["dir"] / "torch_rng.pt").unlink()
+    (run / "manifest.json").unlink()
+    with pytest.warns(UserWarning, match="torch_rng.pt is missing"):
+        assert main(["--resume", str(run), "--generations", "2", "--no-progress"]) == 0
+    assert "manifest.json is missing: the run's original argv" in capsys.readouterr().out
