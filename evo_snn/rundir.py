@@ -330,8 +330,8 @@ class RunLogger:
         self.generations.append(rec)
         self.run.write_csv("generations.csv", pd.DataFrame(self.generations))
         self.run.write_csv("pareto.csv", front)
-        G = search.search.generations
-        eta = elapsed_s / (gen + 1) * (G - gen)  # the mean generation so far, for those left
+        G = getattr(getattr(search, "search", None), "generations", None)  # None: an unknown total (no ETA)
+        eta = elapsed_s / (gen + 1) * (G - gen) if G is not None else 0.0  # the mean generation so far, for those left
         if len(front):
             top = front.sort_values("accuracy").iloc[-1]
             sparse = front.sort_values("sparsity").iloc[-1]
@@ -340,9 +340,9 @@ class RunLogger:
         else:  # every evaluation so far failed (their errors are in evaluations.jsonl): the search goes on
             failed = sum(ind.status == "failed" for ind in pop)
             summary = f"no successful evaluation yet ({failed} of {len(pop)} failed; see evaluations.jsonl)"
-        tqdm.write(f"gen {gen}/{G}: {n_evals} evals, {summary}, {duration(elapsed_s)} elapsed"
-                   + (f", ETA {duration(eta)}" if gen < G else ""))
-        if self.progress:
+        tqdm.write(f"gen {gen}{'' if G is None else f'/{G}'}: {n_evals} evals, {summary}, {duration(elapsed_s)} elapsed"
+                   + (f", ETA {duration(eta)}" if G is not None and gen < G else ""))
+        if self.progress and G is not None:
             if self._bar is None:
                 self._bar = tqdm(total=G + 1, initial=gen, desc="generations", unit="gen", position=1, leave=False)
             self._bar.update(1)
