@@ -58,6 +58,29 @@ Two fronts, each with the protocol above:
   accuracy. Caveat: with accuracy reference 0, a silent student (no spikes, energy ~0, chance
   accuracy) still adds chance x reference to the energy front's hypervolume.
 
+**Fine-tune once** (``search.finetune_share`` f, or ``--finetune-share``; default 0.85 when
+the run screened, ``search.screen`` != 'none', else 0: no fine-tuning, the comparison exactly
+as before). With f > 0 and n = len(--ratios) (``finetune_budget``):
+
+- S = the search's counted compute (``search_compute``: KD training samples plus screening
+  forwards in training-sample equivalents), B = S / (1 - f) the total budget, per_member =
+  B / n;
+- every ``_long`` baseline spends B (each of its n students per_member samples: kd.epochs
+  = per_member / train size) instead of S;
+- ``search_finetuned``: k = max(1, floor(f x n)) members of the search's archive, chosen on
+  **validation** only (``finetune_targets`` / ``select_finetune``): the k target sparsities are
+  the sorted ``--ratios`` at positions floor((i + 1/2) n / k), i < k (spread like the ratios);
+  for each target in ascending order the not yet chosen archive member of highest
+  validation accuracy among those with validation sparsity >= the target (none: the
+  sparsest one left). Each is retrained from its genome with exactly the ``_long`` recipe
+  (the same fitness, KD mode, per_member samples) and the seed of the ``_long`` student at
+  its target ratio (the same batch order: a pair differs in its allocation only); its
+  validation front (as for every method) is measured once on test. It spends S + k x
+  per_member <= B. ``best_baseline`` then compares ``search_finetuned`` (its ``search_method``)
+  with the best ``_long`` baseline; ``search`` (the students as the search trained them) is
+  still reported. comparison.json's ``finetune`` records finetune_share, search_compute (S),
+  budget (B), per_member, k, targets, the members' partners and finetune_samples.
+
 Outputs in RUN_DIR: ``baselines.csv`` (one row per evaluated point: method, uid,
 ratio, genome key, validation accuracy, sparsity, whether selected, test accuracy,
 training samples; then ``val_energy_fraction``, ``selected_energy``,
@@ -134,7 +157,62 @@ STREAMS = {"uniform": 1_000_001, "global": 1_000_002, "random": 1_000_003, "glob
 # hence the same batch order, as global, so that they differ from it in the allocation only
 STREAMS.update({a: STREAMS["global"] for a in ALLOCATIONS})
 STREAMS.update({f"{a}_long": STREAMS["global_long"] for a in ALLOCATIONS})
+FINETUNED = "search_finetuned"
+"""The search's validation-chosen members fine-tuned once with the ``_long`` recipe (finetune_share > 0)."""
 EXIT_USAGE = 2
+
+
+def finetune_budget(search_samples: float, share: float, n_ratios: int) -> dict:
+    """The fine-tune-once budget: {finetune_share f, search_compute S, budget B, per_member, k}
+    with B = S / (1 - f) (S for f = 0), per_member = B / n_ratios (what each ``_long`` student
+    gets), k = max(1, floor(f x n_ratios)) members to fine-tune (0 for f = 0). Raises
+    ValueError for f outside [0, 1) or n_ratios < 1."""
+    f, n = float(share), int(n_ratios)
+    if not 0.0 <= f < 1.0:
+        raise ValueError(f"finetune_share must be in [0, 1), got {share!r}")
+    if n < 1:
+        raise ValueError("need at least one ratio")
+    S = float(search_samples)
+    B = S if f == 0 else S / (1.0 - f)
+    k = 0 if f == 0 else max(1, math.floor(f * n + 1e-9))
+    return {"finetune_share": f, "search_compute": S, "budget": B, "per_member": B / n, "k": k}
+
+
+def finetune_targets(ratios, k: int) -> list[tuple[int, float]]:
+    """The k target sparsities of the fine-tuned members, spread like ``ratios``: the sorted
+    ratios at positions floor((i + 1/2) x n / k), i < k (k = n: all of them; k = 1: the upper
+    median), as (index of the ratio in ``ratios``, ratio), ascending."""
+    order = sorted(range(len(ratios)), key=lambda i: (float(ratios[i]), i))
+    n, k = len(order), min(int(k), len(order))
+    return [(order[j], float(ratios[order[j]])) for j in
+            (min(n - 1, math.floor((i + 0.5) * n / k)) for i in range(k))]
+
+
+def select_finetune(members: list["Member"], targets: list[tuple[int, float]]) -> list[tuple["Member", int, float]]:
+    """The search members to fine-tune, chosen on **validation** metrics only (``metrics``
+    accuracy and sparsity; a member's ``test`` is never read): for each target (ascending) the
+    not yet chosen member (one per genome) of highest validation accuracy among those whose
+    validation sparsity is >= the target (ties: the sparser, then the uid), or when none is,
+    the sparsest left (ties: the more accurate). Returns [(member, ratio index, target)];
+    fewer than the targets when the archive has fewer distinct genomes."""
+    pool, seen = [], set()
+    for m in members:
+        if m.ok and m.genome.key not in seen and m.metrics.get("accuracy") is not None:
+            seen.add(m.genome.key)
+            pool.append(m)
+    sp = lambda m: float(m.metrics.get("sparsity", m.genome.sparsity))  # noqa: E731
+    out = []
+    for j, t in sorted(targets, key=lambda x: x[1]):
+        if not pool:
+            break
+        above = [m for m in pool if sp(m) >= t - 1e-9]
+        if above:
+            best = max(above, key=lambda m: (float(m.metrics["accuracy"]), sp(m), m.uid))
+        else:
+            best = max(pool, key=lambda m: (sp(m), float(m.metrics["accuracy"]), m.uid))
+        pool.remove(best)
+        out.append((best, j, t))
+    return out
 
 
 @dataclass
@@ -233,17 +311,20 @@ FRONTS = {"sparsity": ("test", "hypervolume"), "energy": ("test_energy", "hyperv
 def best_baseline(summary: dict, front: str) -> dict:
     """The best of the ``LONG`` baselines (equal compute) in ``summary`` by test hypervolume on
     ``front`` (a key of ``FRONTS``): {methods (those compared), method, hypervolume,
-    search_hypervolume, search_minus_best}; method None (and NaN) when none was run."""
+    search_hypervolume, search_minus_best, search_method}; method None (and NaN) when none was
+    run. The search side (``search_method``) is ``search_finetuned`` when the summary has it
+    (finetune_share > 0), else ``search``."""
     key, hv_key = FRONTS[front]
     hv = {m: summary[m][key].get(hv_key) for m in LONG if m in summary and key in summary[m]}
     hv = {m: v for m, v in hv.items() if v is not None and not np.isnan(v)}
-    search = summary.get("search", {}).get(key, {}).get(hv_key, float("nan"))
+    side = FINETUNED if FINETUNED in summary else "search"  # finetune_share > 0: the fine-tuned front
+    search = summary.get(side, {}).get(key, {}).get(hv_key, float("nan"))
     if not hv:
         return {"methods": [], "method": None, "hypervolume": float("nan"), "search_hypervolume": search,
-                "search_minus_best": float("nan")}
+                "search_minus_best": float("nan"), "search_method": side}
     best = max(hv, key=hv.get)
     return {"methods": list(hv), "method": best, "hypervolume": hv[best], "search_hypervolume": search,
-            "search_minus_best": search - hv[best]}
+            "search_minus_best": search - hv[best], "search_method": side}
 
 
 def allocation_of(method: str) -> str | None:
@@ -295,6 +376,8 @@ class Comparison:
 
     run: the run directory (config.json, manifest.json, teacher/, checkpoints/).
     data_root: overrides the manifest's. workers / address: as for the search.
+    finetune_share: overrides the run's ``search.finetune_share`` (resolved: 0.85 with screening,
+    else 0), ``finetune_budget``.
     kd_mode: fine-tune the baselines, and retrain every member (the search's included), with
     this KD mode instead of the run's (``kd.KD_MODES``), e.g. ``none`` to compare a ``kd=self``
     search with the baselines at their best fitness; the search's own students, trained by
@@ -303,8 +386,12 @@ class Comparison:
     """
 
     def __init__(self, run: RunDir, data_root: str | None = None, workers: int | None = None,
-                 address: str | None = None, progress: bool = True, kd_mode: str | None = None):
+                 address: str | None = None, progress: bool = True, kd_mode: str | None = None,
+                 finetune_share: float | None = None):
         self.cfg = cfg = read_run_config(run.path / "config.json", workers=workers)
+        self.finetune_share = cfg.search.resolved_finetune_share() if finetune_share is None else float(finetune_share)
+        if not 0.0 <= self.finetune_share < 1.0:
+            raise ConfigError(f"finetune_share must be in [0, 1), got {finetune_share!r}")
         self.search_kd_mode = cfg.kd.mode
         if kd_mode is not None and kd_mode != cfg.kd.mode:
             try:
@@ -426,7 +513,7 @@ class Comparison:
                          search: list[Member] | None = None) -> list[Member]:
         """Evaluate one baseline method on validation and mark its validation front.
         search_samples: the search's training samples (``global_long`` and the other ``_long``
-        methods each spend as many).
+        methods each spend as many; with finetune_share > 0 ``compare`` passes the budget B).
         search: the search's members (``global_matched`` pairs one genome with each selected
         member, at its sparsity and with its seed, and selects them all)."""
         root = self.cfg.search.seed
@@ -440,8 +527,8 @@ class Comparison:
             pairs = baseline_genomes(method, self.ops, ratios, n_random, rng, synops_per_weight=spw)
             jobs = [(g, eval_seed(root, STREAMS[method], i)) for i, (g, _) in enumerate(pairs)]
         epochs = None
-        if method in LONG:  # the search's budget, shared among the ratios
-            epochs = max(search_samples, 1) / (len(pairs) * max(len(self.splits.train), 1))
+        if method in LONG:  # the search's budget (with fine-tuning: B), shared among the ratios
+            epochs = self.long_epochs(search_samples, len(pairs))
         results = self.evaluate(jobs, epochs=epochs, desc=f"{method} baseline")
         members = []
         for i, ((g, ratio), (_, seed), res) in enumerate(zip(pairs, jobs, results)):
@@ -460,6 +547,36 @@ class Comparison:
             ok[i].selected = True
         select_energy_front(members)
         return members
+
+    def long_epochs(self, samples: float, n: int) -> float:
+        """kd.epochs of each of the n students of a ``_long`` method spending ``samples`` in all
+        (``samples`` / (n x train size)); the fine-tuned search members get the same."""
+        return max(samples, 1) / (n * max(len(self.splits.train), 1))
+
+    def finetuned_members(self, search: list[Member], ratios, budget: dict) -> tuple[list[Member], list[dict]]:
+        """``search_finetuned``: ``budget['k']`` of the search's archive members chosen on
+        validation (``select_finetune`` at ``finetune_targets(ratios, k)``), each retrained from
+        its genome with the ``_long`` recipe: the same fitness and KD mode, kd.epochs =
+        ``long_epochs(budget['budget'], len(ratios))`` (per_member samples), the seed of the
+        ``_long`` student at its target ratio. Their validation front is marked as for a baseline.
+        Returns (members, [{uid, partner, target, sparsity, seed}])."""
+        picks = select_finetune([m for m in search if m.selected and m.ok], finetune_targets(ratios, budget["k"]))
+        root = self.cfg.search.seed
+        jobs = [(m.genome, eval_seed(root, STREAMS["global_long"], j)) for m, j, _ in picks]
+        results = self.evaluate(jobs, epochs=self.long_epochs(budget["budget"], len(ratios)), desc="search fine-tuning")
+        members, record = [], []
+        for i, ((m, _, t), (g, seed), res) in enumerate(zip(picks, jobs, results)):
+            uid = f"{FINETUNED}-{i:04d}"
+            if isinstance(res, Exception):
+                members.append(Member(FINETUNED, uid, g, seed, {"error": f"{type(res).__name__}: {res}"}, None, t, partner=m.uid))
+            else:
+                members.append(Member(FINETUNED, uid, g, seed, dict(res.metrics), res.student_state, t, partner=m.uid))
+            record.append({"uid": uid, "partner": m.uid, "target": t, "sparsity": float(g.sparsity), "seed": int(seed)})
+        ok = [m for m in members if m.ok]
+        for i in nondominated([[m.metrics["accuracy"], m.metrics["sparsity"]] for m in ok]):
+            ok[i].selected = True
+        select_energy_front(members)
+        return members, record
 
     def measure(self, members: list[Member], final_epochs: float) -> dict[str, dict]:
         """{uid: test record} of each member selected on either front: retrained for
@@ -523,9 +640,18 @@ def compare(run: RunDir, methods=DEFAULT_METHODS, ratios=DEFAULT_RATIOS, n_rando
         progress = cmp.progress
         n_search, search_samples = cmp.search_compute()
         groups = {"search": cmp.search_members()}
+        budget = finetune_budget(search_samples, cmp.finetune_share, len(ratios))
+        long_samples = search_samples  # what each _long method spends: S, or B with fine-tuning
+        finetune = {**budget, "members": 0, "finetune_samples": 0, "picks": []}
+        if budget["k"] > 0:
+            long_samples = budget["budget"]
+            groups[FINETUNED], finetune["picks"] = cmp.finetuned_members(groups["search"], ratios, budget)
+            finetune["members"] = len(groups[FINETUNED])
+            finetune["finetune_samples"] = sum(int(m.metrics.get("train_samples", 0)) for m in groups[FINETUNED] if m.ok)
+            finetune["targets"] = [p["target"] for p in finetune["picks"]]
         for method in methods:
             n_rand = cmp.random_evaluations(n_search, search_samples) if n_random is None else n_random
-            groups[method] = cmp.baseline_members(method, ratios, n_rand, search_samples, search=groups["search"])
+            groups[method] = cmp.baseline_members(method, ratios, n_rand, long_samples, search=groups["search"])
             if progress:
                 tqdm.write(f"{method}: {len(groups[method])} evaluations, "
                            f"{sum(m.selected for m in groups[method])} on the validation front")
@@ -552,6 +678,8 @@ def compare(run: RunDir, methods=DEFAULT_METHODS, ratios=DEFAULT_RATIOS, n_rando
                 val_pts = [[m.metrics["accuracy"], m.metrics["sparsity"]] for m in sel]
                 if method == "search":
                     n_eval, samples = n_search, search_samples
+                elif method == FINETUNED:  # the search, then its fine-tuning
+                    n_eval, samples = n_search + len(members), search_samples + finetune["finetune_samples"]
                 else:
                     n_eval = len(members)
                     samples = sum(int(m.metrics.get("train_samples", 0)) for m in members if m.ok)
@@ -581,6 +709,7 @@ def compare(run: RunDir, methods=DEFAULT_METHODS, ratios=DEFAULT_RATIOS, n_rando
                    "wall_s": time.perf_counter() - t0,
                    "energy_hv_reference": e_ref, "energy_hv_reference_dense": e_dense,
                    "dense_teacher_test_energy_fraction": teacher_test_energy,
+                   "finetune_share": budget["finetune_share"], "finetune": finetune,
                    "best_baseline": {front: best_baseline(summary, front) for front in FRONTS}}
             table = pd.DataFrame(rows)
             tag = "".join(f"-{p}" for p in (suffix, f"fe{fe:g}" if fe > 0 else "") if p)
@@ -624,7 +753,7 @@ def format_comparison(doc: dict) -> str:
         text = pd.DataFrame(recs).to_string(index=False, float_format=lambda v: f"{v:.4f}")
     for front, b in doc.get("best_baseline", {}).items():
         if b.get("method"):
-            text += (f"\nsearch - best equal-compute baseline ({b['method']}), test HV on the {front} front: "
+            text += (f"\n{b.get('search_method', 'search')} - best equal-compute baseline ({b['method']}), test HV on the {front} front: "
                      f"{b['search_minus_best']:+.4f}")
     pair = doc["methods"].get("global_matched", {}).get("paired")
     if pair:
@@ -659,6 +788,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fine-tune the baselines (and any --final-epochs retraining) with this KD mode instead of "
                    f"the run's, one of {', '.join(KD_MODES)}; the search's students are measured as trained "
                    "(default: the run's kd.mode)")
+    p.add_argument("--finetune-share", type=float, default=None, metavar="F",
+                   help="share in [0, 1) of the counted budget B = S / (1 - F) kept for fine-tuning max(1, floor(F x "
+                   "n_ratios)) validation-chosen search members once with the _long recipe (method search_finetuned); "
+                   "every _long baseline then spends B (default: the run's search.finetune_share: 0.85 with "
+                   "search.screen on, else 0)")
     p.add_argument("--workers", type=int, default=None, help="parallel evaluations (default: the run's search.workers)")
     p.add_argument("--address", default=None, help="address of an existing Ray cluster")
     p.add_argument("--data-root", default=None, help="data root (default: the one recorded in manifest.json)")
@@ -671,6 +805,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.random_evals is not None and args.random_evals < 0:
         print("error: --random-evals must be >= 0", file=sys.stderr)
         return EXIT_USAGE
+    if args.finetune_share is not None and not 0.0 <= args.finetune_share < 1.0:
+        print("error: --finetune-share must be in [0, 1)", file=sys.stderr)
+        return EXIT_USAGE
     try:
         if not (Path(args.run_dir) / "config.json").is_file():
             raise RunDirError(f"{Path(args.run_dir) / 'config.json'} not found; RUN_DIR must be a run directory of evo_snn.search")
@@ -678,7 +815,7 @@ def main(argv: list[str] | None = None) -> int:
         with sigterm_as_interrupt():
             docs = compare(run, args.methods, args.ratios, args.random_evals, args.suffix, args.final_epochs,
                            data_root=args.data_root, workers=args.workers, address=args.address, progress=not args.no_progress,
-                           kd_mode=args.kd)
+                           kd_mode=args.kd, finetune_share=args.finetune_share)
     except (ConfigError, DatasetFormatError, RunDirError, CheckpointError, TeacherLoadError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE

@@ -342,6 +342,13 @@ class SearchConfig:
       of the subset (multi-step selection, EvoPress-style).
     screen_promote: screened children that go on to the KD rung per generation; 0 (default)
       = max(1, population // 4).
+    finetune_share: share f in [0, 1) of the counted budget kept for fine-tuning the
+      search's validation front once (``evo_snn.baselines``, method ``search_finetuned``):
+      with S the search's counted compute (screening included) the budget is B = S / (1 - f),
+      every ``_long`` baseline spends B, and max(1, floor(f x n)) archive members (n =
+      ``--ratios``), chosen on validation, are each retrained from their genome with the
+      ``_long`` recipe and per-member training B / n. null (default) = 0.85 with
+      search.screen on, 0 (no fine-tuning, the comparison as before) with screen 'none'.
     """
 
     population: int = 8
@@ -365,8 +372,17 @@ class SearchConfig:
     screen_first_share: float = 0.25
     screen_keep: float = 0.5
     screen_promote: int = 0
+    finetune_share: float | None = None
+
+    def resolved_finetune_share(self) -> float:
+        """``finetune_share`` with its default resolved: 0.85 when ``screen`` is not 'none',
+        else 0.0."""
+        if self.finetune_share is None:
+            return FINETUNE_SHARE_SCREENED if str(self.screen or "none") != "none" else 0.0
+        return float(self.finetune_share)
 
 
+FINETUNE_SHARE_SCREENED = 0.85  # search.finetune_share's default with search.screen on
 SCREENS = ("none", "nll", "kl", "bn_accuracy")  # search.screen (evo_snn.screening)
 
 
@@ -500,6 +516,10 @@ class Config:
             (0.0 < self.search.screen_first_share <= 1.0, "search.screen_first_share must be in (0, 1]"),
             (0.0 < self.search.screen_keep <= 1.0, "search.screen_keep must be in (0, 1]"),
             (self.search.screen_promote >= 0, "search.screen_promote must be an integer >= 0 (0 = population // 4)"),
+            (self.search.finetune_share is None or (isinstance(self.search.finetune_share, (int, float))
+                                                    and not isinstance(self.search.finetune_share, bool)
+                                                    and 0.0 <= self.search.finetune_share < 1.0),
+             f"search.finetune_share must be null (default) or a number in [0, 1), got {self.search.finetune_share!r}"),
             (0.0 <= self.genome.init_global_fraction <= 1.0, "genome.init_global_fraction must be in [0, 1]"),
             (self.genome.mask_mutation in ("random", "magnitude"), "genome.mask_mutation must be 'random' or 'magnitude'"),
             (set(self.genome.init_allocations) <= set(INIT_ALLOCATIONS) and len(set(self.genome.init_allocations)) == len(self.genome.init_allocations),

@@ -7,7 +7,10 @@ test hypervolume (reference (0, 0)) and best test accuracy at sparsity >= 0.5 / 
 training samples processed (mean per seed). For ``global_matched`` (the search's members
 paired with global magnitude pruning at the same sparsity and seed) a line under the table
 gives the per-seed paired test-accuracy difference (search minus global) as mean ± std over
-seeds, with the pairs the search won and lost in all. A search variant is named after its run
+seeds, with the pairs the search won and lost in all. ``search_finetuned`` (the search's
+validation-chosen members fine-tuned once with the ``_long`` recipe, ``search.finetune_share``
+> 0) is a search side like ``search``, named ``search_finetuned (<variant>)``; both are paired
+against the best equal-compute baseline. A search variant is named after its run
 directory, ``<dataset>-s<seed>-<variant>`` (``benchmarks/search_vs_baselines.sh``
 names them so); its baselines are listed once per variant that measured them.
 
@@ -53,7 +56,7 @@ def collect(dirs) -> pd.DataFrame:
             m = _VARIANT.search(path.parent.name)
             variant = m.group("variant") if m else path.parent.name
             for method, s in doc["methods"].items():
-                name = f"search ({variant})" if method == "search" else method
+                name = f"{method} ({variant})" if method in ("search", "search_finetuned") else method
                 other = doc.get("baseline_kd_mode", doc["kd_mode"])
                 if method != "search" and other != doc["kd_mode"]:  # fine-tuned with evo_snn.baselines --kd
                     name = f"{method} (kd={other})"
@@ -67,6 +70,7 @@ def collect(dirs) -> pd.DataFrame:
                              **{f"acc_le_e{k}": s.get("test_energy", {}).get("accuracy_at_energy", {}).get(k, np.nan)
                                 for k in (f"{e:g}" for e in FIXED_ENERGY_FRACTIONS)},
                              "energy_members": s.get("energy_members", np.nan),
+                             "finetune_share": doc.get("finetune_share", 0.0),
                              "members": s["members"], "evaluations": s["evaluations"],
                              "compute_samples": s["compute_samples"], "test_samples": doc.get("test_samples"),
                              **{f"paired_{k}": s.get("paired", {}).get(k, np.nan) for k in ("mean", "n", "wins", "losses")}})
