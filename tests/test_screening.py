@@ -23,7 +23,7 @@ from evo_snn.pruning import prunable_layers, weight_magnitudes
 from evo_snn.screening import Screener, bn_modules, context_of, counted_compute, recalibrate_bn
 from evo_snn.train import ce_loss, cpu_state, train_steps
 
-from conftest import tiny_config
+from tinycfg import tiny_config
 
 RATIO = 0.25  # a fixed forward_cost_ratio: the tests count, they do not time
 
