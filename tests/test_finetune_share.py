@@ -216,3 +216,26 @@ def test_share_zero_changes_nothing(run_dir):
 def test_bad_finetune_share_is_a_usage_error(run_dir, capsys):
     assert baselines_main([str(run_dir), "--finetune-share", "1", "--no-progress"]) == 2
     assert "finetune-share" in capsys.readouterr().err
+
+
+def test_screened_run_fine_tunes_by_default(tmp_path, one_torch_thread):
+    """search.screen=nll: finetune_share defaults to 0.85, S counts the screening forwards,
+    and the _long baselines spend B = S / 0.15."""
+    out = tmp_path / "synthetic-s1-screen"
+    assert search_main(["--dataset", "synthetic", "--population", "4", "--generations", "1", "--seed", "1",
+                        "--out", str(out), "--no-progress", *TINY, "--set", "teacher.epochs=8",
+                        "--set", "search.screen=nll", "--set", "search.screen_bn_batches=1",
+                        "--set", "search.screen_samples=6"]) == 0
+    assert baselines_main([str(out), "--methods", "global_long", "--ratios", "0.3,0.6,0.9", "--no-progress"]) == 0
+    doc = json.loads((out / "comparison.json").read_text())
+    rows = [json.loads(x) for x in (out / "evaluations.jsonl").read_text().splitlines()]
+    screened = [r for r in rows if r.get("rung") == "screen"]
+    assert screened
+    ft = doc["finetune"]
+    S = sum(r["train_samples"] for r in rows if r.get("status") == "ok" and r.get("rung") != "screen")
+    S += sum(int(round(r["counted_samples"])) for r in screened)
+    assert doc["finetune_share"] == 0.85 and ft["search_compute"] == S
+    assert ft["budget"] == pytest.approx(S / 0.15) and ft["k"] == 2  # floor(0.85 x 3)
+    bs = json.loads((out / "config.json").read_text())["kd"]["batch_size"]
+    assert ft["budget"] <= doc["methods"]["global_long"]["train_samples"] < ft["budget"] + 3 * bs
+    assert FINETUNED in doc["methods"] and doc["best_baseline"]["sparsity"]["search_method"] == FINETUNED
