@@ -179,6 +179,13 @@ class GenomeConfig:
       probability level_switch_prob, moves level_switch_fraction of the smaller layer's
       weights between two adjacent layers at the same total; no crossover; initial genomes
       at random laws, parameters and sparsities).
+    smooth_sigma: std of the Gaussian step of a smooth genome's law parameter (gamma or
+      tau) per mutation, >= 0 (default 0.2); mutation 'smooth' only.
+    level_switch_prob: probability in [0, 1] that a smooth mutation also makes a level
+      switch (default 0.5); mutation 'smooth' only.
+    level_switch_fraction: fraction in (0, 1] of the smaller of two adjacent layers' weights
+      that a level switch moves from one to the other, keeping the total pruned count exact
+      (default 0.02); mutation 'smooth' only.
     """
 
     prunable: Any = "all"
