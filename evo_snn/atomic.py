@@ -3,9 +3,15 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
+
+
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+"""OSError numbers of a full disk, a quota or a file-size limit (``ulimit -f``): the CLIs
+report them in one line and exit non-zero (D7 of issue 27)."""
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -507,6 +507,8 @@ class Config:
             (self.model.neuron_backend in NEURON_BACKENDS,
              f"model.neuron_backend must be one of {list(NEURON_BACKENDS)}, got {self.model.neuron_backend!r}"),
             (self.search.population >= 4 and self.search.population % 4 == 0, "search.population must be a multiple of 4 (>= 4)"),
+            (isinstance(self.search.seed, int) and not isinstance(self.search.seed, bool) and 0 <= self.search.seed < 2**32,
+             f"search.seed must be an integer in [0, 2**32) (numpy seeds), got {self.search.seed!r}"),
             (self.search.generations >= 0, "search.generations must be >= 0"),
             (self.search.workers >= 1, "search.workers must be >= 1"),
             (isinstance(self.search.students_per_batch, int) and self.search.students_per_batch >= 1,

@@ -41,7 +41,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from .atomic import atomic_write_bytes, json_default
+from .atomic import DISK_ERRNOS, atomic_write_bytes, json_default
 from .checkpoint import SPARSE_SUFFIX, load_sparse_state, save_sparse_state
 from .config import Config
 from .data import FrameSet, Splits
@@ -208,6 +208,7 @@ def export_member(run: RunDir, uid: str, roles: list[str], genome: Genome, metri
         uid = plain_name(uid, "uid", run.path / "pareto.csv" if run is not None else None)
     except UnsafeNameError as e:
         raise ExportError(str(e)) from e
+    made_root = not root.exists()  # removed again, if still empty, when this export fails (D7 of issue 27)
     root.mkdir(parents=True, exist_ok=True)
     dest = root / uid
     tmp = root / f".{uid}.tmp-{os.getpid()}"
@@ -261,6 +262,11 @@ def export_member(run: RunDir, uid: str, roles: list[str], genome: Genome, metri
         shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if made_root:
+            try:
+                root.rmdir()  # only when empty: another member's export stays
+            except OSError:
+                pass
         raise
     return record
 
@@ -646,6 +652,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ExportError, ConfigError, DatasetFormatError, RunDirError, CheckpointError, TeacherLoadError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as e:
+        if e.errno not in DISK_ERRNOS:
+            raise
+        print(f"error: {e.strerror or e} while exporting{f' {e.filename}' if e.filename else ''}; nothing was "
+              "exported (free some space and run the same command again)", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted (nothing exported)", file=sys.stderr)
         return 130

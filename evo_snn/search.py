@@ -26,6 +26,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from .atomic import DISK_ERRNOS
 from .checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -162,6 +163,10 @@ def run_search(args, argv: list[str]) -> int:
         return EXIT_USAGE
 
     device = default_device()
+    n_evals = cfg.search.population * (cfg.search.generations + 1)
+    if n_evals > 2000:  # a typo in --population or --generations should not run for days unnoticed
+        tqdm.write(f"note: population {cfg.search.population} x {cfg.search.generations + 1} generations = {n_evals} "
+                   "genome evaluations; the generation lines give the ETA after generation 0 (Ctrl-C stops, --resume continues)")
     run.write_json("config.json", cfg.to_dict())
     run.start(argv, seed, str(device), data_root=str(Path(args.data_root).resolve()) if args.data_root else None)
     tqdm.write(f"run directory: {run.path}")
@@ -400,6 +405,18 @@ def _execute(run: RunDir, cfg: Config, splits, device, args, ckpt: Checkpoint | 
         run.finish("interrupted")
         print(interrupted_message(run, cfg, search), file=sys.stderr)
         return 130
+    except OSError as e:
+        if e.errno not in DISK_ERRNOS:
+            run.finish("failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
+            raise
+        msg = f"{e.strerror or e} while writing {e.filename or run.path}: free some space, then continue with: " \
+              f"python -m evo_snn.search --resume {run.path}"
+        try:
+            run.finish("failed", error=msg)
+        except OSError:  # the manifest cannot be written either: it still says 'running'
+            pass
+        print(f"error: {msg}", file=sys.stderr)
+        return 1
     except Exception as e:
         run.finish("failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
         raise

@@ -265,3 +265,61 @@ def test_d8_missing_rng_and_manifest_are_warnings_naming_what_is_lost(finished_r
     with pytest.warns(UserWarning, match="torch_rng.pt is missing"):
         assert main(["--resume", str(run), "--generations", "2", "--no-progress"]) == 0
     assert "manifest.json is missing: the run's original argv" in capsys.readouterr().out
+
+
+def _limited(max_bytes):
+    def preexec():
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, max_bytes))
+    return preexec
+
+
+def test_d7_a_full_disk_is_one_line_and_resumable(tmp_path):
+    """D7: a file-size limit (as ``ulimit -f 20``) hit while the search writes: one line
+    naming the --resume command, exit 1, status 'failed', and no traceback."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "r"
+    proc = subprocess.run([sys.executable, "-m", "evo_snn.search", "--dataset", "synthetic", "--population", "8",
+                           "--generations", "4", "--no-progress", *TINY, "--out", str(out)],
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          preexec_fn=_limited(20 * 1024), timeout=300)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    err = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(err) == 1 and "File too large" in err[0] and f"--resume {out}" in err[0]
+    assert json.loads((out / "manifest.json").read_text())["status"] == "failed"
+    assert not list(out.rglob("*.tmp-*"))
+
+
+def test_d7_an_export_that_hits_a_full_disk_leaves_no_empty_folder(finished_run, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    dest = tmp_path / "exports"
+    proc = subprocess.run([sys.executable, "-m", "evo_snn.export", str(finished_run), "--pick", "knee", "--no-progress",
+                           "--out", str(dest)], env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
+                          text=True, preexec_fn=_limited(2 * 1024), timeout=300)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and "nothing was exported" in proc.stderr
+    assert not dest.exists()
+
+
+def test_d9_a_negative_seed_is_a_config_error_before_any_output(tmp_path, capsys):
+    out = tmp_path / "r"
+    assert main(["--dataset", "synthetic", "--seed", "-1", "--no-progress", *TINY, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "search.seed must be an integer in [0, 2**32)" in err and "Traceback" not in err and not out.exists()
+
+
+def test_d9_a_huge_search_says_how_many_evaluations_it_is(tmp_path, capsys, monkeypatch):
+    import evo_snn.search as search_mod
+
+    monkeypatch.setattr(search_mod, "_execute", lambda *a, **k: 0)  # the note comes before any training
+    assert main(["--dataset", "synthetic", "--population", "4000", "--generations", "1", "--no-progress", *TINY,
+                 "--out", str(tmp_path / "r")]) == 0
+    assert "population 4000 x 2 generations = 8000 genome evaluations" in capsys.readouterr().out
