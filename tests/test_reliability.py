@@ -323,3 +323,38 @@ def test_d9_a_huge_search_says_how_many_evaluations_it_is(tmp_path, capsys, monk
     assert main(["--dataset", "synthetic", "--population", "4000", "--generations", "1", "--no-progress", *TINY,
                  "--out", str(tmp_path / "r")]) == 0
     assert "population 4000 x 2 generations = 8000 genome evaluations" in capsys.readouterr().out
+
+
+@pytest.mark.slow  # ~30 s: a Ray node started and killed (python -m pytest -m slow tests/test_reliability.py)
+def test_d2_a_killed_ray_dashboard_agent_ends_the_run_failed_with_the_resume_command(tmp_path):
+    """D2: SIGKILL of Ray's dashboard agent takes the raylet and then the driver with it
+    (Ray's core worker exits the process: exit 1, no traceback). The supervising parent of
+    ``python -m evo_snn.search`` records status 'failed' with the reason and prints the
+    --resume command; the manifest is never left at 'running'."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    out = tmp_path / "r"
+    proc = subprocess.Popen([sys.executable, "-m", "evo_snn.search", "--dataset", "synthetic", "--population", "8",
+                             "--generations", "50", "--workers", "2", "--no-progress", *TINY, "--out", str(out)],
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "checkpoints" / "state.json").exists() and proc.poll() is None:
+        time.sleep(0.2)
+    agents = [p for p in psutil.Process(proc.pid).children(recursive=True)
+              if "DashboardAgent" in " ".join(p.cmdline())]
+    assert agents, "no dashboard agent found"
+    for p in agents:
+        p.send_signal(signal.SIGKILL)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    line = [ln for ln in err.splitlines() if ln.startswith("error: the search process")]
+    assert len(line) == 1 and f"python -m evo_snn.search --resume {out}" in line[0]
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["status"] == "failed" and "Ray's local node" in m["error"]
