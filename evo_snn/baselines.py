@@ -387,7 +387,7 @@ class Comparison:
 
     def __init__(self, run: RunDir, data_root: str | None = None, workers: int | None = None,
                  address: str | None = None, progress: bool = True, kd_mode: str | None = None,
-                 finetune_share: float | None = None):
+                 finetune_share: float | None = None, verify_students: bool = True):
         self.cfg = cfg = read_run_config(run.path / "config.json", workers=workers)
         self.finetune_share = cfg.search.resolved_finetune_share() if finetune_share is None else float(finetune_share)
         if not 0.0 <= self.finetune_share < 1.0:
@@ -399,7 +399,7 @@ class Comparison:
             except ValueError as e:
                 raise ConfigError(f"--kd {kd_mode}: {e}") from e
         self.run, self.address, self.progress = run, address, progress
-        self.ckpt = load_checkpoint(run.checkpoints)
+        self.ckpt = load_checkpoint(run.checkpoints, verify_students=verify_students)
         root = data_root or run.manifest.get("data_root")
         self.splits = load_splits(cfg.dataset, root, cfg.data, seed=cfg.search.seed, progress=progress)
         self.device = default_device()
@@ -450,19 +450,26 @@ class Comparison:
             self._evaluator.close()
             self._evaluator = None
 
-    def search_members(self) -> list[Member]:
-        """The search's archive (its validation front) from the last checkpoint."""
+    def search_members(self, uids: set[str] | None = None) -> list[Member]:
+        """The search's archive (its validation front) from the last checkpoint; with
+        ``uids``, only those members, whose students alone are read (``evo_snn.export``:
+        a damaged student of another member does not stop an export)."""
         state = self.ckpt.state
         members = []
         for rec in state["archive"]:
-            if rec["status"] == "failed":
+            if rec["status"] == "failed" or (uids is not None and rec["uid"] not in uids):
                 continue
             g = state["genomes"][rec["genome_key"]]
             genome = Genome(g.layers, tuple(float(r) for r in rec["ratios"]), g.masks)
             if rec["genome_key"] not in state["results"]:
                 raise CheckpointError(f"{self.run.checkpoints}: no student for archive member {rec['uid']}")
+            try:
+                student = self.ckpt.students.get(rec["genome_key"])
+            except Exception as e:  # a truncated or replaced file (D4 of issue 27): one line naming it
+                raise CheckpointError(f"{self.ckpt.students.path(rec['genome_key'])}: the student of {rec['uid']} "
+                                      f"cannot be loaded ({type(e).__name__}); it was damaged after the run wrote it") from e
             members.append(Member("search", rec["uid"], genome, int(rec["seed"]), dict(rec["metrics"]),
-                                  self.ckpt.students.get(rec["genome_key"]), selected=True))
+                                  student, selected=True))
         select_energy_front(members)  # the archive's validation front in (accuracy, energy fraction)
         return members
 

@@ -183,12 +183,13 @@ class CheckpointWriter:
                 p.unlink(missing_ok=True)
 
 
-def load_checkpoint(directory: str | Path) -> Checkpoint:
+def load_checkpoint(directory: str | Path, verify_students: bool = True) -> Checkpoint:
     """Read the checkpoint that ``<directory>/state.json`` names.
 
     The students stay on disk (``Checkpoint.students``); each referenced one must be
     there, load as a state_dict of tensors and have the same keys and shapes as the
-    others (a truncated or replaced student file is refused, named). Raises CheckpointError naming the file at fault (no pointer, a missing,
+    others (a truncated or replaced student file is refused, named); ``verify_students=False``
+    checks only that they exist (an export reads just the member it exports). Raises CheckpointError naming the file at fault (no pointer, a missing,
     truncated or unreadable file, a pointer and a search state of different
     generations, a genome that does not match its key).
     """
@@ -223,6 +224,8 @@ def load_checkpoint(directory: str | Path) -> Checkpoint:
             current = students.path(key)
             if key not in students:
                 raise FileNotFoundError("not found")
+            if not verify_students:
+                continue
             state = students.get(key)
             if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
                 raise ValueError("not a state_dict of tensors")

@@ -595,7 +595,7 @@ def _export_locked(run: RunDir, pick: str, retrain_epochs: float, out, nir: bool
     from .baselines import Comparison
     from .checkpoint import load_checkpoint
 
-    ckpt = load_checkpoint(run.checkpoints)
+    ckpt = load_checkpoint(run.checkpoints, verify_students=False)  # only the exported member's student is read
     records = [r for r in ckpt.state["archive"] if r.get("status") != "failed"]
     chosen, note = pick_member(records, pick)
     if note:
@@ -603,10 +603,10 @@ def _export_locked(run: RunDir, pick: str, retrain_epochs: float, out, nir: bool
     uid = chosen["uid"]
     tqdm.write(f"picked {uid} ({pick}): validation accuracy {chosen['metrics']['accuracy']:.4f}, "
                f"sparsity {chosen['metrics']['sparsity']:.4f} (generation {ckpt.gen} archive of {len(records)})")
-    cmp = Comparison(run, data_root=data_root, workers=1, progress=progress)
+    cmp = Comparison(run, data_root=data_root, workers=1, progress=progress, verify_students=False)
     try:
         try:
-            member = next((m for m in cmp.search_members() if m.uid == uid), None)
+            member = next((m for m in cmp.search_members(uids={uid}) if m.uid == uid), None)
         except KeyError:
             member = None
         if member is None:  # a running search wrote a newer checkpoint in between

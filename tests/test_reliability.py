@@ -358,3 +358,35 @@ def test_d2_a_killed_ray_dashboard_agent_ends_the_run_failed_with_the_resume_com
     assert len(line) == 1 and f"python -m evo_snn.search --resume {out}" in line[0]
     m = json.loads((out / "manifest.json").read_text())
     assert m["status"] == "failed" and "Ray's local node" in m["error"]
+
+
+@pytest.fixture(scope="module")
+def wide_run(tmp_path_factory):
+    """The quick-start search for one generation: an archive of several members."""
+    out = tmp_path_factory.mktemp("wide") / "r"
+    assert main(["--dataset", "synthetic", "--generations", "1", "--no-progress", "--out", str(out)]) == 0
+    return out
+
+
+def test_d4_export_reads_only_the_member_it_exports(wide_run, tmp_path, capsys):
+    """D4: with another member's student truncated, exporting an intact member works
+    (export reads just that student), and exporting the damaged one is a one-line error."""
+    import shutil
+
+    from evo_snn.export import main as export_main
+
+    run = tmp_path / "r"
+    shutil.copytree(wide_run, run)
+    pointer = json.loads((run / "checkpoints" / "state.json").read_text())
+    archive = json.loads((run / "checkpoints" / pointer["dir"] / "search.json").read_text())["archive"]
+    ok = [r for r in archive if r["status"] != "failed"]
+    assert len(ok) >= 2
+    damaged, intact = ok[0], ok[1]
+    victim = run / "checkpoints" / "students" / f"{damaged['genome_key']}.pt"
+    victim.write_bytes(victim.read_bytes()[:100])
+    assert export_main([str(run), "--pick", f"uid={intact['uid']}", "--no-progress"]) == 0
+    assert (run / "exported" / intact["uid"] / "student.pt").is_file()
+    capsys.readouterr()
+    assert export_main([str(run), "--pick", f"uid={damaged['uid']}", "--no-progress"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and damaged["genome_key"] in err[0]
