@@ -63,7 +63,7 @@ def test_export_run_passes_its_defaults_and_the_data_root_on(tmp_path, monkeypat
 
 def _last_checkpoint(monkeypatch, archive):
     """export_run reads ``archive`` (records as ``nsga._record`` writes them) as the run's last checkpoint (generation 1)."""
-    monkeypatch.setattr("evo_snn.checkpoint.load_checkpoint", lambda d: SimpleNamespace(state={"archive": archive}, gen=1))
+    monkeypatch.setattr("evo_snn.checkpoint.load_checkpoint", lambda d, **kw: SimpleNamespace(state={"archive": archive}, gen=1))
 
 
 def test_failed_archive_members_are_never_exported(tmp_path, monkeypatch, capsys):
@@ -94,7 +94,7 @@ class _Comparison:
     def __init__(self, members, cfg=None, splits=None):
         self.members, self.cfg, self.splits, self.teacher, self.layers = members, cfg, splits, None, ["features.0"]
 
-    def search_members(self):
+    def search_members(self, uids=None):
         if isinstance(self.members, Exception):
             raise self.members
         return self.members
