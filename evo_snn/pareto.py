@@ -99,9 +99,12 @@ def _read_json(path: Path, required: bool) -> dict:
             raise RunReadError(f"{path} not found; RUN_DIR must be a run directory of evo_snn.search")
         return {}
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as e:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError) as e:  # UnicodeDecodeError is a ValueError
         raise RunReadError(f"{path}: not readable JSON ({e})") from e
+    if not isinstance(value, dict):
+        raise RunReadError(f"{path}: a JSON {type(value).__name__}, expected an object (the file has been altered)")
+    return value
 
 
 def _read_csv(path: Path) -> pd.DataFrame:

@@ -390,3 +390,19 @@ def test_d4_export_reads_only_the_member_it_exports(wide_run, tmp_path, capsys):
     assert export_main([str(run), "--pick", f"uid={damaged['uid']}", "--no-progress"]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and damaged["genome_key"] in err[0]
+
+
+def test_d8_pareto_reports_a_manifest_that_is_not_an_object_in_one_line(finished_run, tmp_path, capsys):
+    import shutil
+
+    from evo_snn.pareto import main as pareto_main
+
+    run = tmp_path / "r"
+    shutil.copytree(finished_run, run)
+    (run / "manifest.json").write_text("[1, 2]")
+    with open(run / "evaluations.jsonl", "ab") as f:
+        f.write(b'{"gen": 1, "uid": "\xff"}\n')
+    capsys.readouterr()
+    assert pareto_main([str(run)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error:") and "manifest.json: a JSON list" in err[-1]
