@@ -200,7 +200,7 @@ def load_checkpoint(directory: str | Path, verify_students: bool = True) -> Chec
     students = student_store(root)
     current = root / POINTER  # the file being read, for the error message
     try:
-        pointer = json.loads(current.read_text())
+        pointer = _read_pointer(root)
         if pointer.get("format") != CHECKPOINT_FORMAT:
             raise CheckpointError(f"{current}: format {pointer.get('format')!r}, expected {CHECKPOINT_FORMAT}")
         folder = root / plain_name(pointer["dir"], "checkpoint folder", current)
@@ -251,6 +251,31 @@ def load_checkpoint(directory: str | Path, verify_students: bool = True) -> Chec
     logbook = doc.pop("logbook", [])
     state = {**doc, "genomes": genomes}
     return Checkpoint(gen, state, logbook, torch_rng, students)
+
+
+def _read_pointer(root: Path) -> dict:
+    """``state.json``, or, when it is not readable JSON (D9 of issue 27), a pointer to the one
+    complete checkpoint folder beside it (its ``search.json`` readable), with a warning; the
+    error of ``state.json`` is raised when there is not exactly one such folder."""
+    path = root / POINTER
+    try:
+        pointer = json.loads(path.read_text())
+        if not isinstance(pointer, dict):
+            raise ValueError(f"a JSON {type(pointer).__name__}, expected an object")
+        return pointer
+    except (OSError, ValueError) as e:
+        found = []
+        for d in sorted(p for p in root.glob("gen-*") if p.is_dir()):
+            try:
+                doc = json.loads((d / "search.json").read_text())
+                found.append({"format": CHECKPOINT_FORMAT, "gen": int(doc["gen"]), "dir": d.name})
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+        if len(found) != 1:
+            raise
+        warnings.warn(f"{path} is not readable ({e}); resuming from the complete checkpoint {root / found[0]['dir']} "
+                      f"(generation {found[0]['gen']})", stacklevel=3)
+        return found[0]
 
 
 def _load_pt(path: Path) -> dict:

@@ -309,6 +309,10 @@ def test_a_corrupted_checkpoint_is_a_checkpoint_error_naming_the_file(tmp_path, 
     root, folder, gs = _saved(tmp_path)
     assert load_checkpoint(root).gen == 3  # precondition: it loads before the damage
     _, culprit = CORRUPTIONS[case](root, folder, gs)
+    if case == "pointer truncated":  # D9 of issue 27: the one intact folder beside it is used, with a warning
+        with pytest.warns(UserWarning, match="resuming from the complete checkpoint"):
+            assert load_checkpoint(root).gen == 3
+        shutil.rmtree(folder)  # without it, the pointer's own error
     with pytest.raises(CheckpointError) as info:
         load_checkpoint(root)
     msg = str(info.value)

@@ -406,3 +406,15 @@ def test_d8_pareto_reports_a_manifest_that_is_not_an_object_in_one_line(finished
     assert pareto_main([str(run)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error:") and "manifest.json: a JSON list" in err[-1]
+
+
+def test_d9_a_corrupt_state_json_resumes_from_the_intact_checkpoint_folder(finished_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "r"
+    shutil.copytree(finished_run, run)
+    (run / "checkpoints" / "state.json").write_text("{not json")
+    with pytest.warns(UserWarning, match="resuming from the complete checkpoint"):
+        assert main(["--resume", str(run), "--generations", "2", "--no-progress"]) == 0
+    assert json.loads((run / "manifest.json").read_text())["status"] == "completed"
+    assert json.loads((run / "checkpoints" / "state.json").read_text())["gen"] == 2
