@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -497,7 +498,16 @@ class Config:
             (self.kd.mode in _kd_modes(), f"kd.mode must be one of {list(_kd_modes())}"),
             (0.0 < self.kd.default_prob < 1.0, "kd.default_prob must be in (0, 1)"),
             (self.kd.default_form in ("paper", "hinton"), "kd.default_form must be 'paper' or 'hinton'"),
-            (self.kd.epochs > 0, "kd.epochs must be > 0"),
+            (math.isfinite(self.kd.epochs) and self.kd.epochs > 0, "kd.epochs must be a finite number > 0"),
+            (self.kd.batch_size >= 1, f"kd.batch_size must be >= 1, got {self.kd.batch_size}"),
+            (math.isfinite(self.kd.lr) and self.kd.lr > 0, f"kd.lr must be a finite number > 0, got {self.kd.lr}"),
+            (self.teacher.epochs >= 1, f"teacher.epochs must be >= 1 (an untrained teacher teaches nothing), "
+                                       f"got {self.teacher.epochs}; reuse a trained one with --teacher PATH"),
+            (self.teacher.batch_size >= 1, f"teacher.batch_size must be >= 1, got {self.teacher.batch_size}"),
+            (math.isfinite(self.teacher.lr) and self.teacher.lr > 0,
+             f"teacher.lr must be a finite number > 0, got {self.teacher.lr}"),
+            (math.isfinite(self.teacher.weight_decay) and self.teacher.weight_decay >= 0,
+             f"teacher.weight_decay must be a finite number >= 0, got {self.teacher.weight_decay}"),
             (self.kd.student_init in ("teacher", "scratch"), "kd.student_init must be 'teacher' or 'scratch'"),
             (self.kd.student_mask in ("genome", "dense"), "kd.student_mask must be 'genome' or 'dense'"),
             (self.train.threads is None or (isinstance(self.train.threads, int) and not isinstance(self.train.threads, bool)
@@ -651,6 +661,10 @@ def _from_dict(cls, d: Any, prefix: str):
             kwargs[name] = value
         elif isinstance(default, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
             kwargs[name] = float(value)
+        elif isinstance(default, float) and not (value is None and "None" in str(f.type)):
+            hint = " (YAML writes them .nan and .inf, which are refused where a finite number is needed)" \
+                if str(value).lower().lstrip("+-") in ("nan", "inf", "infinity") else ""
+            raise ConfigError(f"{prefix}{name}: expected a number, got {value!r}{hint}")
         elif isinstance(default, int) and not isinstance(default, bool):
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ConfigError(f"{prefix}{name}: expected an integer, got {value!r}")
