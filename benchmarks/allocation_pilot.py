@@ -67,19 +67,23 @@ HEURISTICS = ("global", "uniform", "lamp", "erk", "energy_aware")
 
 # ------------------------------------------------------------------ allocations
 def random_move(counts: np.ndarray, sizes: np.ndarray, rng: np.random.Generator, lo: float = 0.05,
-                hi: float = 0.30) -> tuple[np.ndarray, float]:
+                hi: float = 0.30, max_ratio: float = 0.95) -> tuple[np.ndarray, float]:
     """A copy of ``counts`` (pruned per layer) with a fraction f ~ U(lo, hi) of the pruned total
     moved between random layers: repeatedly a random layer with pruned weights gives to a
     random other layer with room, until round(f * total) weights have moved (or nothing can
-    move). The total is unchanged and 0 <= z_l <= n_l. Returns (counts, f)."""
+    move). A receiving layer is filled to at most max(max_ratio, its ratio before) of its
+    weights (``genome.ratio_max`` of the search space, 0.95 on CIFAR-10: the search never
+    empties a layer, and a move that empties one only measures a dead net). The total is
+    unchanged and 0 <= z_l <= n_l. Returns (counts, f)."""
     z = np.asarray(counts, dtype=np.int64).copy()
     n = np.asarray(sizes, dtype=np.int64)
+    cap = np.maximum(np.floor(max_ratio * n).astype(np.int64), z)
     f = float(rng.uniform(lo, hi))
     left = int(round(f * int(z.sum())))
     for _ in range(10_000):
         if left <= 0:
             break
-        src_ok, dst_ok = np.flatnonzero(z > 0), np.flatnonzero(z < n)
+        src_ok, dst_ok = np.flatnonzero(z > 0), np.flatnonzero(z < cap)
         if src_ok.size == 0 or dst_ok.size == 0 or (src_ok.size == 1 and dst_ok.size == 1 and src_ok[0] == dst_ok[0]):
             break
         src = int(rng.choice(src_ok))
@@ -87,7 +91,7 @@ def random_move(counts: np.ndarray, sizes: np.ndarray, rng: np.random.Generator,
         if dst_ok.size == 0:
             continue
         dst = int(rng.choice(dst_ok))
-        d = min(left, int(z[src]), int(n[dst] - z[dst]))
+        d = min(left, int(z[src]), int(cap[dst] - z[dst]))
         z[src] -= d
         z[dst] += d
         left -= d
@@ -95,7 +99,8 @@ def random_move(counts: np.ndarray, sizes: np.ndarray, rng: np.random.Generator,
 
 
 def build_allocations(teacher_abs: dict[str, np.ndarray], sparsity: float, synops_pw: dict[str, float],
-                      n_random: int, rng: np.random.Generator, methods=HEURISTICS) -> tuple[dict[str, Genome], dict[str, float]]:
+                      n_random: int, rng: np.random.Generator, methods=HEURISTICS,
+                      max_ratio: float = 0.95) -> tuple[dict[str, Genome], dict[str, float]]:
     """({name: Genome}, {random name: moved fraction}) of the heuristics and ``n_random`` random
     moves from global at ``sparsity``; every genome prunes exactly round(s * N) weights,
     magnitude within each layer."""
@@ -104,7 +109,7 @@ def build_allocations(teacher_abs: dict[str, np.ndarray], sparsity: float, synop
     base = allocation.global_magnitude(teacher_abs, sparsity)
     moved = {}
     for k in range(n_random):
-        z, f = random_move(base, sizes, rng)
+        z, f = random_move(base, sizes, rng, max_ratio=max_ratio)
         masks = allocation.masks_from_counts(teacher_abs, z)
         out[f"random{k}"] = Genome(tuple(teacher_abs), tuple(int(c) / s for c, s in zip(z, sizes)), tuple(masks))
         moved[f"random{k}"] = f
@@ -169,7 +174,7 @@ def spearman_ci(a, b, n_boot: int = 1000, seed: int = 0) -> list[float]:
     return [float(np.percentile(vals, 2.5)), float(np.percentile(vals, 97.5))] if vals else [float("nan")] * 2
 
 
-def summarise(rows: list[dict], n_seeds: int) -> dict:
+def summarise(rows: list[dict], n_seeds: int, n_classes: int = 10, chance_factor: float = 1.5) -> dict:
     """The pilot's statistics over one sparsity's rows (one per allocation)."""
     truth = np.array([r["test_mean"] for r in rows])
     by = {r["method"]: r for r in rows}
@@ -182,10 +187,16 @@ def summarise(rows: list[dict], n_seeds: int) -> dict:
         "random_minus_global": [r["test_mean"] - by["global"]["test_mean"] for r in rows if r["method"].startswith("random")],
         "spearman": {}, "spearman_ci": {},
     }
+    # the allocations that still learn: a dead net (an emptied path, no spikes) ends at chance
+    # whatever the proxy says, and ties at chance weigh on the rank correlation (selected on truth:
+    # a secondary view, not a screening rule)
+    live = truth > chance_factor / max(n_classes, 1)
+    out["live"], out["spearman_live"] = int(live.sum()), {}
     for p in PROXIES:
         x = PROXY_SIGN[p] * np.array([r[p] for r in rows])
         out["spearman"][p] = spearman(x, truth)
         out["spearman_ci"][p] = spearman_ci(x, truth)
+        out["spearman_live"][p] = spearman(x[live], truth[live])
     return out
 
 
@@ -196,6 +207,9 @@ def get_teacher(args, cfg, splits, device):
         if warning:
             print(f"warning: {warning}", file=sys.stderr)
         model, metrics = load_teacher(args.teacher, cfg, splits, device)
+        saved = Path(args.teacher).parent / "metrics.json"  # how it was trained (written by --save-teacher / a run)
+        if saved.is_file():
+            metrics = {**json.loads(saved.read_text()), **metrics}
         return model, metrics
     model, metrics = train_teacher(cfg, splits, cfg.search.seed, device, progress=args.progress)
     if args.save_teacher:
@@ -270,12 +284,12 @@ def run(args) -> dict:
     fitness = GenomeFitness(with_epochs(ctx, epochs), device)
 
     doc = {"settings": {"dataset": cfg.dataset, "data_root": args.data_root, "model": dataclasses.asdict(cfg.model),
-                        "frames": cfg.data.frames, "teacher_epochs": cfg.teacher.epochs, "teacher": args.teacher or "trained",
+                        "frames": cfg.data.frames, "teacher_epochs": tmetrics.get("epochs", None if args.teacher else cfg.teacher.epochs), "teacher": args.teacher or "trained",
                         "kd_mode": cfg.kd.mode, "kd_lr": cfg.kd.lr, "batch_size": cfg.kd.batch_size,
                         "finetune_steps": steps, "seeds": args.seeds, "random_moves": args.random_moves,
                         "sparsities": args.sparsities, "val_images": len(val), "bn_batches": len(bn_batches),
                         "bn_batch_size": args.bn_batch_size, "test_images": len(test), "train_size": len(splits.train),
-                        "prunable_layers": len(layers), "prunable_weights": n_total, "threads": torch.get_num_threads(),
+                        "prunable_layers": len(layers), "num_classes": splits.num_classes, "prunable_weights": n_total, "threads": torch.get_num_threads(),
                         "device": str(device)},
            "teacher": {**{k: v for k, v in tmetrics.items() if k != "val_curve"}, "val_curve": tmetrics.get("val_curve"),
                        "val_subset_accuracy": teacher_val_acc, "test_accuracy": teacher_test_acc},
@@ -286,13 +300,28 @@ def run(args) -> dict:
     jobs, random_jobs = [], []
     for si, s in enumerate(args.sparsities):
         allocs, moved = build_allocations(teacher_abs, s, synops_pw, args.random_moves,
-                                          np.random.default_rng([cfg.search.seed, 23, si]), args.methods)
+                                          np.random.default_rng([cfg.search.seed, 23, si]), args.methods,
+                                          cfg.genome.ratio_max)
         for name, g in allocs.items():
             (random_jobs if name in moved else jobs).append((si, s, name, g, moved.get(name)))
     random_jobs.sort(key=lambda j: (int(j[2][len("random"):]), j[0]))
     jobs += random_jobs
-    skipped = []
+    skipped, reused = [], 0
+    prior = {}
+    if args.reuse:
+        old = json.loads(Path(args.reuse).read_text())
+        same = ("finetune_steps", "seeds", "val_images", "bn_batches", "bn_batch_size", "test_images", "teacher", "prunable_weights")
+        diff = [k for k in same if old["settings"].get(k) != doc["settings"][k]]
+        if diff:
+            raise SystemExit(f"--reuse {args.reuse}: other settings ({', '.join(diff)})")
+        prior = {(r["sparsity"], r["method"], tuple(r["ratios"])): r for r in old["rows"]}
+        doc["cost"] = old.get("cost", {})
     for si, s, name, g, move_fraction in jobs:
+        key = (s, name, tuple(round(r, 4) for r in g.ratios))
+        if key in prior:  # the same allocation, measured with the same settings by an earlier run
+            doc["rows"].append({**prior[key], "reused_from": str(args.reuse)})
+            reused += 1
+            continue
         elapsed = time.perf_counter() - t_start
         if args.time_budget_s and move_fraction is not None and alloc_s and elapsed + max(alloc_s) > args.time_budget_s:
             skipped.append(f"{s}:{name}")
@@ -336,14 +365,19 @@ def run(args) -> dict:
             print(f"s={s} {name:>12}: pruned {row['pruned']} (target {target}) acc_bn {row['acc_bn']:.3f} "
                   f"nll_bn {row['nll_bn']:.3f} acc_raw {row['acc_raw']:.3f} test {row['test']} "
                   f"({alloc_s[-1]:.0f} s; {(time.perf_counter() - t_start) / 60:.1f} min in all)", file=sys.stderr, flush=True)
-        doc["summary"] = {str(x): summarise([r for r in doc["rows"] if r["sparsity"] == x], args.seeds)
+        doc["summary"] = {str(x): summarise([r for r in doc["rows"] if r["sparsity"] == x], args.seeds,
+                                                          splits.num_classes)
                           for x in args.sparsities if any(r["sparsity"] == x for r in doc["rows"])}
         doc["cost"] = {"proxy_bn_s": float(np.median(proxy_s)), "bn_recalibration_s": float(np.median(bn_s)),
                        "finetune_s": float(np.median(tune_s)), "test_s": float(np.median(test_s)),
                        "wall_s": time.perf_counter() - t_start}
         if args.out:
             write_json(args.out, doc)  # partial results survive an interrupted run
-    doc["skipped"] = skipped
+    doc["skipped"], doc["reused"] = skipped, reused
+    if not doc["summary"] or reused:
+        doc["summary"] = {str(x): summarise([r for r in doc["rows"] if r["sparsity"] == x], args.seeds,
+                                                          splits.num_classes)
+                          for x in args.sparsities if any(r["sparsity"] == x for r in doc["rows"])}
     if skipped:
         print(f"--time-budget-s: skipped {len(skipped)} random allocation(s): {', '.join(skipped)}", file=sys.stderr)
     doc["cost"]["wall_s"] = time.perf_counter() - t_start
@@ -379,6 +413,9 @@ def markdown(doc: dict) -> str:
         add(f"Spearman with truth: {names[p]}",
             lambda x, p=p: f"{fmt(x['spearman'][p], 2, True)} [{fmt(x['spearman_ci'][p][0], 2, True)}, "
                            f"{fmt(x['spearman_ci'][p][1], 2, True)}]")
+    for p in ("nll_bn", "acc_bn", "kl_bn", "acc_raw"):
+        add(f"Spearman, allocations above 1.5 × chance only: {names[p]}",
+            lambda x, p=p: f"{fmt(x.get('spearman_live', {}).get(p), 2, True)} (n = {x.get('live', 'n/a')})")
     c = doc["cost"]
     out = ["\n".join(lines), "",
            f"Cost per allocation ({doc['settings']['threads']} thread(s)): BN-recalibrated proxy {c['proxy_bn_s']:.1f} s "
@@ -429,6 +466,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-budget-s", type=float, default=0,
                    help="skip the remaining random moves once the next one would end past this many seconds (0 = off)")
     p.add_argument("--out", default=None, help="results JSON (written atomically)")
+    p.add_argument("--reuse", default=None, metavar="JSON",
+                   help="take the rows of an earlier run's JSON whose allocation (sparsity, method, ratios) and settings match")
     p.add_argument("--render", default=None, metavar="JSON", help="print the tables of an earlier run's JSON and stop")
     p.add_argument("--quiet", dest="progress", action="store_false")
     return p
@@ -438,6 +477,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     if args.render:
         doc = json.loads(Path(args.render).read_text())
+        n_classes = int(doc["settings"].get("num_classes", 10))
+        doc["summary"] = {s: summarise([r for r in doc["rows"] if str(r["sparsity"]) == s], doc["settings"]["seeds"], n_classes)
+                          for s in doc["summary"]}  # recomputed from the rows (this version's statistics)
         print(markdown(doc))
         return doc
     if args.seeds < 1:

@@ -27,9 +27,11 @@ def test_random_move_keeps_the_total_exact():
     rng = np.random.default_rng(0)
     sizes = np.array([10, 200, 3000, 50])
     base = np.array([5, 150, 2500, 0])
+    cap = np.maximum(np.floor(0.95 * sizes), base)
     for _ in range(50):
         z, f = pilot.random_move(base, sizes, rng)
         assert z.sum() == base.sum() and (z >= 0).all() and (z <= sizes).all()
+        assert (z <= cap).all()  # no receiving layer is filled past ratio_max: no layer emptied
         assert 0.05 <= f <= 0.30 and not np.array_equal(z, base)
 
 
@@ -61,6 +63,10 @@ def test_pilot_on_synthetic(tmp_path, capsys):
         assert set(summ["minus_global"]) == {"erk", "lamp", "energy_aware", "uniform"}
     assert "Spearman with truth: NLL after BN recalibration" in table
     assert doc["settings"]["finetune_steps"] == 2
+    # --reuse: the same allocations at the same settings are taken from the earlier JSON
+    again = pilot.main([str(tmp_path / "again.json") if a == str(out) else a for a in argv] + ["--reuse", str(out)])
+    assert again["reused"] == len(doc["rows"])
+    assert [r["test"] for r in again["rows"]] == [r["test"] for r in doc["rows"]]
 
 
 def test_bn_recalibration_leaves_the_net_alone():
