@@ -120,7 +120,7 @@ from tqdm.auto import tqdm
 from . import allocation
 from .atomic import read_jsonl
 from .checkpoint import CheckpointError, load_checkpoint
-from .cli import choice_list, epochs_list, ratio_list
+from .cli import choice_list, epochs_list, ratio_list, show_progress
 from .config import ConfigError, read_run_config
 from .data import DatasetFormatError, load_splits
 from .evaluator import genome_fitness, make_evaluator
@@ -821,7 +821,7 @@ def main(argv: list[str] | None = None) -> int:
         run = RunDir.open(args.run_dir)
         with sigterm_as_interrupt():
             docs = compare(run, args.methods, args.ratios, args.random_evals, args.suffix, args.final_epochs,
-                           data_root=args.data_root, workers=args.workers, address=args.address, progress=not args.no_progress,
+                           data_root=args.data_root, workers=args.workers, address=args.address, progress=show_progress(args),
                            kd_mode=args.kd, finetune_share=args.finetune_share)
     except (ConfigError, DatasetFormatError, RunDirError, CheckpointError, TeacherLoadError) as e:
         print(f"error: {e}", file=sys.stderr)

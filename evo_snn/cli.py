@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def ratio_list(text: str) -> list[float]:
@@ -42,3 +43,12 @@ def choice_list(choices, what: str, allow_none: bool = False):
         return vals
 
     return parse
+
+
+def show_progress(args) -> bool:
+    """Progress bars for a command-line tool: with ``--progress``, or when stderr is a
+    terminal and ``--no-progress`` is not given. A log file gets the tools' one-line
+    messages, not tqdm's ``\\r`` updates."""
+    if getattr(args, "no_progress", False):
+        return False
+    return bool(getattr(args, "progress", False)) or sys.stderr.isatty()

@@ -43,6 +43,7 @@ from tqdm.auto import tqdm
 
 from .atomic import DISK_ERRNOS, atomic_write_bytes, json_default
 from .checkpoint import SPARSE_SUFFIX, load_sparse_state, save_sparse_state
+from .cli import show_progress
 from .config import Config
 from .data import FrameSet, Splits
 from .fitness import FitnessContext, GenomeFitness, with_epochs
@@ -648,7 +649,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with sigterm_as_interrupt():
             rec = export_run(args.run_dir, args.pick, args.retrain_epochs, args.out, args.nir, args.data_root,
-                             progress=not args.no_progress, argv=["python", "-m", "evo_snn.export", *argv])
+                             progress=show_progress(args), argv=["python", "-m", "evo_snn.export", *argv])
     except (ExportError, ConfigError, DatasetFormatError, RunDirError, CheckpointError, TeacherLoadError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE

@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .cli import choice_list, ratio_list
+from .cli import choice_list, ratio_list, show_progress
 from .config import ConfigError, load_config
 from .data import DATASETS, DatasetFormatError, load_splits
 from .fitness import default_device
@@ -83,12 +83,12 @@ def run(args, argv: list[str]) -> int:
         cfg = load_config(args.dataset, args.config, overrides)
         if args.seeds < 1:
             raise ConfigError("--seeds must be >= 1")
-        splits = load_splits(cfg.dataset, args.data_root, cfg.data, seed=cfg.search.seed, progress=not args.no_progress)
+        splits = load_splits(cfg.dataset, args.data_root, cfg.data, seed=cfg.search.seed, progress=show_progress(args))
         run = RunDir.create(args.out, cfg.dataset, "reproduce")
     except (ConfigError, DatasetFormatError, RunDirError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    progress = not args.no_progress
+    progress = show_progress(args)
     device = default_device()
     epochs = args.student_epochs if args.student_epochs is not None else float(cfg.teacher.epochs)
     run.write_json("config.json", {**cfg.to_dict(), "reproduce": {"ratios": args.ratios, "kd": args.kd,

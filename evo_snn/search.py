@@ -37,6 +37,7 @@ from .checkpoint import (
     load_checkpoint,
     student_store,
 )
+from .cli import show_progress
 from .config import Config, ConfigError, load_config, read_run_config
 from .data import DATASETS, DatasetFormatError, load_splits
 from .evaluator import ReplayEvaluator, genome_fitness, make_evaluator
@@ -100,14 +101,6 @@ def build_parser() -> argparse.ArgumentParser:
 # flags that would change the search space, the data or the output of a run: refused with --resume
 RESUME_REFUSED = {"dataset": "--dataset", "config": "--config", "overrides": "--set", "seed": "--seed", "out": "--out",
                   "model": "--model", "population": "--population", "teacher": "--teacher"}
-
-
-def show_progress(args) -> bool:
-    """Progress bars: with ``--progress``, or when stderr is a terminal and ``--no-progress``
-    is not given (a log file gets the per-generation lines, not ``\\r`` updates)."""
-    if getattr(args, "no_progress", False):
-        return False
-    return bool(getattr(args, "progress", False)) or sys.stderr.isatty()
 
 
 def next_steps(run_path: Path, uid: str | None = None) -> str:
