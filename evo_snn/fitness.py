@@ -31,7 +31,7 @@ from .kd import kd_mode, student_loss, teacher_for
 from .models import build_model, select_backend
 from .outcome import FitnessResult  # noqa: F401  (re-exported: evaluators and tests import it here)
 from .pruning import MaskHooks, fold_masks, sparse_copy, weight_sparsity
-from .train import accuracy, channels_last, cpu_state, predict_logits, samples_processed, train_steps
+from .train import accuracy, channels_last, cpu_state, eval_batch_size, predict_logits, samples_processed, train_steps
 
 
 @dataclass
@@ -108,7 +108,8 @@ class GenomeFitness:
         ``search.measure_teacher`` is false (the pass is skipped)."""
         if not self.ctx.cfg.search.measure_teacher:
             return None
-        return accuracy(sparse_teacher, self.ctx.val, channels_last=self.hot_path.channels_last)
+        return accuracy(sparse_teacher, self.ctx.val, eval_batch_size(self.hot_path, self.device),
+                        channels_last=self.hot_path.channels_last)
 
     def __call__(self, genome: Genome, seed: int, init_state: dict[str, torch.Tensor] | None = None,
                  rung: Rung | None = None) -> FitnessResult:
@@ -194,7 +195,8 @@ class GenomeFitness:
         kd = self.ctx.cfg.kd
         energy = self.ctx.cfg.energy
         with EnergyCounter(student, energy.e_ac_pj, energy.e_mac_pj) as counter:  # hooks only read: same accuracy
-            student_acc = accuracy(student, self.ctx.val, channels_last=self.hot_path.channels_last)
+            student_acc = accuracy(student, self.ctx.val, eval_batch_size(self.hot_path, self.device),
+                                   channels_last=self.hot_path.channels_last)
         sparsity, per_layer = weight_sparsity(student, self.ctx.layers)
         return {
             "accuracy": student_acc,

@@ -19,7 +19,7 @@ from .config import Config
 from .data import Splits
 from .kd import kd_mode
 from .models import build_model
-from .train import accuracy, ce_loss, cpu_state, train_steps
+from .train import accuracy, ce_loss, cpu_state, eval_batch_size, train_steps
 
 
 class TeacherLoadError(ValueError):
@@ -64,7 +64,7 @@ def train_teacher(cfg: Config, splits: Splits, seed: int, device: torch.device, 
         atomic_write_bytes(checkpoint, buf.getvalue())
 
     def on_epoch(epoch: int) -> None:
-        curve.append(accuracy(model, splits.val, channels_last=cfg.train.channels_last))
+        curve.append(accuracy(model, splits.val, eval_batch_size(cfg.train, device), channels_last=cfg.train.channels_last))
         model.train()
         if progress:
             tqdm.write(f"teacher epoch {epoch}/{tc.epochs}: val accuracy {curve[-1]:.3f}")
@@ -75,7 +75,8 @@ def train_teacher(cfg: Config, splits: Splits, seed: int, device: torch.device, 
                        resume_from=resume_from)
     model.eval()
     # the last epoch's validation pass already measured the final model
-    val_accuracy = curve[-1] if len(curve) == tc.epochs else accuracy(model, splits.val, channels_last=cfg.train.channels_last)
+    val_accuracy = curve[-1] if len(curve) == tc.epochs else accuracy(model, splits.val, eval_batch_size(cfg.train, device),
+                                                                     channels_last=cfg.train.channels_last)
     metrics = {"val_accuracy": val_accuracy, "epochs": tc.epochs, "train_loss": loss,
                "val_curve": curve, "wall_s": time.perf_counter() - t0, "source": "trained"}
     return model, metrics

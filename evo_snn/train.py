@@ -93,6 +93,14 @@ def loader(fs: FrameSet, batch_size: int, shuffle: bool, seed: int = 0) -> DataL
     return DataLoader(fs, sampler=BatchSampler(base, batch_size, drop_last=False), batch_size=None, generator=g)
 
 
+def eval_batch_size(train_cfg: TrainConfig | None, device: torch.device | str) -> int:
+    """The validation batch size: ``train.eval_batch_size``, or when it is null 512 on a
+    CUDA device and 64 elsewhere."""
+    if train_cfg is not None and train_cfg.eval_batch_size is not None:
+        return int(train_cfg.eval_batch_size)
+    return 512 if torch.device(device).type == "cuda" else 64
+
+
 @torch.no_grad()
 def predict_logits(model: nn.Module, fs: FrameSet, batch_size: int = 64, *, channels_last: bool = False) -> torch.Tensor:
     """Logits [N, num_classes] of ``model`` in eval mode over the frame set (CPU tensor),

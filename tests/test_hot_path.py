@@ -305,3 +305,25 @@ def test_auto_neuron_backend_on_cuda_is_not_torch(setup):
     assert select_backend(net, "cuda", "torch") == "torch"
     with pytest.raises(ConfigError, match="no CuPy backend"):
         select_backend(net, "cuda", "cupy")
+
+
+def test_eval_batch_size_changes_no_accuracy_or_energy_count(tmp_path):
+    """train.eval_batch_size (issue 26): the validation passes of the teacher and of every
+    evaluation at batch 7 give exactly the metrics of the default batch (64 on the CPU)."""
+    import json
+
+    from evo_snn.search import main
+    from test_search import TINY
+
+    def rows(out, *extra):
+        assert main(["--dataset", "synthetic", "--population", "4", "--generations", "1", "--no-progress", *TINY,
+                     *extra, "--out", str(out)]) == 0
+        keep = ("accuracy", "teacher_accuracy", "energy_pj", "energy_fraction", "synops", "firing_rate", "genome_key")
+        return [{k: r.get(k) for k in keep} for r in map(json.loads, (out / "evaluations.jsonl").read_text().splitlines())]
+
+    default = rows(tmp_path / "a")
+    small = rows(tmp_path / "b", "--set", "train.eval_batch_size=7")
+    assert small == default
+    assert any(r["energy_pj"] is not None for r in default)
+    teacher = [json.loads((tmp_path / d / "teacher" / "metrics.json").read_text())["val_curve"] for d in "ab"]
+    assert teacher[0] == teacher[1]
