@@ -206,22 +206,23 @@ class _Fanout:
     (input vectors) x sum of the all-ones fan-out. The fan-out is the gradient of
     sum(layer(x, binary weights)) with respect to x (the layer is linear in x), taken on
     one all-ones input: it holds stride, padding (and padding_mode), dilation and groups
-    exactly. Recomputed when the input shape or the pattern of non-zero weights changes."""
+    exactly. Computed once per input shape and device while the counter is attached (the
+    weights must not change then; ``EnergyCounter.attach`` starts afresh), so a batch costs
+    no host sync for it (issue 26: it compared the weights with ``torch.equal`` per layer per
+    batch)."""
 
     def __init__(self):
         self.key = None
-        self.nonzero = None
         self.fan = None  # [*sample_shape] float64
         self.dense = 0.0  # dense SynOps of one input vector/map
 
     def get(self, module: nn.Module, shape: tuple[int, ...], device) -> tuple[torch.Tensor, float]:
-        w = module.weight.detach()
-        nonzero = w != 0
         key = (shape, str(device))
-        if key != self.key or not torch.equal(nonzero, self.nonzero):
-            self.fan = self._grad(module, shape, nonzero.to(w.dtype), device).double()
+        if key != self.key:
+            w = module.weight.detach()
+            self.fan = self._grad(module, shape, (w != 0).to(w.dtype), device).double()
             self.dense = float(self._grad(module, shape, torch.ones_like(w), device).double().sum())
-            self.key, self.nonzero = key, nonzero
+            self.key = key
         return self.fan, self.dense
 
     @staticmethod
@@ -281,6 +282,7 @@ class EnergyCounter:
     def attach(self) -> None:
         if self._handles:
             return
+        self._fanout = {n: _Fanout() for n in self.layers}  # weights may have changed since the last attach
         self._handles.append(self.model.register_forward_pre_hook(self._count_samples))
         for name, m in self.layers.items():
             self._handles.append(m.register_forward_pre_hook(self._layer_hook(name)))
@@ -308,7 +310,7 @@ class EnergyCounter:
             n_vectors = nonzero.shape[0]
             effective = (nonzero.sum(0, dtype=torch.float64) * fan).sum()
             spiking = ((x == 0) | (x == 1) | (x == -1)).all()
-            dense = torch.as_tensor(n_vectors * dense_one, dtype=torch.float64, device=x.device)
+            dense = torch.full((), n_vectors * dense_one, dtype=torch.float64, device=x.device)  # no H2D copy
             zero = torch.zeros((), dtype=torch.float64, device=x.device)
             counts = torch.stack([torch.where(spiking, dense, zero), torch.where(spiking, zero, dense),
                                   torch.where(spiking, effective, zero), torch.where(spiking, zero, effective)])

@@ -209,3 +209,20 @@ def test_registry_models_agree_with_neurobench(tiny_cfg, model):
     assert rep.synops == pytest.approx(ops["Dense"])
     assert rep.activation_sparsity == pytest.approx(act)
     assert rep.effective_acs > 0 and rep.effective_macs > 0
+
+
+def test_the_fan_out_follows_weights_changed_between_attaches():
+    """The fan-out is computed once per attach (no per-batch weight comparison, issue 26):
+    a counter re-attached after pruning counts the pruned layer's new fan-out."""
+    net = two_layer_net()
+    counter = EnergyCounter(net)
+    with counter:
+        net(torch.tensor(X))
+    functional.reset_net(net)
+    assert counter.report().effective_macs == HAND["macs"]
+    with torch.no_grad():
+        net[0].weight[0, 2] = 0.0  # column counts (1, 0, 1): t0n0 {0, 2} -> 2, t0n1 -> 1, t1n1 {0, 2} -> 2
+    counter.reset()
+    with counter:
+        net(torch.tensor(X))
+    assert counter.report().effective_macs == 5 / 2
