@@ -75,6 +75,7 @@ class GenomeFitness:
         # students copy the teacher's nodes; raises ConfigError for a model.neuron_backend that cannot run here
         self.backend = select_backend(self.teacher, self.device, ctx.cfg.model.neuron_backend)
         self.hot_path = ctx.cfg.train  # AMP / channels-last of the KD training (evo_snn.train)
+        self._teacher_acc: dict[str, float] = {}  # genome key -> its sparse teacher's validation accuracy
         if self.hot_path.channels_last:
             channels_last(self.teacher)  # its sparse copies and the students copied from them inherit the layout
         self.ann_teacher = None
@@ -103,13 +104,20 @@ class GenomeFitness:
         model_cfg = c.cfg.model.ann_twin() if ann else c.cfg.model
         return build_model(model_cfg, c.frame_shape, c.num_classes).to(self.device)
 
-    def teacher_accuracy(self, sparse_teacher: nn.Module) -> float | None:
+    def teacher_accuracy(self, sparse_teacher: nn.Module, key: str | None = None) -> float | None:
         """The sparse teacher's validation accuracy in [0, 1], or None when
-        ``search.measure_teacher`` is false (the pass is skipped)."""
+        ``search.measure_teacher`` is false (the pass is skipped). key: the genome key; its
+        accuracy is measured once per worker (a retry, a fidelity continuation or a final
+        retraining of the same genome reuses it: the sparse teacher is the same net)."""
         if not self.ctx.cfg.search.measure_teacher:
             return None
-        return accuracy(sparse_teacher, self.ctx.val, eval_batch_size(self.hot_path, self.device),
-                        channels_last=self.hot_path.channels_last)
+        if key is not None and key in self._teacher_acc:
+            return self._teacher_acc[key]
+        acc = accuracy(sparse_teacher, self.ctx.val, eval_batch_size(self.hot_path, self.device),
+                       channels_last=self.hot_path.channels_last)
+        if key is not None:
+            self._teacher_acc[key] = acc
+        return acc
 
     def __call__(self, genome: Genome, seed: int, init_state: dict[str, torch.Tensor] | None = None,
                  rung: Rung | None = None) -> FitnessResult:
@@ -140,7 +148,7 @@ class GenomeFitness:
         kd = self.ctx.cfg.kd
         own, epochs = self._budget(rung)
         student, teacher, hooks = self._prepare(genome, seed, init_state, rung)
-        teacher_acc = self.teacher_accuracy(teacher)
+        teacher_acc = self.teacher_accuracy(teacher, genome.key)
 
         teaching = teacher_for(kd.mode, sparse=teacher, dense=self.teacher, ann=self.ann_teacher)
         kd_loss = student_loss(kd, self.ctx.num_classes, teaching)

@@ -111,11 +111,11 @@ def predict_logits(model: nn.Module, fs: FrameSet, batch_size: int = 64, *, chan
     out = []
     for x, _ in loader(fs, batch_size, shuffle=False):
         x_seq = to_device(fs.to_seq(x, train=False), device)
-        out.append(model(channels_last_seq(x_seq) if channels_last else x_seq).cpu())
+        out.append(model(channels_last_seq(x_seq) if channels_last else x_seq))
         functional.reset_net(model)
         threads.tick()
     model.train(was_training)
-    return torch.cat(out) if out else torch.empty(0)
+    return torch.cat(out).cpu() if out else torch.empty(0)  # to the host once per pass, not once per batch
 
 
 def accuracy(model: nn.Module, fs: FrameSet, batch_size: int = 64, *, channels_last: bool = False) -> float:

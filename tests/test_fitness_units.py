@@ -22,3 +22,19 @@ def test_a_students_metrics_record_where_and_how_long_it_ran(setup):  # noqa: F8
     assert m["threads"] == torch.get_num_threads()
     assert isinstance(m["backend"], str) and m["backend"] == fitness.backend
     assert all(k == k.lower() and "XX" not in k for k in m)  # metric names as documented, no stray keys
+
+
+def test_the_sparse_teachers_accuracy_is_measured_once_per_genome_key(setup, monkeypatch):  # noqa: F811
+    """Issue 26: a second evaluation of the same genome (a retry, a continuation, a final
+    retraining) reuses its sparse teacher's validation accuracy instead of another pass."""
+    import evo_snn.fitness as fitness_mod
+
+    ctx, _, _, genome = setup
+    fitness = GenomeFitness(_with_kd(ctx, mode="none"), torch.device("cpu"))
+    passes = []
+    real = fitness_mod.accuracy
+    monkeypatch.setattr(fitness_mod, "accuracy", lambda *a, **k: passes.append(a[0]) or real(*a, **k))
+    first = fitness(genome, seed=5).metrics
+    second = fitness(genome, seed=6).metrics
+    assert first["teacher_accuracy"] == second["teacher_accuracy"] is not None
+    assert len(passes) == 3  # the sparse teacher once, each student once
