@@ -309,6 +309,10 @@ class SearchConfig:
     max_retries: how often an evaluation that fails (raises, its Ray worker dies, or it
       outlives eval_timeout_s) is run again, with the same (genome, seed), before it is
       recorded as failed (status 'failed', worst fitness); 0 = never.
+    max_failed_generations: the search stops with status 'failed' (one line naming the
+      errors) after this many generations in a row in which every evaluation failed; such a
+      generation is otherwise logged (``ok_evals`` 0 in generations.csv) and the search goes
+      on with the survivors it has. Default 3; 0 = never stop.
     eval_timeout_s: wall-clock limit of one evaluation attempt on a Ray worker, in
       seconds (the worker is then replaced and the attempt counts as a fault); 0 = none.
       The serial evaluator cannot interrupt itself and ignores it.
@@ -374,6 +378,7 @@ class SearchConfig:
     final_epochs: float = 0.0
     inherit_weights: bool = False
     max_retries: int = 2
+    max_failed_generations: int = 3
     eval_timeout_s: float = 0.0
     objectives: tuple[str, ...] = ("accuracy", "sparsity")
     hv_reference: dict = field(default_factory=lambda: {k: v[2] for k, v in OBJECTIVES.items()})
@@ -560,6 +565,7 @@ class Config:
             (0.0 <= self.genome.level_switch_prob <= 1.0, "genome.level_switch_prob must be in [0, 1]"),
             (0.0 < self.genome.level_switch_fraction <= 1.0, "genome.level_switch_fraction must be in (0, 1]"),
             (self.search.max_retries >= 0, "search.max_retries must be >= 0"),
+            (self.search.max_failed_generations >= 0, "search.max_failed_generations must be >= 0 (0 = never stop)"),
             (self.search.eval_timeout_s >= 0, "search.eval_timeout_s must be >= 0 (0 = no limit)"),
             (0.0 <= self.faults.fail_rate < 1.0, "faults.fail_rate must be in [0, 1)"),
             (len(self.faults.kinds) > 0 and set(self.faults.kinds) <= set(FAULT_KINDS),

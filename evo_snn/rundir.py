@@ -312,6 +312,7 @@ class RunLogger:
         self.generations: list[dict] = []
         self.progress = progress  # an overall bar over the generations, with an ETA (a TTY only)
         self._bar = None
+        self.failed_streak = 0  # generations in a row without a successful evaluation
 
     def on_evaluation(self, ind, metrics) -> None:
         seed = getattr(ind, "evaluation_seed", ind.seed)  # a multi-fidelity continuation's own seed (evo_snn.fidelity)
@@ -323,7 +324,9 @@ class RunLogger:
     def __call__(self, search) -> None:
         gen, pop, archive, n_evals, elapsed_s = search.gen, search.population, search.archive, search.n_evals, search.elapsed_s
         front = pareto_frame(archive)
-        rec = {"gen": gen, "n_evals": n_evals, "hypervolume": hypervolume(list(archive)),
+        rows = [r for r in self.rows if r.get("gen") == gen and r.get("rung") != "screen"]
+        ok_evals = sum(r.get("status") == "ok" for r in rows)
+        rec = {"gen": gen, "n_evals": n_evals, "ok_evals": ok_evals, "hypervolume": hypervolume(list(archive)),
                "best_accuracy": max(objective_value(ind, "accuracy") for ind in pop),
                "mean_sparsity": sum(objective_value(ind, "sparsity") for ind in pop) / len(pop),
                "front_size": len(front), "elapsed_s": elapsed_s}
@@ -342,12 +345,28 @@ class RunLogger:
             summary = f"no successful evaluation yet ({failed} of {len(pop)} failed; see evaluations.jsonl)"
         tqdm.write(f"gen {gen}{'' if G is None else f'/{G}'}: {n_evals} evals, {summary}, {duration(elapsed_s)} elapsed"
                    + (f", ETA {duration(eta)}" if G is not None and gen < G else ""))
+        self._check_failed_generations(search, rows, ok_evals)
         if self.progress and G is not None:
             if self._bar is None:
                 self._bar = tqdm(total=G + 1, initial=gen, desc="generations", unit="gen", position=1, leave=False)
             self._bar.update(1)
             if gen >= G:
                 self._bar.close()
+
+    def _check_failed_generations(self, search, rows: list[dict], ok_evals: int) -> None:
+        """raises SearchFailedError after ``search.max_failed_generations`` generations in a
+        row without a successful evaluation (0 = never)."""
+        limit = int(getattr(getattr(search, "search", None), "max_failed_generations", 0) or 0)
+        self.failed_streak = 0 if ok_evals or not rows else self.failed_streak + 1
+        if limit and self.failed_streak >= limit:
+            errors = sorted({str(r.get("error", "?"))[:120] for r in rows})
+            raise SearchFailedError(f"{self.failed_streak} generations in a row (up to {search.gen}) had no successful "
+                                    f"evaluation (search.max_failed_generations = {limit}); their errors: "
+                                    f"{'; '.join(errors[:3])}; see {self.run.path / 'evaluations.jsonl'}")
+
+
+class SearchFailedError(RuntimeError):
+    """``search.max_failed_generations`` generations in a row had no successful evaluation."""
 
 
 def duration(seconds: float) -> str:

@@ -49,7 +49,8 @@ from .models import build_model, check_backend_request, model_names, select_back
 from .nsga import StructureSearch
 from .plots import plot_run
 from .pruning import prunable_layers, weight_magnitudes
-from .rundir import RunDir, RunDirError, RunLogger, pareto_frame, reclaim_sigterm, row_metrics, sigterm_as_interrupt
+from .rundir import (RunDir, RunDirError, RunLogger, SearchFailedError, pareto_frame, reclaim_sigterm, row_metrics,
+                     sigterm_as_interrupt)
 from . import threads
 from .teacher import PARTIAL_FILE, TeacherLoadError
 from .teacher import prepare as prepare_teachers
@@ -387,6 +388,10 @@ def _execute(run: RunDir, cfg: Config, splits, device, args, ckpt: Checkpoint | 
                    wall_s=time.perf_counter() - t0)
         tqdm.write(f"done: {run.path}\n{next_steps(run.path, min((r['uid'] for r in exported), default=None))}")
         return 0
+    except SearchFailedError as e:  # search.max_failed_generations generations without a successful evaluation
+        run.finish("failed", error=str(e))
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     except (TeacherLoadError, CheckpointError) as e:
         previous = (run.manifest.get("resumes") or [{}])[-1].get("previous_status") if (ckpt or reuse_teacher) else None
         if previous == "completed":  # a failed resume never rewrites a completed run's status (D9 of issue 27)

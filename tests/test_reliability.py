@@ -418,3 +418,18 @@ def test_d9_a_corrupt_state_json_resumes_from_the_intact_checkpoint_folder(finis
         assert main(["--resume", str(run), "--generations", "2", "--no-progress"]) == 0
     assert json.loads((run / "manifest.json").read_text())["status"] == "completed"
     assert json.loads((run / "checkpoints" / "state.json").read_text())["gen"] == 2
+
+
+def test_d5_the_search_stops_after_max_failed_generations(tmp_path, capsys):
+    """D5 / item 5: with search.max_failed_generations 2, two generations in a row without a
+    successful evaluation stop the search: status 'failed', one line naming the errors."""
+    out = tmp_path / "r"
+    rc = main(["--dataset", "synthetic", "--population", "4", "--generations", "5", "--no-progress", *TINY,
+               "--set", "faults.fail_rate=0.999", "--set", "faults.kinds=[raise]", "--set", "search.max_retries=0",
+               "--set", "search.max_failed_generations=2", "--out", str(out)])
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
+    assert rc == 1 and len(err) == 1
+    assert "2 generations in a row (up to 1) had no successful evaluation" in err[0] and "InjectedFault" in err[0]
+    gens = pd.read_csv(out / "generations.csv")
+    assert list(gens["gen"]) == [0, 1] and list(gens["ok_evals"]) == [0, 0]
+    assert json.loads((out / "manifest.json").read_text())["status"] == "failed"
