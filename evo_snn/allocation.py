@@ -222,8 +222,31 @@ def lamp(weights, sparsity: float) -> np.ndarray:
     return _threshold_counts([lamp_scores(w) for w in _abs_list(weights)], sparsity)
 
 
-def energy_aware(weights, sparsity: float, synops_per_weight: Sequence[float] | Mapping[str, float]) -> np.ndarray:
+def _capped_threshold_counts(scores: list[np.ndarray], sparsity: float, max_ratio: float) -> np.ndarray:
+    """``_threshold_counts`` with no layer pruned beyond ceil(max_ratio * n_l): the
+    round(s * N) smallest scores among each layer's ceil(max_ratio * n_l) smallest (exact
+    total; ties by layer order, then position). raises ValueError when the caps cannot hold
+    the total."""
+    sizes = [s.size for s in scores]
+    k = target_count(sparsity, sum(sizes))
+    caps = [min(n, int(np.ceil(max_ratio * n))) for n in sizes]
+    if k > sum(caps):
+        raise ValueError(f"sparsity {sparsity} needs {k} pruned weights, more than max_ratio {max_ratio} allows ({sum(caps)})")
+    parts = [np.sort(sc.ravel(), kind="stable")[:c] for sc, c in zip(scores, caps)]
+    flat = np.concatenate(parts) if parts else np.zeros(0)
+    layer_of = np.repeat(np.arange(len(scores)), caps)
+    pruned = np.argsort(flat, kind="stable")[:k]
+    return np.bincount(layer_of[pruned], minlength=len(scores)).astype(np.int64)
+
+
+def energy_aware(weights, sparsity: float, synops_per_weight: Sequence[float] | Mapping[str, float],
+                 max_ratio: float | None = None) -> np.ndarray:
     """Pruned counts [L] of one global threshold on |W_l| / c_l (ties by layer order, then position).
+
+    max_ratio: no layer is pruned beyond ceil(max_ratio * n_l) weights (``genome.ratio_max``
+    in the baselines); None = no cap. Without it, on the CIFAR-10 space (SynOps per weight
+    differing ~64x between the first and last stage) the threshold empties the first 15 of 21
+    layers and the net learns nothing (RESULTS.md, allocation pilot).
 
     synops_per_weight: c_l > 0, dense synaptic operations per weight per sample of each layer
     (``synops_per_weight``; about T x output positions), as a sequence in the layers' order
@@ -244,12 +267,15 @@ def energy_aware(weights, sparsity: float, synops_per_weight: Sequence[float] | 
         raise ValueError(f"{len(c)} synops_per_weight values for {len(ws)} layers")
     if not all(np.isfinite(v) and v > 0 for v in c):
         raise ValueError(f"synops_per_weight must be finite and > 0, got {c}")
-    return _threshold_counts([w / v for w, v in zip(ws, c)], sparsity)
+    scores = [w / v for w, v in zip(ws, c)]
+    return _threshold_counts(scores, sparsity) if max_ratio is None else _capped_threshold_counts(scores, sparsity, max_ratio)
 
 
-def allocation_counts(method: str, weights, sparsity: float, *, synops_per_weight=None, power: float = 1.0) -> np.ndarray:
+def allocation_counts(method: str, weights, sparsity: float, *, synops_per_weight=None, power: float = 1.0,
+                      max_ratio: float | None = None) -> np.ndarray:
     """Pruned counts [L] (int64, summing to round(s * N)) of the rule ``method`` (``METHODS``).
-    synops_per_weight: needed by ``energy_aware``; power: ``erk``'s exponent.
+    synops_per_weight: needed by ``energy_aware``; max_ratio: ``energy_aware``'s per-layer
+    cap (None = none); power: ``erk``'s exponent.
     raises ValueError for an unknown method or a missing synops_per_weight."""
     if method == "global":
         return global_magnitude(weights, sparsity)
@@ -262,7 +288,7 @@ def allocation_counts(method: str, weights, sparsity: float, *, synops_per_weigh
     if method == "energy_aware":
         if synops_per_weight is None:
             raise ValueError("energy_aware needs synops_per_weight (see allocation.synops_per_weight)")
-        return energy_aware(weights, sparsity, synops_per_weight)
+        return energy_aware(weights, sparsity, synops_per_weight, max_ratio)
     raise ValueError(f"unknown allocation method {method!r}; known: {list(METHODS)}")
 
 

@@ -348,7 +348,8 @@ def baseline_genomes(method: str, ops: GenomeOps, ratios, n_random: int, rng: np
     if rule is not None:
         if rule == "energy_aware" and synops_per_weight is None:
             raise ValueError(f"{method} needs the teacher's synops_per_weight")
-        kw = {"synops_per_weight": synops_per_weight} if rule == "energy_aware" else {}
+        kw = ({"synops_per_weight": synops_per_weight, "max_ratio": max(ops.cfg.ratio_max, max(ratios, default=0.0))}
+              if rule == "energy_aware" else {})  # capped: uncapped, it empties the early layers (RESULTS.md)
         return [(allocation.allocation_genome(rule, ops.abs, r, **kw), r) for r in ratios]
     if method == "random":
         return [(ops.random(rng), None) for _ in range(n_random)]

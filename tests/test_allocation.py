@@ -234,3 +234,27 @@ def test_synops_per_weight_is_about_t_times_output_positions():
     assert A.energy_aware(w, 0.2, spw).tolist() == [72, 43, 0]  # then c2
     with pytest.raises(KeyError):
         A.synops_per_weight(net, torch.zeros(t, 2, 2, 8, 8), ["nope"])
+
+
+def test_energy_aware_with_max_ratio_keeps_every_layer_alive_at_the_exact_total():
+    """Uncapped, a layer with many SynOps per weight is emptied first (the pilot's collapse);
+    with max_ratio no layer passes ceil(max_ratio * n_l) and the total stays exact."""
+    import numpy as np
+
+    from evo_snn import allocation
+
+    rng = np.random.default_rng(0)
+    ws = [rng.normal(size=(8, 4, 3, 3)), rng.normal(size=(16, 8, 3, 3)), rng.normal(size=(10, 64))]
+    c = [1024.0, 256.0, 1.0]  # the first layer's weights are used at many positions
+    total = sum(w.size for w in ws)
+    free = allocation.energy_aware(ws, 0.8, c)
+    assert free[0] == ws[0].size  # emptied
+    for s in (0.5, 0.8, 0.9, 0.95):
+        capped = allocation.energy_aware(ws, s, c, max_ratio=0.9 if s < 0.95 else 0.95)
+        assert capped.sum() == allocation.target_count(s, total)
+        cap = 0.9 if s < 0.95 else 0.95
+        assert all(k <= np.ceil(cap * w.size) for k, w in zip(capped, ws))
+    capped = allocation.energy_aware(ws, 0.8, c, max_ratio=0.9)
+    assert capped[0] == np.ceil(0.9 * ws[0].size)  # still pruned hardest, up to the cap
+    with pytest.raises(ValueError, match="more than max_ratio"):
+        allocation.energy_aware(ws, 0.95, c, max_ratio=0.5)
