@@ -433,3 +433,24 @@ def test_d5_the_search_stops_after_max_failed_generations(tmp_path, capsys):
     gens = pd.read_csv(out / "generations.csv")
     assert list(gens["gen"]) == [0, 1] and list(gens["ok_evals"]) == [0, 0]
     assert json.loads((out / "manifest.json").read_text())["status"] == "failed"
+
+
+def test_d6_a_torn_line_inside_a_checkpointed_generation_is_rebuilt(finished_run, tmp_path, capsys):
+    """D6: a line of a checkpointed generation cut short used to be 'dropped, logged again'
+    but never re-logged; now the row of a checkpoint member is rebuilt (rebuilt: true)."""
+    import shutil
+
+    run = tmp_path / "r"
+    shutil.copytree(finished_run, run)
+    lines = (run / "evaluations.jsonl").read_text().splitlines()
+    pointer = json.loads((run / "checkpoints" / "state.json").read_text())
+    members = {r["uid"] for r in json.loads((run / "checkpoints" / pointer["dir"] / "search.json").read_text())["population"]}
+    i = next(k for k, ln in enumerate(lines) if json.loads(ln)["uid"] in members)
+    torn = json.loads(lines[i])
+    lines[i] = lines[i][: len(lines[i]) // 2]
+    (run / "evaluations.jsonl").write_text("\n".join(lines) + "\n")
+    assert main(["--resume", str(run), "--generations", "2", "--no-progress"]) == 0
+    rows = [json.loads(ln) for ln in (run / "evaluations.jsonl").read_text().splitlines()]
+    again = [r for r in rows if r["uid"] == torn["uid"]]
+    assert len(again) == 1 and again[0]["rebuilt"] is True and again[0]["accuracy"] == torn["accuracy"]
+    assert "1 rebuilt from the checkpoint" in capsys.readouterr().out
