@@ -54,7 +54,7 @@ from evo_snn.baselines import DEFAULT_RATIOS
 from evo_snn.config import load_config
 from evo_snn.data import load_splits
 from evo_snn.fitness import FitnessContext, GenomeFitness, default_device, with_epochs
-from evo_snn.genome import Genome
+from evo_snn.genome import Genome, allocation_genome
 from evo_snn.pruning import prunable_layers, sparse_copy, weight_magnitudes
 from evo_snn.teacher import check_split, load_teacher, split_fingerprint, train_teacher
 from evo_snn.train import cpu_state, predict_logits, samples_processed
@@ -104,7 +104,7 @@ def build_allocations(teacher_abs: dict[str, np.ndarray], sparsity: float, synop
     """({name: Genome}, {random name: moved fraction}) of the heuristics and ``n_random`` random
     moves from global at ``sparsity``; every genome prunes exactly round(s * N) weights,
     magnitude within each layer."""
-    out = {m: allocation.allocation_genome(m, teacher_abs, sparsity, synops_per_weight=synops_pw) for m in methods}
+    out = {m: allocation_genome(m, teacher_abs, sparsity, synops_per_weight=synops_pw) for m in methods}
     sizes = np.array([a.size for a in teacher_abs.values()])
     base = allocation.global_magnitude(teacher_abs, sparsity)
     moved = {}

@@ -9,8 +9,8 @@ weights ``z_l`` (int64 ``[L]``) with
     sum_l z_l == round(s * N),   0 <= z_l <= n_l,
 
 N = sum_l n_l being the number of prunable weights (Python's round-half-even, the rule of
-``genome.zeros_for``). Within a layer the z_l smallest |W| are pruned (``masks_from_counts``,
-ties by position), so a result is a ``genome.Genome`` (``allocation_genome``: ratios
+``zeros_for``, which ``genome`` uses too). Within a layer the z_l smallest |W| are pruned (``masks_from_counts``,
+ties by position), so a result is a ``genome.Genome`` (``genome.allocation_genome``: ratios
 z_l / n_l and the masks). The rules:
 
 - ``global_magnitude``: one |W| threshold over all layers (the baseline ``global``;
@@ -47,7 +47,12 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from .genome import Genome, zeros_for
+
+
+def zeros_for(ratio: float, n: int) -> int:
+    """Number of pruned weights for prune ratio ``ratio`` in [0, 1] over ``n`` weights."""
+    # Python's round() is round-half-even, the same rule torch.nn.utils.prune uses.
+    return int(round(ratio * n))
 
 METHODS = ("global", "uniform", "erk", "lamp", "energy_aware")
 """The allocation rules by name (``allocation_counts`` / ``allocation_masks``)."""
@@ -299,17 +304,6 @@ def allocation_masks(method: str, weights, sparsity: float, **kwargs) -> list[np
     return masks_from_counts(weights, allocation_counts(method, weights, sparsity, **kwargs))
 
 
-def allocation_genome(method: str, teacher_abs: Mapping[str, np.ndarray], sparsity: float, **kwargs) -> Genome:
-    """The allocation as a ``Genome`` over the layers of ``teacher_abs`` ({name: |W|}, e.g.
-    ``pruning.weight_magnitudes`` or ``GenomeOps.abs``, in genome order): ratios z_l / n_l
-    (not clipped to the search space's bounds, as ``GenomeOps.global_magnitude``) and the
-    magnitude masks. kwargs as ``allocation_counts``."""
-    counts = allocation_counts(method, teacher_abs, sparsity, **kwargs)
-    masks = masks_from_counts(teacher_abs, counts)
-    ratios = tuple(int(c) / m.size for c, m in zip(counts, masks))
-    return Genome(tuple(teacher_abs), ratios, tuple(masks))
-
-
 def synops_per_weight(model, x_seq, names: Sequence[str]) -> dict[str, float]:
     """{name: dense SynOps per weight per sample} of the named connection layers of ``model``.
 
@@ -336,6 +330,6 @@ def synops_per_weight(model, x_seq, names: Sequence[str]) -> dict[str, float]:
     return out
 
 
-__all__ = ["METHODS", "allocation_counts", "allocation_genome", "allocation_masks", "energy_aware", "erk",
+__all__ = ["METHODS", "allocation_counts", "allocation_masks", "energy_aware", "erk",
            "erk_densities", "global_magnitude", "lamp", "lamp_scores", "mask_from_count", "masks_from_counts",
-           "round_to_total", "synops_per_weight", "target_count", "uniform"]
+           "round_to_total", "synops_per_weight", "target_count", "uniform", "zeros_for"]

@@ -125,7 +125,7 @@ from .config import ConfigError, read_run_config
 from .data import DatasetFormatError, load_splits
 from .evaluator import genome_fitness, make_evaluator
 from .fitness import FitnessContext, default_device, with_epochs
-from .genome import Genome, GenomeOps
+from .genome import Genome, GenomeOps, allocation_genome
 from .kd import KD_MODES
 from .models import build_model
 from .nsga import Individual, eval_seed, fitness_class, hypervolume, nondominated, points_hypervolume
@@ -350,7 +350,7 @@ def baseline_genomes(method: str, ops: GenomeOps, ratios, n_random: int, rng: np
             raise ValueError(f"{method} needs the teacher's synops_per_weight")
         kw = ({"synops_per_weight": synops_per_weight, "max_ratio": max(ops.cfg.ratio_max, max(ratios, default=0.0))}
               if rule == "energy_aware" else {})  # capped: uncapped, it empties the early layers (RESULTS.md)
-        return [(allocation.allocation_genome(rule, ops.abs, r, **kw), r) for r in ratios]
+        return [(allocation_genome(rule, ops.abs, r, **kw), r) for r in ratios]
     if method == "random":
         return [(ops.random(rng), None) for _ in range(n_random)]
     raise ValueError(f"unknown baseline method {method!r}; known: {list(METHODS)}")

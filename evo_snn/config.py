@@ -167,7 +167,7 @@ class GenomeConfig:
       'lamp') that seed the initial population, e.g. [global, uniform, lamp, erk]: each
       listed rule gives genomes at the exact pruned counts of the sparsities
       ratio_min + (ratio_max - ratio_min) * (i + 1) / k, i < k (the same k sparsities for
-      every rule), built with ``allocation.allocation_genome`` (magnitude within each layer,
+      every rule), built with ``genome.allocation_genome`` (magnitude within each layer,
       ratios not clipped). [] (default) = none, today's initial population.
     init_allocation_fraction: fraction in [0, 1] of the initial population seeded by
       ``init_allocations`` together, round(fraction x population) genomes split evenly over

@@ -29,19 +29,18 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from . import allocation as al
+from .allocation import zeros_for  # noqa: F401  (genome.zeros_for, as before)
 from .atomic import atomic_write_bytes
 from .config import GenomeConfig
 
 
-def zeros_for(ratio: float, n: int) -> int:
-    """Number of pruned weights for prune ratio ``ratio`` in [0, 1] over ``n`` weights."""
-    # Python's round() is round-half-even, the same rule torch.nn.utils.prune uses.
-    return int(round(ratio * n))
 
 
 @dataclass(frozen=True, eq=False)
@@ -142,6 +141,17 @@ def magnitude_mask(weight_abs: np.ndarray, ratio: float) -> np.ndarray:
     return mask.reshape(weight_abs.shape)
 
 
+def allocation_genome(method: str, teacher_abs: Mapping[str, np.ndarray], sparsity: float, **kwargs) -> Genome:
+    """The allocation as a ``Genome`` over the layers of ``teacher_abs`` ({name: |W|}, e.g.
+    ``pruning.weight_magnitudes`` or ``GenomeOps.abs``, in genome order): ratios z_l / n_l
+    (not clipped to the search space's bounds, as ``GenomeOps.global_magnitude``) and the
+    magnitude masks. kwargs as ``allocation.allocation_counts``."""
+    counts = al.allocation_counts(method, teacher_abs, sparsity, **kwargs)
+    masks = al.masks_from_counts(teacher_abs, counts)
+    ratios = tuple(int(c) / m.size for c, m in zip(counts, masks))
+    return Genome(tuple(teacher_abs), ratios, tuple(masks))
+
+
 class GenomeOps:
     """Variation operators bound to the teacher's weight magnitudes and a search space.
 
@@ -195,10 +205,8 @@ class GenomeOps:
 
     def allocation(self, method: str, sparsity: float, **kwargs) -> Genome:
         """The allocation rule ``method`` ('global', 'uniform', 'erk', 'lamp', ...) at exactly
-        round(sparsity x N) pruned weights over the teacher's |W| (``allocation.allocation_genome``:
+        round(sparsity x N) pruned weights over the teacher's |W| (``allocation_genome``:
         magnitude within each layer; ratios z_l / n_l, not clipped to the bounds)."""
-        from .allocation import allocation_genome  # allocation imports this module
-
         g = allocation_genome(method, self.abs, sparsity, **kwargs)
         law = {"erk": ("erk", float(kwargs.get("power", 1.0))), "lamp": ("lamp", 1.0), "global": ("lamp", 0.0)}.get(method)
         if law is not None:  # the same counts as GenomeOps.law(law, sparsity, param): a smooth mutation can perturb it
@@ -212,8 +220,6 @@ class GenomeOps:
         (``allocation.erk``'s power; 0 = uniform, 1 = ERK); 'lamp': one global threshold on
         lamp_score ** tau x |W| ** (1 - tau), tau = ``param`` (0 = global magnitude, 1 = LAMP).
         The parameters are remembered (``params``) so that ``mutate`` can perturb them."""
-        from . import allocation as al  # allocation imports this module
-
         if law == "erk":
             counts = al.erk(self.abs, sparsity, max(0.0, float(param)))
         elif law == "lamp":

@@ -9,7 +9,7 @@ import torch.nn as nn
 
 from evo_snn import allocation as A
 from evo_snn.config import GenomeConfig
-from evo_snn.genome import Genome, GenomeOps
+from evo_snn.genome import Genome, GenomeOps, allocation_genome
 
 SPARSITIES = (0.0, 1e-6, 0.1, 1 / 3, 0.5, 0.85, 0.95, 0.999, 1 - 1e-6, 1.0)
 
@@ -84,7 +84,7 @@ def test_global_equals_genome_ops_global_magnitude():
     w = {k: np.abs(v).astype(np.float32) for k, v in _weights().items()}
     ops = GenomeOps(w, GenomeConfig())
     for s in (0.0, 0.3, 0.7, 0.95):
-        g, h = ops.global_magnitude(s), A.allocation_genome("global", ops.abs, s)
+        g, h = ops.global_magnitude(s), allocation_genome("global", ops.abs, s)
         assert g.key == h.key and g.ratios == h.ratios
         flat = np.concatenate([v.ravel() for v in w.values()])
         keep = np.concatenate([m.ravel() for m in h.masks])
@@ -187,7 +187,7 @@ def test_allocation_genome_is_a_genome_with_exact_ratios():
     n = sum(v.size for v in w.values())
     for method in A.METHODS:
         for s in (0.0, 0.5, 0.95):
-            g = A.allocation_genome(method, w, s, synops_per_weight=SPW)
+            g = allocation_genome(method, w, s, synops_per_weight=SPW)
             assert isinstance(g, Genome) and g.layers == tuple(w)
             assert round(g.sparsity * n) == round(s * n)
             assert g.ratios == tuple(int((~m).sum()) / m.size for m in g.masks)
