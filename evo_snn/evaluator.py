@@ -58,15 +58,9 @@ from functools import partial
 from typing import Callable, Iterable, Iterator
 
 from .faults import inject, planned_fault
+from .threads import configure, cpu_share, set_torch_threads
 
 Job = tuple  # (Genome, seed) or (Genome, seed, init_state: state_dict | None)
-
-
-def _set_torch_threads(n: int) -> None:
-    """``torch.set_num_threads(n)`` if torch is loaded in this process (never imports it)."""
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        torch.set_num_threads(n)
 
 
 def _build(fn, device: str | None = None) -> None:
@@ -525,7 +519,7 @@ class _Actor:
         self.num_threads = max(1, int(num_threads))
         self.fixed_threads = bool(fixed_threads)
         os.environ["OMP_NUM_THREADS"] = str(self.num_threads)
-        _set_torch_threads(self.num_threads)
+        set_torch_threads(self.num_threads)
         self.gpu_ids = [str(g) for g in ray.get_gpu_ids()]
         self.device = "cuda:0" if self.gpu_ids else "cpu"
         self.fn = None
@@ -542,10 +536,8 @@ class _Actor:
                 "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
 
     def load(self, fn: Callable) -> None:
-        _set_torch_threads(self.num_threads)  # torch is loaded now if unpickling fn needed it
+        set_torch_threads(self.num_threads)  # torch is loaded now if unpickling fn needed it
         if sys.modules.get("torch") is not None:  # fitted to the free cores within the share (evo_snn.threads)
-            from .threads import configure
-
             configure(share=self.num_threads, requested=self.num_threads if self.fixed_threads else None)
         self.fn = fn
         _build(fn, self.device)
@@ -567,8 +559,6 @@ def make_evaluator(workers: int, address: str | None = None, *, max_retries: int
     Ray, 1 CPU on a cluster (``--address``)."""
     if workers <= 1 and not address:
         return SerialEvaluator(max_retries=max_retries, faults=faults)
-    from .threads import cpu_share
-
     cpus = int(threads) if threads is not None else (1 if address else cpu_share(workers))
     return RayEvaluator(workers, address, max_retries=max_retries, eval_timeout_s=eval_timeout_s, faults=faults,
                         cpus_per_worker=cpus, fixed_threads=threads is not None)

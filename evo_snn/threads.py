@@ -161,7 +161,7 @@ class ThreadGovernor:
         if self.meter is not None:
             self.meter.read()  # starts the first interval
             self._next = time.monotonic() + min(0.25, self.interval_s)  # first re-check soon
-        _set_threads(self.threads)
+        set_torch_threads(self.threads)
 
     def tick(self) -> int:
         """Re-check the free cores if ``interval_s`` has passed (the first time after 0.25 s);
@@ -175,7 +175,7 @@ class ThreadGovernor:
             if n != self.threads:
                 self.threads = n
                 self.changes += 1
-                _set_threads(n)
+                set_torch_threads(n)
         return self.threads
 
     def describe(self) -> dict:
@@ -184,7 +184,9 @@ class ThreadGovernor:
                 "GOMP_SPINCOUNT": os.environ.get("GOMP_SPINCOUNT")}
 
 
-def _set_threads(n: int) -> None:
+def set_torch_threads(n: int) -> None:
+    """``torch.set_num_threads(n)`` if torch is loaded in this process and uses another
+    count (never imports torch: Ray actors load it only when a function needs it)."""
     torch = sys.modules.get("torch")
     if torch is not None and torch.get_num_threads() != n:
         torch.set_num_threads(n)
