@@ -359,10 +359,16 @@ class RunLogger:
         limit = int(getattr(getattr(search, "search", None), "max_failed_generations", 0) or 0)
         self.failed_streak = 0 if ok_evals or not rows else self.failed_streak + 1
         if limit and self.failed_streak >= limit:
-            errors = sorted({str(r.get("error", "?"))[:120] for r in rows})
             raise SearchFailedError(f"{self.failed_streak} generations in a row (up to {search.gen}) had no successful "
                                     f"evaluation (search.max_failed_generations = {limit}); their errors: "
-                                    f"{'; '.join(errors[:3])}; see {self.run.path / 'evaluations.jsonl'}")
+                                    f"{failure_summary(rows)}; see {self.run.path / 'evaluations.jsonl'}")
+
+
+def failure_summary(rows: list[dict], most: int = 3) -> str:
+    """The distinct errors of the failed rows (``'; '``-joined, each cut to 120 characters,
+    at most ``most``): the one-line reason of a run that has no successful evaluation."""
+    errors = sorted({str(r.get("error", "?"))[:120] for r in rows if r.get("status") == "failed"})
+    return "; ".join(errors[:most])
 
 
 class SearchFailedError(RuntimeError):

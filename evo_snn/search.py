@@ -49,8 +49,8 @@ from .models import build_model, check_backend_request, model_names, select_back
 from .nsga import StructureSearch
 from .plots import plot_run
 from .pruning import prunable_layers, weight_magnitudes
-from .rundir import (RunDir, RunDirError, RunLogger, SearchFailedError, pareto_frame, reclaim_sigterm, row_metrics,
-                     sigterm_as_interrupt)
+from .rundir import (RunDir, RunDirError, RunLogger, SearchFailedError, failure_summary, pareto_frame, reclaim_sigterm,
+                     row_metrics, sigterm_as_interrupt)
 from . import threads
 from .teacher import PARTIAL_FILE, TeacherLoadError
 from .teacher import prepare as prepare_teachers
@@ -374,9 +374,8 @@ def _execute(run: RunDir, cfg: Config, splits, device, args, ckpt: Checkpoint | 
         evaluator = None
         threads.configure(1, cfg.train.threads)  # the export's retraining and test pass run here
         if not any(ind.status != "failed" for ind in archive):  # nothing to export, plot or test
-            errors = sorted({str(r.get("error", "?"))[:120] for r in logger.rows if r.get("status") == "failed"})
             msg = (f"every one of the {len(logger.rows)} evaluations failed, so there is no front to export "
-                   f"(errors: {'; '.join(errors[:3])}); see {run.path / 'evaluations.jsonl'}")
+                   f"(errors: {failure_summary(logger.rows)}); see {run.path / 'evaluations.jsonl'}")
             run.finish("failed", error=msg, n_evaluations=len(logger.rows))
             print(f"error: {msg}", file=sys.stderr)
             return 1
