@@ -54,7 +54,7 @@ from evo_snn.baselines import DEFAULT_RATIOS
 from evo_snn.config import load_config
 from evo_snn.data import load_splits
 from evo_snn.fitness import FitnessContext, GenomeFitness, default_device, with_epochs
-from evo_snn.genome import Genome, allocation_genome
+from evo_snn.genome import Genome, allocation_genome, magnitude_mask_count
 from evo_snn.pruning import prunable_layers, sparse_copy, weight_magnitudes
 from evo_snn.teacher import check_split, load_teacher, split_fingerprint, train_teacher
 from evo_snn.train import cpu_state, predict_logits, samples_processed
@@ -114,6 +114,21 @@ def build_allocations(teacher_abs: dict[str, np.ndarray], sparsity: float, synop
         out[f"random{k}"] = Genome(tuple(teacher_abs), tuple(int(c) / s for c, s in zip(z, sizes)), tuple(masks))
         moved[f"random{k}"] = f
     return out, moved
+
+
+def from_rounded_ratios(teacher_abs: dict[str, np.ndarray], layers, ratios, pruned: int) -> Genome:
+    """The magnitude genome of per-layer ``ratios`` as a results JSON stores them (4 decimals),
+    at exactly ``pruned`` weights in all: counts round(ratio x n_l), the rounding remainder taken
+    from or given to the largest layers (a few weights at most: the rounding of the ratios)."""
+    sizes = np.array([teacher_abs[n].size for n in layers], dtype=np.int64)
+    counts = np.minimum(np.round(np.asarray(ratios, dtype=np.float64) * sizes).astype(np.int64), sizes)
+    for i in np.argsort(-sizes):
+        d = int(pruned) - int(counts.sum())
+        if d == 0:
+            break
+        counts[i] = int(np.clip(counts[i] + d, 0, sizes[i]))
+    masks = tuple(magnitude_mask_count(teacher_abs[n], int(c)) for n, c in zip(layers, counts))
+    return Genome(tuple(layers), tuple(int(c) / int(z) for c, z in zip(counts, sizes)), masks)
 
 
 def pruned_count(g: Genome) -> int:
@@ -247,7 +262,7 @@ def run(args) -> dict:
         overrides.append(f"teacher.epochs={args.teacher_epochs}")
     overrides.append("search.measure_teacher=false")  # the fine-tune's sparse-teacher pass: measured here as a proxy
     cfg = load_config(args.dataset, args.config, overrides)
-    splits = load_splits(cfg.dataset, args.data_root, cfg.data, seed=cfg.search.seed, progress=args.progress)
+    splits = load_splits(cfg.dataset, args.data_root, cfg.data, seed=cfg.split_seed(), progress=args.progress)
     device = default_device()
     teacher, tmetrics = get_teacher(args, cfg, splits, device)
     teacher.requires_grad_(False).eval()
@@ -316,14 +331,30 @@ def run(args) -> dict:
             raise SystemExit(f"--reuse {args.reuse}: other settings ({', '.join(diff)})")
         prior = {(r["sparsity"], r["method"], tuple(r["ratios"])): r for r in old["rows"]}
         doc["cost"] = old.get("cost", {})
+    truth = {}
+    if args.truth_from:  # other proxy settings, the same truth: re-score the proxies, keep the fine-tuned test accuracies
+        old = json.loads(Path(args.truth_from).read_text())
+        same = ("finetune_steps", "seeds", "test_images", "teacher", "prunable_weights")
+        diff = [k for k in same if old["settings"].get(k) != doc["settings"][k]]
+        if diff:
+            raise SystemExit(f"--truth-from {args.truth_from}: other settings ({', '.join(diff)})")
+        truth = {(r["sparsity"], r["method"], tuple(r["ratios"])): r for r in old["rows"]}
+        have = {(s, name, tuple(round(r, 4) for r in g.ratios)) for _, s, name, g, _ in jobs}
+        jobs += [(args.sparsities.index(r["sparsity"]), r["sparsity"], r["method"], None, r.get("move_fraction"))
+                 for k, r in truth.items() if k not in have and r["sparsity"] in args.sparsities]  # random moves rebuilt from their ratios
+        doc["settings"]["truth_from"] = str(args.truth_from)
     for si, s, name, g, move_fraction in jobs:
-        key = (s, name, tuple(round(r, 4) for r in g.ratios))
+        truth_key = None
+        if g is None:  # a row of --truth-from (a random move): its allocation rebuilt from its ratios
+            truth_key, r = next((k, r) for k, r in truth.items() if k[0] == s and k[1] == name)
+            g = from_rounded_ratios(teacher_abs, layers, r["ratios"], r["pruned"])
+        key = truth_key or (s, name, tuple(round(r, 4) for r in g.ratios))
         if key in prior:  # the same allocation, measured with the same settings by an earlier run
             doc["rows"].append({**prior[key], "reused_from": str(args.reuse)})
             reused += 1
             continue
         elapsed = time.perf_counter() - t_start
-        if args.time_budget_s and move_fraction is not None and alloc_s and elapsed + max(alloc_s) > args.time_budget_s:
+        if not truth and args.time_budget_s and move_fraction is not None and alloc_s and elapsed + max(alloc_s) > args.time_budget_s:
             skipped.append(f"{s}:{name}")
             continue
         target = allocation.target_count(s, n_total)
@@ -345,7 +376,11 @@ def run(args) -> dict:
         row.update({f"{k}_raw": v for k, v in raw.items()})
         row.update({f"{k}_bn": v for k, v in bn.items()})
         row["test"], row["finetune_val"] = [], []
-        for seed in range(args.seeds):
+        if truth:
+            if key not in truth:
+                raise SystemExit(f"--truth-from {args.truth_from}: no row for {s}:{name}")
+            row["test"], row["finetune_val"] = list(truth[key]["test"]), list(truth[key]["finetune_val"])
+        for seed in range(0 if truth else args.seeds):
             t4 = time.perf_counter()
             res = fitness(g, 1000 * si + seed)  # the same seeds for every allocation at a sparsity: paired
             t5 = time.perf_counter()
@@ -468,6 +503,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="results JSON (written atomically)")
     p.add_argument("--reuse", default=None, metavar="JSON",
                    help="take the rows of an earlier run's JSON whose allocation (sparsity, method, ratios) and settings match")
+    p.add_argument("--truth-from", default=None, metavar="JSON",
+                   help="re-score only the proxies (other --val-images / --bn-batches) of an earlier run's allocations "
+                        "and take their fine-tuned test accuracies from its JSON (same teacher, steps, seeds, test images)")
     p.add_argument("--render", default=None, metavar="JSON", help="print the tables of an earlier run's JSON and stop")
     p.add_argument("--quiet", dest="progress", action="store_false")
     return p

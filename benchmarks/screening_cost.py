@@ -104,7 +104,7 @@ def run(args) -> dict:
     torch.set_num_threads(max(1, args.threads))
     overrides = list(args.set or []) + [f"search.screen={args.screen}"]
     cfg = load_config(args.dataset, args.config, overrides)
-    splits = load_splits(cfg.dataset, args.data_root, cfg.data, seed=cfg.search.seed, progress=False)
+    splits = load_splits(cfg.dataset, args.data_root, cfg.data, seed=cfg.split_seed(), progress=False)
     device = default_device()
     teacher, teacher_desc = get_teacher(args, cfg, splits, device)
     teacher.requires_grad_(False).eval()

@@ -11,6 +11,7 @@
 # FINAL_EPOCHS=E also measures every front after E epochs of retraining (files -feE),
 # from the same evaluation pass. BASE=name (default plain) names the base run that trains the
 # teacher and holds the baselines; METHODS=uniform,global,... chooses them (default: all).
+# RATIOS=0.5,0.7,... sets the baselines' --ratios (default theirs: 0.1, ..., 0.9, 0.95).
 # VARIANT_METHODS=global_long also measures baselines in each variant's own run (default none:
 # its front only). Needed when a variant changes the fitness itself (e.g. --set kd.mode=none):
 # the base run's baselines were fine-tuned with the base's fitness, not the variant's.
@@ -28,7 +29,7 @@ for s in $SEEDS; do
     run python -m evo_snn.search --dataset "$DATASET" --data-root "$ROOT" --seed "$s" --out "$plain" --no-progress "${EXTRA[@]}"
   fi
   FE="0${FINAL_EPOCHS:+,$FINAL_EPOCHS}"
-  [ -f "$plain/comparison.json" ] || run python -m evo_snn.baselines "$plain" --no-progress --final-epochs "$FE" ${METHODS:+--methods "$METHODS"}
+  [ -f "$plain/comparison.json" ] || run python -m evo_snn.baselines "$plain" --no-progress --final-epochs "$FE" ${METHODS:+--methods "$METHODS"} ${RATIOS:+--ratios "$RATIOS"}
   IFS=';' read -ra variants <<< "${VARIANTS:-}"
   for v in "${variants[@]}"; do
     [ -z "$v" ] && continue
@@ -39,7 +40,7 @@ for s in $SEEDS; do
       run python -m evo_snn.search --dataset "$DATASET" --data-root "$ROOT" --seed "$s" --out "$dir" --no-progress \
         --teacher "$plain/teacher/teacher.pt" "${EXTRA[@]}" "${vargs[@]}"
     fi
-    [ -f "$dir/comparison.json" ] || run python -m evo_snn.baselines "$dir" --methods "${VARIANT_METHODS:-none}" --no-progress --final-epochs "$FE"
+    [ -f "$dir/comparison.json" ] || run python -m evo_snn.baselines "$dir" --methods "${VARIANT_METHODS:-none}" --no-progress --final-epochs "$FE" ${RATIOS:+--ratios "$RATIOS"}
   done
 done
 python -m evo_snn.results "$OUT" --markdown "$OUT/summary.md" || true

@@ -402,7 +402,7 @@ class Comparison:
         self.run, self.address, self.progress = run, address, progress
         self.ckpt = load_checkpoint(run.checkpoints, verify_students=verify_students)
         root = data_root or run.manifest.get("data_root")
-        self.splits = load_splits(cfg.dataset, root, cfg.data, seed=cfg.search.seed, progress=progress)
+        self.splits = load_splits(cfg.dataset, root, cfg.data, seed=cfg.split_seed(), progress=progress)
         self.device = default_device()
         # the run's own teacher (and ANN twin), reloaded as --resume does
         teachers = prepare_teachers(cfg, self.splits, self.device, run_teacher_dir=run.teacher, resume=True,

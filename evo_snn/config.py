@@ -34,6 +34,9 @@ class DataConfig:
     split_by: 'number' (equal event count per frame) or 'time' (equal duration).
     downsample: spatial sum-pooling factor (1 = sensor resolution).
     val_fraction: fraction in (0, 1) of the training set held out, stratified, for fitness.
+    split_seed: seed of that train/validation split (and of the synthetic data); null
+      (default) = search.seed. Fix it to run several search seeds on one split, e.g. with
+      one shared ``--teacher`` (whose split.json must match); ``Config.split_seed()``.
     cache_dir: where converted frames are cached; None = $XDG_CACHE_HOME/evo_snn.
     synthetic_*: size of the embedded synthetic data set (ignored for real data).
     Static images (cifar10, cifar100, tiny_imagenet): frames = T repeats of the
@@ -58,6 +61,7 @@ class DataConfig:
     split_by: str = "number"
     downsample: int = 1
     val_fraction: float = 0.1
+    split_seed: int | None = None
     cache_dir: str | None = None
     synthetic_classes: int = 4
     synthetic_train_per_class: int = 48
@@ -79,6 +83,8 @@ class DataConfig:
             (c.split_by in SPLIT_MODES, f"data.split_by must be one of {list(SPLIT_MODES)}, got {c.split_by!r}"),
             (c.downsample >= 1, f"data.downsample must be >= 1, got {c.downsample}"),
             (0.0 < c.val_fraction < 1.0, f"data.val_fraction must be in (0, 1), got {c.val_fraction}"),
+            (c.split_seed is None or (type(c.split_seed) is int and 0 <= c.split_seed < 2**32),
+             f"data.split_seed must be null (= search.seed) or an integer in [0, 2**32), got {c.split_seed!r}"),
             (c.aug_translate_px is None or (type(c.aug_translate_px) is int and c.aug_translate_px >= 0),
              f"data.aug_translate_px must be an integer >= 0 or null, got {c.aug_translate_px!r}"),
             (c.aug_hflip is None or isinstance(c.aug_hflip, bool), f"data.aug_hflip must be true, false or null, got {c.aug_hflip!r}"),
@@ -466,6 +472,10 @@ class Config:
     search: SearchConfig = field(default_factory=SearchConfig)
     faults: FaultsConfig = field(default_factory=FaultsConfig)
     energy: EnergyConfig = field(default_factory=EnergyConfig)
+
+    def split_seed(self) -> int:
+        """The seed of the train/validation split: ``data.split_seed``, or ``search.seed`` when null."""
+        return int(self.search.seed if self.data.split_seed is None else self.data.split_seed)
 
     # ------------------------------------------------------------------ I/O
     @classmethod

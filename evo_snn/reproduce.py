@@ -83,7 +83,7 @@ def run(args, argv: list[str]) -> int:
         cfg = load_config(args.dataset, args.config, overrides)
         if args.seeds < 1:
             raise ConfigError("--seeds must be >= 1")
-        splits = load_splits(cfg.dataset, args.data_root, cfg.data, seed=cfg.search.seed, progress=show_progress(args))
+        splits = load_splits(cfg.dataset, args.data_root, cfg.data, seed=cfg.split_seed(), progress=show_progress(args))
         run = RunDir.create(args.out, cfg.dataset, "reproduce")
     except (ConfigError, DatasetFormatError, RunDirError) as e:
         print(f"error: {e}", file=sys.stderr)

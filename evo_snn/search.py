@@ -146,8 +146,7 @@ def run_search(args, argv: list[str]) -> int:
     try:
         cfg = load_config(args.dataset or "synthetic", args.config, list(args.overrides) + _cli_overrides(args))
         progress = show_progress(args)
-        seed = cfg.search.seed
-        splits = load_splits(cfg.dataset, args.data_root, cfg.data, seed=seed, progress=progress)
+        splits = load_splits(cfg.dataset, args.data_root, cfg.data, seed=cfg.split_seed(), progress=progress)
         cfg = replace(cfg, data=replace(cfg.data, classes=splits.class_names or ()))  # into config.json
         check_model(cfg, splits)
         if args.teacher is not None and not Path(args.teacher).is_file():  # before any output is written
@@ -165,7 +164,7 @@ def run_search(args, argv: list[str]) -> int:
         tqdm.write(f"note: population {cfg.search.population} x {cfg.search.generations + 1} generations = {n_evals} "
                    "genome evaluations; the generation lines give the ETA after generation 0 (Ctrl-C stops, --resume continues)")
     run.write_json("config.json", cfg.to_dict())
-    run.start(argv, seed, str(device), data_root=str(Path(args.data_root).resolve()) if args.data_root else None)
+    run.start(argv, cfg.search.seed, str(device), data_root=str(Path(args.data_root).resolve()) if args.data_root else None)
     tqdm.write(f"run directory: {run.path}")
     return _execute(run, cfg, splits, device, args)
 
@@ -220,7 +219,7 @@ def resume_search(args, argv: list[str]) -> int:
                 raise RunDirError(f"{run.teacher / name} not found; a run resumes with its own teacher"
                                   + (" (kd.mode 'ann' needs its ANN teacher too)" if name == "ann_teacher.pt" else ""))
         data_root = args.data_root or run.manifest.get("data_root")
-        splits = load_splits(cfg.dataset, data_root, cfg.data, seed=cfg.search.seed, progress=progress)
+        splits = load_splits(cfg.dataset, data_root, cfg.data, seed=cfg.split_seed(), progress=progress)
         check_model(cfg, splits)
     except (ConfigError, DatasetFormatError, RunDirError, CheckpointError) as e:
         if run is not None:
@@ -288,7 +287,7 @@ def restart_search(run: RunDir, args, argv: list[str]) -> int:
                               threads=args.threads)
         original = build_parser().parse_args(list(run.manifest.get("argv", []))[3:])
         data_root = args.data_root or run.manifest.get("data_root")
-        splits = load_splits(cfg.dataset, data_root, cfg.data, seed=cfg.search.seed, progress=progress)
+        splits = load_splits(cfg.dataset, data_root, cfg.data, seed=cfg.split_seed(), progress=progress)
         check_model(cfg, splits)
     except (ConfigError, DatasetFormatError, RunDirError) as e:
         run.unlock()

@@ -110,7 +110,7 @@ def split_fingerprint(cfg: Config, splits: Splits) -> dict:
     for start in range(0, len(splits.val), 256):
         x, _ = splits.val[list(range(start, min(start + 256, len(splits.val))))]
         h.update(x.contiguous().numpy().tobytes())
-    return {"dataset": cfg.dataset, "split_seed": cfg.search.seed, "val_fraction": cfg.data.val_fraction,
+    return {"dataset": cfg.dataset, "split_seed": cfg.split_seed(), "val_fraction": cfg.data.val_fraction,
             "train_size": len(splits.train), "val_size": len(splits.val), "val_sha1": h.hexdigest()}
 
 

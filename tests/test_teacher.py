@@ -34,7 +34,7 @@ def _setup(cfg, **overrides):
     for key, value in overrides.items():
         section, field = key.split(".")
         cfg = replace(cfg, **{section: replace(getattr(cfg, section), **{field: value})})
-    return cfg, load_splits("synthetic", None, cfg.data, seed=cfg.search.seed)
+    return cfg, load_splits("synthetic", None, cfg.data, seed=cfg.split_seed())
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +80,24 @@ def test_check_split_passes_the_same_split_and_refuses_another(base, tmp_path):
     cfg5, splits5 = _setup(cfg, **{"data.val_fraction": 0.5})
     with pytest.raises(TeacherLoadError, match=r"val_fraction: 0.25 there, 0.5 here.*train_size: 36 there, 24 here"):
         check_split(teacher_pt, split_fingerprint(cfg5, splits5))
+
+    # data.split_seed: another search seed on the teacher's split (one shared teacher over search seeds)
+    cfg_shared, splits_shared = _setup(cfg, **{"search.seed": 1, "data.split_seed": 0})
+    assert cfg_shared.split_seed() == 0 and cfg1.split_seed() == 1
+    assert torch.equal(splits_shared.val.labels, splits.val.labels)
+    assert check_split(teacher_pt, split_fingerprint(cfg_shared, splits_shared)) is None
+    cfg_other, splits_other = _setup(cfg, **{"search.seed": 0, "data.split_seed": 1})
+    with pytest.raises(TeacherLoadError, match=r"split_seed: 0 there, 1 here"):
+        check_split(teacher_pt, split_fingerprint(cfg_other, splits_other))
+
+
+def test_split_seed_must_be_null_or_a_seed(tiny_cfg):
+    from evo_snn.config import ConfigError, load_config
+    assert tiny_cfg.split_seed() == tiny_cfg.search.seed  # null: the search seed
+    assert load_config("synthetic", None, ["data.split_seed=3", "search.seed=7"]).split_seed() == 3
+    for bad in ("-1", "1.5", "'0'", "true", str(2**32)):
+        with pytest.raises(ConfigError, match=r"data.split_seed must be null \(= search.seed\) or an integer in \[0, 2\*\*32\)"):
+            load_config("synthetic", None, [f"data.split_seed={bad}"])
 
 
 # ---------------------------------------------------------------------- loading errors

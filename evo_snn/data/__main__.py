@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a config value, e.g. --set data.frames=16 (value parsed as YAML); repeatable",
     )
     d.add_argument(
-        "--seed", type=int, default=None, help="seed of the validation split and synthetic data (default: search.seed)"
+        "--seed", type=int, default=None, help="seed of the validation split and synthetic data (default: data.split_seed, else search.seed)"
     )
     d.add_argument("--progress", action="store_true", help="show a progress bar on stderr while parsing files")
     return parser
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         cfg = load_config(args.dataset, None, args.overrides)
-        seed = cfg.search.seed if args.seed is None else args.seed
+        seed = cfg.split_seed() if args.seed is None else args.seed
         splits = load_splits(args.dataset, args.data_root, cfg.data, seed, progress=args.progress)
     except (DatasetFormatError, ConfigError) as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
