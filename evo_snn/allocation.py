@@ -165,20 +165,34 @@ def uniform(weights, sparsity: float) -> np.ndarray:
     return round_to_total(float(sparsity) * n, n, k)
 
 
-def erk_densities(shapes: Sequence[Sequence[int]], sparsity: float, power: float = 1.0) -> np.ndarray:
+def stages(shapes: Sequence[Sequence[int]]) -> np.ndarray:
+    """The stage of each layer (int64 [L]) for per-stage density-law exponents: layers with the
+    same number of output channels (conv ``c_out``, linear ``n_out``: a shape's first dim) are
+    one stage, numbered in order of first appearance. For ``resnet18_tiny`` that is the stem
+    with layer1, layer2, layer3, layer4 (shortcut convs with their stage) and the classifier."""
+    ids: dict[int, int] = {}
+    return np.array([ids.setdefault(int(s[0]) if len(s) else 1, len(ids)) for s in shapes], dtype=np.int64)
+
+
+def erk_densities(shapes: Sequence[Sequence[int]], sparsity: float, power=1.0) -> np.ndarray:
     """Kept fractions d_l in [0, 1] (float64 [L]) of the Erdős–Rényi-Kernel rule (RigL,
     Evci et al. 2020): d_l = min(1, eps * (sum(shape_l) / prod(shape_l)) ** power), with
     eps such that sum_l d_l n_l == N - round(s * N) (layers at d = 1 are kept dense and
     eps is solved for the rest, repeatedly). shapes: the weight shapes (conv
     [c_out, c_in/groups, k_h, k_w], linear [n_out, n_in]); power: the exponent gamma (>= 0;
-    0 gives uniform densities). Real-valued: ``erk`` rounds them to exact counts.
-    raises ValueError for an empty shape, a sparsity outside [0, 1] or a negative power."""
-    if power < 0 or not np.isfinite(power):
+    0 gives uniform densities), one float for every layer or a sequence [L] of per-layer
+    exponents (per-stage exponents: ``power[stages(shapes)]``). Real-valued: ``erk`` rounds
+    them to exact counts. raises ValueError for an empty shape, a sparsity outside [0, 1],
+    a negative power or a power sequence of another length."""
+    pw = np.asarray(power, dtype=np.float64)
+    if (pw < 0).any() or not np.isfinite(pw).all():
         raise ValueError(f"power must be finite and >= 0, got {power}")
     n = np.array([int(np.prod(s)) for s in shapes], dtype=np.float64)
     if len(n) == 0 or (n <= 0).any():
         raise ValueError(f"every layer needs weights, got shapes {list(map(tuple, shapes))}")
-    raw = np.array([float(np.sum(s)) / float(np.prod(s)) for s in shapes]) ** float(power)
+    if pw.ndim > 1 or (pw.ndim == 1 and len(pw) != len(n)):
+        raise ValueError(f"power: one exponent or one per layer ({len(n)}), got {pw.size}")
+    raw = np.array([float(np.sum(s)) / float(np.prod(s)) for s in shapes]) ** pw
     kept = n.sum() - target_count(sparsity, int(n.sum()))
     dense = np.zeros(len(n), dtype=bool)
     while True:
@@ -194,7 +208,7 @@ def erk_densities(shapes: Sequence[Sequence[int]], sparsity: float, power: float
     return d
 
 
-def erk(weights, sparsity: float, power: float = 1.0) -> np.ndarray:
+def erk(weights, sparsity: float, power=1.0) -> np.ndarray:
     """Pruned counts [L] of the Erdős–Rényi-Kernel allocation (``erk_densities``): layer l keeps
     about d_l * n_l weights, a layer of small fan (few weights for its dims) is denser; the
     counts are rounded (largest remainder) so that the total pruned is exactly round(s * N)."""

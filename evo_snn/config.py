@@ -190,6 +190,10 @@ class GenomeConfig:
       tau) per mutation, >= 0 (default 0.2); mutation 'smooth' only.
     level_switch_prob: probability in [0, 1] that a smooth mutation also makes a level
       switch (default 0.5); mutation 'smooth' only.
+    stage_exponents: with mutation 'smooth', the ERK law carries one exponent gamma per stage
+      (``allocation.stages``: layers of equal output channels, 5 for resnet18_tiny) instead of
+      one for the net; a mutation moves each by N(0, smooth_sigma); seeded ERK genomes start
+      at gamma = 1 everywhere, random ones at U[0, 2] per stage (default false).
     level_switch_fraction: fraction in (0, 1] of the smaller of two adjacent layers' weights
       that a level switch moves from one to the other, keeping the total pruned count exact
       (default 0.02); mutation 'smooth' only.
@@ -212,6 +216,7 @@ class GenomeConfig:
     smooth_sigma: float = 0.2
     level_switch_prob: float = 0.5
     level_switch_fraction: float = 0.02
+    stage_exponents: bool = False
 
 
 INIT_ALLOCATIONS = ("global", "uniform", "erk", "lamp")  # genome.init_allocations (evo_snn.allocation rules)
@@ -574,6 +579,7 @@ class Config:
             (self.genome.smooth_sigma >= 0, "genome.smooth_sigma must be >= 0"),
             (0.0 <= self.genome.level_switch_prob <= 1.0, "genome.level_switch_prob must be in [0, 1]"),
             (0.0 < self.genome.level_switch_fraction <= 1.0, "genome.level_switch_fraction must be in (0, 1]"),
+            (isinstance(self.genome.stage_exponents, bool), f"genome.stage_exponents must be true or false, got {self.genome.stage_exponents!r}"),
             (self.search.max_retries >= 0, "search.max_retries must be >= 0"),
             (self.search.max_failed_generations >= 0, "search.max_failed_generations must be >= 0 (0 = never stop)"),
             (self.search.eval_timeout_s >= 0, "search.eval_timeout_s must be >= 0 (0 = no limit)"),

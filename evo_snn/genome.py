@@ -163,7 +163,12 @@ class GenomeOps:
         self.layers = tuple(teacher_abs)
         self.abs = teacher_abs
         self.cfg = cfg
-        self.params: dict[str, tuple[str, float, float]] = {}  # genome key -> (law, sparsity, gamma | tau) of smooth genomes
+        self.params: dict[str, tuple] = {}  # genome key -> (law, sparsity, gamma | tau | per-stage gammas) of smooth genomes
+        self.stage = al.stages([a.shape if a.ndim else (1,) for a in teacher_abs.values()])  # [L] stage of each layer
+        self.n_stages = int(self.stage.max()) + 1 if len(self.stage) else 0
+
+    def _stage_exponents(self) -> bool:
+        return bool(getattr(self.cfg, "stage_exponents", False))
 
     def _clip(self, r: float) -> float:
         return float(min(max(r, self.cfg.ratio_min), self.cfg.ratio_max))
@@ -209,18 +214,27 @@ class GenomeOps:
         magnitude within each layer; ratios z_l / n_l, not clipped to the bounds)."""
         g = allocation_genome(method, self.abs, sparsity, **kwargs)
         law = {"erk": ("erk", float(kwargs.get("power", 1.0))), "lamp": ("lamp", 1.0), "global": ("lamp", 0.0)}.get(method)
+        if law is not None and law[0] == "erk" and self._stage_exponents():  # one gamma per stage, all equal here
+            law = ("erk", (law[1],) * self.n_stages)
         if law is not None:  # the same counts as GenomeOps.law(law, sparsity, param): a smooth mutation can perturb it
             self.params.setdefault(g.key, (law[0], float(sparsity), law[1]))
         return g
 
     # ------------------------------------------------------------------ smooth allocations (genome.mutation='smooth')
-    def law(self, law: str, sparsity: float, param: float) -> Genome:
+    def law(self, law: str, sparsity: float, param) -> Genome:
         """A density-law genome at exactly round(sparsity x N) pruned weights, magnitude
         within each layer. law 'erk': ERK densities with exponent gamma = ``param`` >= 0
-        (``allocation.erk``'s power; 0 = uniform, 1 = ERK); 'lamp': one global threshold on
+        (``allocation.erk``'s power; 0 = uniform, 1 = ERK), or with a tuple ``param`` one
+        gamma per stage (``allocation.stages``: layers of equal output channels; negative
+        entries count as 0; ``genome.stage_exponents``); 'lamp': one global threshold on
         lamp_score ** tau x |W| ** (1 - tau), tau = ``param`` (0 = global magnitude, 1 = LAMP).
         The parameters are remembered (``params``) so that ``mutate`` can perturb them."""
-        if law == "erk":
+        if law == "erk" and isinstance(param, (tuple, list, np.ndarray)):
+            param = tuple(max(0.0, float(v)) for v in param)
+            if len(param) != self.n_stages:
+                raise ValueError(f"law 'erk' with per-stage exponents needs {self.n_stages}, got {len(param)}")
+            counts = al.erk(self.abs, sparsity, np.asarray(param)[self.stage])
+        elif law == "erk":
             counts = al.erk(self.abs, sparsity, max(0.0, float(param)))
         elif law == "lamp":
             tau = float(param)
@@ -234,7 +248,7 @@ class GenomeOps:
         else:
             raise ValueError(f"unknown density law {law!r}; known: ['erk', 'lamp']")
         g = self.from_counts(counts)
-        self.params[g.key] = (law, float(sparsity), float(param))
+        self.params[g.key] = (law, float(sparsity), param if isinstance(param, tuple) else float(param))
         return g
 
     def from_counts(self, counts) -> Genome:
@@ -275,7 +289,11 @@ class GenomeOps:
         child = g
         if p is not None:
             law, s, param = p
-            child = self.law(law, s, param + rng.normal(0.0, self.cfg.smooth_sigma))
+            if isinstance(param, tuple):  # per-stage gammas: each moves
+                step = rng.normal(0.0, self.cfg.smooth_sigma, size=len(param))
+                child = self.law(law, s, tuple(max(0.0, float(v + d)) for v, d in zip(param, step)))
+            else:
+                child = self.law(law, s, param + rng.normal(0.0, self.cfg.smooth_sigma))
         if p is None or rng.random() < self.cfg.level_switch_prob:
             child = self.level_switch(child, rng)
         return child
@@ -285,6 +303,8 @@ class GenomeOps:
         [ratio_min, ratio_max], gamma uniform in [0, 2] or tau uniform in [0, 1.5]."""
         law = "erk" if rng.random() < 0.5 else "lamp"
         s = float(rng.uniform(self.cfg.ratio_min, self.cfg.ratio_max))
+        if law == "erk" and self._stage_exponents():
+            return self.law(law, s, tuple(float(v) for v in rng.uniform(0.0, 2.0, size=self.n_stages)))
         return self.law(law, s, float(rng.uniform(0.0, 2.0 if law == "erk" else 1.5)))
 
     def random(self, rng: np.random.Generator) -> Genome:

@@ -672,7 +672,10 @@ class StructureSearch:
         - ``results``: ``{genome key: metrics}``, the evaluation cache of every live
           genome; their students are in ``store`` (``StudentStore``), not in the state;
         - ``screen`` (only with ``search.screen``): ``{forward_samples, compute_samples, evals,
-          forward_cost_ratio}``, the screening compute counted so far.
+          forward_cost_ratio}``, the screening compute counted so far;
+        - ``laws`` (only for smooth genomes, ``genome.mutation='smooth'``): ``{genome key: [law,
+          sparsity, parameter]}`` of the live genomes whose density law is known
+          (``GenomeOps.params``), so that a resumed run goes on perturbing their gamma / tau.
         """
         genomes: dict[str, Genome] = {}
         for ind in list(self.population) + list(self.archive):
@@ -690,6 +693,9 @@ class StructureSearch:
             "archive": [_record(ind) for ind in self.archive],
             "genomes": genomes,
             "results": dict(self.results),
+            **({"laws": {k: [law, s, list(p) if isinstance(p, tuple) else p]
+                         for k, (law, s, p) in self.ops.params.items() if k in genomes}}
+               if any(k in genomes for k in self.ops.params) else {}),
             **({} if self.screener is None else {"screen": {
                 "forward_samples": int(self.screen_forward_samples), "compute_samples": float(self.screen_compute_samples),
                 "evals": int(self.screen_evals), "forward_cost_ratio": float(self.screener.forward_cost_ratio)}}),
@@ -749,6 +755,8 @@ class StructureSearch:
         self.screen_forward_samples = int(screen.get("forward_samples", 0))
         self.screen_compute_samples = float(screen.get("compute_samples", 0.0))
         self.screen_evals = int(screen.get("evals", 0))
+        for key, (law, sp, p) in (state.get("laws") or {}).items():  # smooth genomes: their density-law parameters
+            self.ops.params[key] = (str(law), float(sp), tuple(float(v) for v in p) if isinstance(p, list) else float(p))
         version, internal, gauss = state["python_random"]
         random.setstate((version, tuple(internal), gauss))
 

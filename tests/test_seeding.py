@@ -156,3 +156,71 @@ def test_smooth_search_runs_and_keeps_totals():
     initial = {_total(g) for g in seen[:8]}
     assert all(_total(g) in initial for g in seen)  # no move ever changes a genome's total
     assert all(round(min(max(_total(g) / n, 0), 1) * n) == _total(g) for g in seen)
+
+
+def test_stages_group_layers_by_output_channels_and_per_stage_erk_is_exact():
+    teacher_abs = _abs()  # conv1 8 out, conv2 16 out, fc 4 out: three stages
+    shapes = [a.shape for a in teacher_abs.values()]
+    assert allocation.stages(shapes).tolist() == [0, 1, 2]
+    assert allocation.stages([(8, 3, 3, 3), (8, 8, 3, 3), (16, 8, 3, 3), (16, 8, 1, 1), (10, 16)]).tolist() == [0, 0, 1, 1, 2]
+    n = sum(a.size for a in teacher_abs.values())
+    for s in (0.5, 0.9):
+        # equal per-layer exponents are the scalar rule exactly
+        assert allocation.erk(teacher_abs, s, [0.7, 0.7, 0.7]).tolist() == allocation.erk(teacher_abs, s, 0.7).tolist()
+        a, b = allocation.erk(teacher_abs, s, [0.0, 2.0, 1.0]), allocation.erk(teacher_abs, s, 1.0)
+        assert int(a.sum()) == int(b.sum()) == round(s * n)
+    assert allocation.erk(teacher_abs, 0.9, [0.0, 2.0, 1.0]).tolist() == [39, 1151, 207]  # stage 0 denser, 1 sparser
+    assert allocation.erk(teacher_abs, 0.9, 1.0).tolist() == [122, 1111, 164]
+    with pytest.raises(ValueError, match="one per layer"):
+        allocation.erk(teacher_abs, 0.5, [1.0, 1.0])
+    with pytest.raises(ValueError, match=">= 0"):
+        allocation.erk(teacher_abs, 0.5, [1.0, -1.0, 1.0])
+
+
+def test_stage_exponents_seed_at_erk_and_mutate_every_stage_at_the_exact_total():
+    teacher_abs = _abs()
+    cfg = GenomeConfig(mutation="smooth", stage_exponents=True, level_switch_prob=0.0, smooth_sigma=0.3)
+    ops = GenomeOps(teacher_abs, cfg)
+    assert ops.n_stages == 3
+    g = ops.allocation("erk", 0.8)
+    assert ops.params[g.key] == ("erk", 0.8, (1.0, 1.0, 1.0))  # seeded ERK: gamma 1 in every stage
+    assert ops.law("erk", 0.8, (1.0, 1.0, 1.0)).key == g.key == GenomeOps(teacher_abs, GenomeConfig()).allocation("erk", 0.8).key
+    rng = np.random.default_rng(0)
+    keys = set()
+    for _ in range(20):
+        child = ops.mutate(g, rng)
+        law, s, p = ops.params[child.key]
+        assert law == "erk" and s == 0.8 and len(p) == 3 and all(v >= 0 for v in p)
+        assert _total(child) == _total(g)
+        keys.add(child.key)
+        g = child
+    assert len(keys) > 10
+    r = ops.random_smooth(np.random.default_rng(4))
+    assert isinstance(ops.params[r.key][2], (tuple, float))
+    with pytest.raises(ValueError, match="needs 3"):
+        ops.law("erk", 0.5, (1.0, 1.0))
+
+
+def test_the_search_state_keeps_the_density_laws_of_smooth_genomes():
+    """A resumed smooth search perturbs the same gamma / tau (state_dict 'laws'), not level switches only."""
+    import json
+
+    from evo_snn.fitness import FitnessResult
+
+    teacher_abs = _abs()
+    cfg = GenomeConfig(mutation="smooth", stage_exponents=True, init_allocations=("erk", "lamp"), init_allocation_fraction=1.0)
+
+    def fit(g, seed):
+        return FitnessResult({"accuracy": 1.0 - g.sparsity ** 2, "sparsity": g.sparsity}, {})
+
+    search = StructureSearch(GenomeOps(teacher_abs, cfg), fit, SearchConfig(population=8, generations=1, seed=1), cfg,
+                             progress=False)
+    search.run()
+    state = json.loads(json.dumps({k: v for k, v in search.state_dict().items() if k != "genomes"}))
+    live = {ind.genome.key for ind in list(search.population) + list(search.archive)}
+    assert set(state["laws"]) == live & set(search.ops.params) and state["laws"]
+    fresh = StructureSearch(GenomeOps(teacher_abs, cfg), fit, SearchConfig(population=8, generations=1, seed=1), cfg,
+                            store=search.store, progress=False)
+    fresh.load_state_dict({**state, "genomes": search.state_dict()["genomes"]})
+    assert {k: fresh.ops.params[k] for k in state["laws"]} == {k: search.ops.params[k] for k in state["laws"]}
+    assert any(isinstance(p, tuple) for _, _, p in fresh.ops.params.values())
