@@ -371,6 +371,10 @@ class SearchConfig:
       of the subset (multi-step selection, EvoPress-style).
     screen_promote: screened children that go on to the KD rung per generation; 0 (default)
       = max(1, population // 4).
+    screen_group: candidates screened together as one grouped net (``grouped.GroupedNet``:
+      one BN-recalibration pass and one forward per batch for up to this many; the same
+      scores up to float rounding, the same counted forwards); 1 (default) = one at a time.
+      Measured in ``benchmarks/screening_cost.py --group K`` (BENCHMARKS.md).
     finetune_share: share f in [0, 1) of the counted budget kept for fine-tuning the
       search's validation front once (``evo_snn.baselines``, method ``search_finetuned``):
       with S the search's counted compute (screening included) the budget is B = S / (1 - f),
@@ -402,6 +406,7 @@ class SearchConfig:
     screen_first_share: float = 0.25
     screen_keep: float = 0.5
     screen_promote: int = 0
+    screen_group: int = 1
     finetune_share: float | None = None
 
     def resolved_finetune_share(self) -> float:
@@ -565,6 +570,8 @@ class Config:
             (self.search.screen_samples >= 1, "search.screen_samples must be an integer >= 1"),
             (0.0 < self.search.screen_first_share <= 1.0, "search.screen_first_share must be in (0, 1]"),
             (0.0 < self.search.screen_keep <= 1.0, "search.screen_keep must be in (0, 1]"),
+            (type(self.search.screen_group) is int and self.search.screen_group >= 1,
+             f"search.screen_group must be an integer >= 1, got {self.search.screen_group!r}"),
             (self.search.screen_promote >= 0, "search.screen_promote must be an integer >= 0 (0 = population // 4)"),
             (self.search.finetune_share is None or (isinstance(self.search.finetune_share, (int, float))
                                                     and not isinstance(self.search.finetune_share, bool)

@@ -429,22 +429,26 @@ class StructureSearch:
         k_keep = min(len(distinct), max(k_promote, math.ceil(float(cfg.screen_keep) * len(distinct) - 1e-9)))
         cands, rows = {}, []
         bar = tqdm(total=len(distinct), desc=f"gen {gen} screening ({sc.mode})", unit="cand", disable=not self.progress, leave=False)
-        for ind in distinct:
-            init = self.student(ind.init_key) if cfg.inherit_weights and ind.init_key else None
-            c = sc.start(ind.genome, init)
-            bn = c.forward_samples
-            sc.extend(c, n0)
-            cands[ind.genome.key] = c
-            rows.append((ind, 0, bn + n0, c.seconds))
-            bar.update(1)
+        size = max(1, int(getattr(cfg, "screen_group", 1) or 1))  # search.screen_group: candidates per grouped net
+        for i in range(0, len(distinct), size):
+            chunk = distinct[i:i + size]
+            inits = [self.student(ind.init_key) if cfg.inherit_weights and ind.init_key else None for ind in chunk]
+            group = sc.start_group([ind.genome for ind in chunk], inits)
+            bns = [c.forward_samples for c in group]
+            sc.extend_group(group, n0)
+            for ind, c, bn in zip(chunk, group, bns):
+                cands[ind.genome.key] = c
+                rows.append((ind, 0, bn + n0, c.seconds))
+            bar.update(len(chunk))
         bar.close()
         keep = self._screen_select(distinct, cands, k_keep)
         if n0 < n:
-            for ind in keep:
-                c = cands[ind.genome.key]
-                t, f = c.seconds, c.forward_samples
-                sc.extend(c, n)
-                rows.append((ind, 1, c.forward_samples - f, c.seconds - t))
+            for i in range(0, len(keep), size):
+                chunk = [cands[ind.genome.key] for ind in keep[i:i + size]]
+                before = [(c.seconds, c.forward_samples) for c in chunk]
+                sc.extend_group(chunk, n)
+                for ind, c, (t, f) in zip(keep[i:i + size], chunk, before):
+                    rows.append((ind, 1, c.forward_samples - f, c.seconds - t))
         promoted = self._screen_select(keep, cands, k_promote)
         keys = {ind.genome.key for ind in promoted}
         last = {ind.genome.key: i for i, (ind, _, _, _) in enumerate(rows)}

@@ -320,14 +320,7 @@ class Screener:
             for x, y, rows in self.val_batches(cand.scored, stop):
                 z = model(to_device(x, self.device)).float().cpu()
                 functional.reset_net(model)
-                if self.mode == "nll":
-                    per = F.cross_entropy(z, y, reduction="none")
-                elif self.mode == "kl":
-                    lt = F.log_softmax(z_t_all[rows], 1)
-                    per = (lt.exp() * (lt - F.log_softmax(z, 1))).sum(1)
-                else:
-                    per = (z.argmax(1) == y).float()
-                cand.losses.append(per)
+                cand.losses.append(self._per_sample(z, y, z_t_all, rows))
         finally:
             if counter is not None:
                 counter.__exit__(None, None, None)
@@ -337,6 +330,78 @@ class Screener:
         cand.forward_samples += n
         cand.seconds += time.perf_counter() - t0
         return n
+
+    # ------------------------------------------------------------------ grouped (search.screen_group)
+    def start_group(self, genomes: list[Genome], init_states: list[dict | None] | None = None) -> list[Candidate]:
+        """``start`` for K candidates at once: their masked copies as one ``grouped.GroupedNet``
+        (each conv K times wider with groups, each BN per member) recalibrated in one pass over
+        the fixed training batches, each member's BN statistics taken back (``member_state``).
+        Every candidate counts the BN forwards as in ``start`` (the same samples pass each
+        member); the seconds are split evenly. Equal to K ``start`` calls up to float rounding."""
+        from .grouped import group
+
+        init_states = list(init_states) if init_states is not None else [None] * len(genomes)
+        if len(genomes) <= 1:
+            return [self.start(g, s) for g, s in zip(genomes, init_states)]
+        t0 = time.perf_counter()
+        models = [self.candidate_model(g, s) for g, s in zip(genomes, init_states)]
+        net = group(models).to(self.device)
+        n = recalibrate_bn(net, self.bn_batches(), self.device)
+        out = []
+        for k, (g, s) in enumerate(zip(genomes, init_states)):
+            state = net.member_state(k)
+            bn_state = {key: v.detach().clone() for key, v in state.items() if _is_bn_buffer(models[k], key)}
+            out.append(Candidate(g, s, bn_state, forward_samples=n))
+        dt = (time.perf_counter() - t0) / len(out)
+        for c in out:
+            c.seconds = dt
+        return out
+
+    @torch.no_grad()
+    def extend_group(self, cands: list[Candidate], stop: int) -> int:
+        """``extend`` for K candidates at once (one ``GroupedNet`` forward per batch, the K
+        members' logits ``[N, K, classes]`` scored apart); they must have scored the same
+        prefix. With ``energy`` (a per-member energy count) and for K = 1 it runs ``extend``
+        on each. Returns the forward samples of this step per candidate."""
+        from .grouped import group
+
+        stop = min(int(stop), len(self.val_index))
+        if len(cands) <= 1 or self.energy:
+            return max([self.extend(c, stop) for c in cands], default=0)
+        start = cands[0].scored
+        if any(c.scored != start for c in cands):
+            raise ValueError("extend_group: the candidates have scored different prefixes of the subset")
+        if stop <= start:
+            return 0
+        t0 = time.perf_counter()
+        models = []
+        for c in cands:
+            m = self.candidate_model(c.genome, c.init_state)
+            m.load_state_dict(c.bn_state, strict=False)
+            models.append(m)
+        net = group(models).to(self.device).eval()
+        z_t_all = self.teacher_logits() if self.mode == "kl" else None
+        for x, y, rows in self.val_batches(start, stop):
+            zs = net(to_device(x, self.device)).float().cpu()  # [N, K, classes]
+            functional.reset_net(net)
+            for k, c in enumerate(cands):
+                c.losses.append(self._per_sample(zs[:, k], y, z_t_all, rows))
+        n = stop - start
+        dt = (time.perf_counter() - t0) / len(cands)
+        for c in cands:
+            c.scored = stop
+            c.forward_samples += n
+            c.seconds += dt
+        return n
+
+    def _per_sample(self, z: torch.Tensor, y: torch.Tensor, z_t_all: torch.Tensor | None, rows) -> torch.Tensor:
+        """Per-sample scores of logits ``z [n, classes]``: NLL, KL(teacher || candidate) or 0/1 accuracy."""
+        if self.mode == "nll":
+            return F.cross_entropy(z, y, reduction="none")
+        if self.mode == "kl":
+            lt = F.log_softmax(z_t_all[rows], 1)
+            return (lt.exp() * (lt - F.log_softmax(z, 1))).sum(1)
+        return (z.argmax(1) == y).float()
 
     def quality(self, cand: Candidate) -> float:
         """The screening value maximised in selection: -NLL, -KL or the accuracy."""

@@ -304,3 +304,50 @@ def test_cli_screen_nll_end_to_end(tmp_path):
     assert screen and all(r["status"] == "screened" and r["forward_samples"] > 0 and r["seconds"] >= 0
                           and r["forward_cost_ratio"] > 0 and "score" in r for r in screen)
     assert sum(r["gen"] == 1 and r["status"] == "ok" for r in rows) == 1  # population // 4 promoted
+
+
+@pytest.mark.parametrize("mode", ["nll", "kl", "bn_accuracy"])
+def test_grouped_screening_equals_one_at_a_time(tiny_splits, mode):
+    """search.screen_group: K candidates as one grouped net give each candidate's solo BN
+    statistics and scores (float rounding), and the same counted forwards."""
+    ctx, teacher = _ctx(tiny_splits, **{"search.screen_samples": "12", "search.screen": mode})
+    sc = Screener(ctx, forward_cost_ratio=RATIO)
+    ops = _ops(ctx, teacher)
+    rng = np.random.default_rng(5)
+    genomes = [ops.random(rng) for _ in range(3)]
+    solo = [sc.start(g) for g in genomes]
+    for c in solo:
+        sc.extend(c, 5)
+    grouped = sc.start_group(genomes)
+    sc.extend_group(grouped, 5)
+    for a, b in zip(solo, grouped):
+        assert a.bn_state.keys() == b.bn_state.keys() and a.bn_state
+        for k in a.bn_state:
+            assert torch.allclose(a.bn_state[k].float(), b.bn_state[k].float(), atol=1e-5), k
+        assert (a.scored, a.forward_samples) == (b.scored, b.forward_samples) == (5, 3 * 8 + 5)
+        assert torch.allclose(torch.cat(a.losses), torch.cat(b.losses), atol=1e-4)
+    sc.extend_group(grouped[:2], 12)  # step 1 on a subset of them, as the multi-step selection does
+    for c in solo[:2]:
+        sc.extend(c, 12)
+    for a, b in zip(solo[:2], grouped[:2]):
+        assert b.scored == 12 and a.score() == pytest.approx(b.score(), abs=1e-5)
+    with pytest.raises(ValueError, match="different prefixes"):
+        sc.extend_group(grouped, 12)
+
+
+def test_a_search_with_grouped_screening_screens_and_promotes_alike(tiny_splits):
+    ctx, teacher = _ctx(tiny_splits, **{"search.screen_samples": "12"})
+    out = []
+    for size in (1, 3):
+        rows = Rows()
+        search = _search(ctx, teacher, Screener(ctx, forward_cost_ratio=RATIO), Stub(), rows, screen_promote=2,
+                         screen_keep=0.5, screen_first_share=0.25, screen_group=size)
+        search.run()
+        out.append([(r["uid"], r["screen_step"], r["forward_samples"], round(r["score"], 4), r.get("promoted"))
+                    for r in rows.rows if r.get("rung") == "screen"])
+    assert out[0] and out[0] == out[1]
+
+
+def test_screen_group_must_be_a_positive_integer():
+    with pytest.raises(ConfigError, match="search.screen_group must be an integer >= 1"):
+        tiny_config(**{"search.screen_group": "0"}).validate()
