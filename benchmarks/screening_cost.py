@@ -76,27 +76,30 @@ def get_teacher(args, cfg, splits, device):
     return build_model(cfg.model, splits.frame_shape, splits.num_classes).to(device), "fresh, untrained (cost only)"
 
 
-def screen_generation(screener: Screener, genomes, search) -> dict:
-    """Multi-step screening of ``genomes`` as ``StructureSearch.screen`` does it; returns the
-    per-candidate forward samples and seconds, and the selection's sizes."""
+def screen_generation(screener: Screener, genomes, search, group: int = 1) -> dict:
+    """Multi-step screening of ``genomes`` as ``StructureSearch.screen`` does it, ``group``
+    candidates at a time as one grouped net (``search.screen_group``; 1 = one at a time);
+    returns the per-candidate forward samples, seconds and scores, and the selection's sizes."""
     n = len(screener.val_index)
     P = len(genomes)
     n0 = min(n, max(1, math.ceil(float(search.screen_first_share) * n - 1e-9)))
     k_promote = min(P, promote_count(search))
     k_keep = min(P, max(k_promote, math.ceil(float(search.screen_keep) * P - 1e-9)))
     cands = []
-    for g in genomes:
-        c = screener.start(g, None)
-        screener.extend(c, n0)
-        cands.append(c)
+    t0 = time.perf_counter()
+    for i in range(0, P, group):
+        chunk = screener.start_group(list(genomes[i:i + group]))
+        screener.extend_group(chunk, n0)
+        cands += chunk
     bn_forwards = cands[0].forward_samples - n0
     keep = sorted(range(P), key=lambda i: -screener.quality(cands[i]))[:k_keep]
     if n0 < n:
-        for i in keep:
-            screener.extend(cands[i], n)
-    return {"candidates": P, "subset": n, "first_step": n0, "keep": k_keep, "promote": k_promote,
-            "bn_forwards": int(bn_forwards),
-            "forward_samples": [int(c.forward_samples) for c in cands], "seconds": [float(c.seconds) for c in cands]}
+        for i in range(0, len(keep), group):
+            screener.extend_group([cands[j] for j in keep[i:i + group]], n)
+    return {"candidates": P, "subset": n, "first_step": n0, "keep": k_keep, "promote": k_promote, "group": group,
+            "bn_forwards": int(bn_forwards), "wall_s": time.perf_counter() - t0, "keep_index": keep,
+            "forward_samples": [int(c.forward_samples) for c in cands], "seconds": [float(c.seconds) for c in cands],
+            "scores": [float(c.score()) for c in cands]}
 
 
 def run(args) -> dict:
@@ -121,7 +124,17 @@ def run(args) -> dict:
     screener = Screener(ctx, device)  # measures forward_cost_ratio, draws the fixed batches and subset
     setup_s = time.perf_counter() - t0
     ratio = screener.forward_cost_ratio
-    sc = screen_generation(screener, [ops.random(rng) for _ in range(P)], cfg.search)
+    genomes = [ops.random(rng) for _ in range(P)]
+    sc = screen_generation(screener, genomes, cfg.search)
+    grouped = None
+    if args.group > 1:  # the same candidates as grouped nets of args.group (search.screen_group), timed beside
+        gr = screen_generation(screener, genomes, cfg.search, group=args.group)
+        solo_again = screen_generation(screener, genomes, cfg.search)  # solo once more: the load may change
+        grouped = {"group": args.group, "wall_s": gr["wall_s"], "solo_wall_s": [sc["wall_s"], solo_again["wall_s"]],
+                   "speedup": float(np.mean([sc["wall_s"], solo_again["wall_s"]]) / max(gr["wall_s"], 1e-12)),
+                   "max_score_diff": float(np.max(np.abs(np.subtract(gr["scores"], sc["scores"])))),
+                   "same_keep": sorted(gr["keep_index"]) == sorted(sc["keep_index"]),
+                   "same_forward_samples": gr["forward_samples"] == sc["forward_samples"]}
     fwd = np.asarray(sc["forward_samples"], dtype=float)
     screen = {"forward_samples": float(fwd.mean()), "counted_samples": float(fwd.mean() * ratio),
               "seconds": float(np.mean(sc["seconds"]))}
@@ -149,7 +162,7 @@ def run(args) -> dict:
             "screen_bn_batches": cfg.search.screen_bn_batches, "screen_samples": cfg.search.screen_samples,
             "screen_first_share": cfg.search.screen_first_share, "screen_keep": cfg.search.screen_keep,
             "forward_cost_ratio": ratio, "screener_setup_s": setup_s, "selection": sc, "screened": screen,
-            "kd_evaluation": kd, "kd_rows": kd_rows, "cheaper": cheaper, "generation": gen,
+            "kd_evaluation": kd, "kd_rows": kd_rows, "cheaper": cheaper, "generation": gen, "grouped": grouped,
             "target": TARGET, "meets_target": cheaper["counted"] >= TARGET, "wall_s": time.perf_counter() - t_start}
 
 
@@ -175,6 +188,13 @@ def format_table(d: dict) -> str:
         f"samples ({g['with_screening_s']:.1f} s) against {g['kd_only_counted']:.0f} ({g['kd_only_s']:.1f} s) for KD only",
         f"target >= {d['target']:g}x cheaper (counted): {'met' if d['meets_target'] else 'NOT met'}; wall {d['wall_s']:.0f} s",
     ]
+    gr = d.get("grouped")
+    if gr:
+        lines += ["", f"grouped screening (search.screen_group={gr['group']}), the same {sc['candidates']} candidates, "
+                  f"multi-step as above: {gr['wall_s']:.2f} s against {gr['solo_wall_s'][0]:.2f} / {gr['solo_wall_s'][1]:.2f} s "
+                  f"one at a time (before / after): **{gr['speedup']:.2f}x**; max |score difference| "
+                  f"{gr['max_score_diff']:.2e}, same kept candidates: {gr['same_keep']}, "
+                  f"same counted forwards: {gr['same_forward_samples']}"]
     return "\n".join(lines)
 
 
@@ -191,6 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "one, acceptable for the cost (it does not depend on accuracy)")
     p.add_argument("--screen", default="nll", choices=("nll", "kl", "bn_accuracy"), help="the screening score (default nll)")
     p.add_argument("--candidates", type=int, default=0, help="children screened (default: search.population)")
+    p.add_argument("--group", type=int, default=1,
+                   help="also screen the same candidates K at a time as grouped nets (search.screen_group) and time both")
     p.add_argument("--kd-evals", type=int, default=2, help="KD evaluations timed (default 2)")
     p.add_argument("--threads", type=int, default=int(os.environ.get("EVO_SNN_THREADS", "1") or 1),
                    help="torch threads (default $EVO_SNN_THREADS or 1)")
