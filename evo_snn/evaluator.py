@@ -20,9 +20,9 @@ evaluation). No fault stops the map. ``faults`` (``FaultsConfig``) injects fault
 purpose (``evo_snn.faults``).
 
 The fitness of a run is heavy (a teacher, the data set): ``genome_fitness(ctx)`` wraps
-``partial(GenomeFitness, ctx)`` in ``PerWorker``, which builds the callable from the
-factory once per process, in the process that uses it; pickling ships the factory,
-never the built object. Before its first job an evaluator calls ``fn.build()`` where
+``partial(GenomeFitness, ctx)`` in ``PerWorker`` (``evo_snn.workers``), which builds the
+callable from the factory once per process, in the process that uses it; pickling ships
+the factory, never the built object. Before its first job an evaluator calls ``fn.build()`` where
 ``fn`` has one, so a fitness that cannot be built (a bad config) stops the run instead
 of failing every evaluation.
 
@@ -44,7 +44,6 @@ No torch import at module level: ``nsga`` imports ``SerialEvaluator`` as its def
 
 from __future__ import annotations
 
-import inspect
 import math
 import numbers
 import os
@@ -59,6 +58,7 @@ from typing import Callable, Iterable, Iterator
 
 from .faults import inject, planned_fault
 from .threads import configure, cpu_share, set_torch_threads
+from .workers import PerWorker  # (also re-exported: evo_snn.evaluator.PerWorker, as before)
 
 Job = tuple  # (Genome, seed) or (Genome, seed, init_state: state_dict | None)
 
@@ -72,50 +72,6 @@ def _build(fn, device: str | None = None) -> None:
     build = getattr(fn, "build", None)
     if callable(build):
         build()
-
-
-def _takes_device(factory: Callable) -> bool:
-    try:
-        return "device" in inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-class PerWorker:
-    """A callable built from ``factory()`` on first use, once per process.
-
-    ``PerWorker(partial(GenomeFitness, ctx))(genome, seed)`` builds ``GenomeFitness(ctx)``
-    on the first call (or on ``build()``) and calls it; pickled (to a Ray actor), only
-    the factory travels, and the receiving process builds its own.
-    """
-
-    def __init__(self, factory: Callable[[], Callable]):
-        self.factory = factory
-        self._fn = None
-
-    def build(self, device: str | None = None) -> Callable:
-        """The built callable (built now on the first call; errors of ``factory`` propagate).
-
-        device: a torch device string (e.g. 'cuda:0', chosen by a Ray actor from its GPU
-        ids) passed as ``factory(device=torch.device(device))`` when the factory has a
-        ``device`` parameter (``GenomeFitness`` has); None = the factory's default."""
-        if self._fn is None:
-            if device is not None and _takes_device(self.factory):
-                import torch
-
-                self._fn = self.factory(device=torch.device(device))
-            else:
-                self._fn = self.factory()
-        return self._fn
-
-    def __call__(self, *job):
-        return self.build()(*job)
-
-    def __getstate__(self):
-        return {"factory": self.factory}
-
-    def __setstate__(self, state):
-        self.factory, self._fn = state["factory"], None
 
 
 def genome_fitness(ctx, address: str | None = None) -> PerWorker:

@@ -55,7 +55,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from spikingjelly.activation_based import functional, layer
 
-from .evaluator import PerWorker
+from .workers import PerWorker
 from .kd import KDLoss, VirtualTeacherLoss, kd_mode
 
 
