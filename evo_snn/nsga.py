@@ -19,7 +19,8 @@ Objectives (``search.objectives``, default accuracy and sparsity, both maximised
 the student's estimated energy as a fraction of its dense bound, minimised) and their
 directions are declared once, in the ``config.OBJECTIVES`` table, from which
 ``fitness_class`` builds the DEAP fitness (``weights``) with the hypervolume's reference
-point (``search.hv_reference``).
+point (``search.hv_reference``). ``objective_value`` and ``hypervolume`` live in
+``evo_snn.front`` (re-exported here), below ``rundir``, which needs them too.
 """
 
 from __future__ import annotations
@@ -43,10 +44,10 @@ from .config import GenomeConfig, SearchConfig
 from .evaluator import SerialEvaluator, failure_metrics
 from .fidelity import FULL, FULL_RUNG, Rung, rung_seed, rungs, student_key
 from .fidelity import enabled as fidelity_enabled
+from .front import OBJECTIVES, hypervolume, objective_value  # noqa: F401  (the last two re-exported, as before)
 from .genome import Genome, GenomeOps
 from .store import StudentStore
 
-OBJECTIVES = ("accuracy", "sparsity")  # the default search.objectives
 STATE_FORMAT = 1  # version of the dict returned by StructureSearch.state_dict()
 MAX_RESAMPLE = 10  # mutations tried per child before a duplicate genome is kept
 
@@ -89,19 +90,6 @@ def fitness_class(objectives=OBJECTIVES, reference: dict | None = None) -> type:
     return _FITNESS_CLASSES[key]
 
 
-def objective_value(ind, name: str, default: float = 0.0) -> float:
-    """``name`` ('accuracy', 'sparsity', 'energy', or any metric) of an individual: its
-    fitness value when ``name`` is one of its objectives, else its metric (for 'energy':
-    ``energy_fraction``), ``default`` when it has none (a failed individual)."""
-    fitness = ind.fitness  # duck-typed: anything with ``values`` (and DEAP's ``valid``)
-    objectives = getattr(fitness, "objectives", OBJECTIVES)
-    if name in objectives and getattr(fitness, "valid", bool(fitness.values)):
-        return float(fitness.values[objectives.index(name)])
-    key = OBJECTIVE_TABLE[name][0] if name in OBJECTIVE_TABLE else name
-    value = getattr(ind, "metrics", {}).get(key)
-    return default if value is None else float(value)
-
-
 @dataclass(eq=False)
 class Individual:
     genome: Genome
@@ -127,19 +115,6 @@ class Individual:
 def eval_seed(root_seed: int, gen: int, index: int) -> int:
     """Seed of one evaluation, derived from (root seed, generation, uid counter)."""
     return int(np.random.SeedSequence([root_seed, gen, index]).generate_state(1)[0])
-
-
-def hypervolume(front: list[Individual]) -> float:
-    """Volume dominated by ``front`` in its objective space, up to the reference point of
-    its fitness class (``fitness.reference``): with the default objectives the area in
-    (accuracy, sparsity) space from (0, 0); with 'energy' (minimised) the volume up to
-    ``search.hv_reference['energy']`` (default 1). DEAP's ``hypervolume`` (moocore)."""
-    valid = [ind for ind in front if ind.fitness.valid]
-    if not valid:
-        return 0.0
-    f = valid[0].fitness
-    ref = np.asarray(getattr(f, "reference", np.zeros(len(f.weights))), dtype=float)
-    return float(deap_hypervolume(valid, ref=-np.asarray(f.weights) * ref))  # DEAP minimises -weights * values
 
 
 def _points(points) -> list:

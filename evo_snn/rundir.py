@@ -36,7 +36,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .atomic import atomic_write_bytes, json_default, read_jsonl
-from .nsga import hypervolume, objective_value
+from .front import hypervolume, objective_value
 from .train import cpu_state
 
 PACKAGES = ("evo_snn", "torch", "spikingjelly", "deap", "ray", "numpy", "pandas")
