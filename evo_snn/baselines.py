@@ -188,6 +188,12 @@ def finetune_targets(ratios, k: int) -> list[tuple[int, float]]:
             (min(n - 1, math.floor((i + 0.5) * n / k)) for i in range(k))]
 
 
+def _count_sparsity(target: float, genome: Genome) -> float:
+    """The sparsity of exactly round(target x N) pruned weights over the genome's N weights."""
+    n = int(sum(m.size for m in genome.masks))
+    return allocation.target_count(float(target), n) / max(n, 1)
+
+
 def select_finetune(members: list["Member"], targets: list[tuple[int, float]]) -> list[tuple["Member", int, float]]:
     """The search members to fine-tune, chosen on **validation** metrics only (``metrics``
     accuracy and sparsity; a member's ``test`` is never read): for each target (ascending) the
@@ -205,7 +211,9 @@ def select_finetune(members: list["Member"], targets: list[tuple[int, float]]) -
     for j, t in sorted(targets, key=lambda x: x[1]):
         if not pool:
             break
-        above = [m for m in pool if sp(m) >= t - 1e-9]
+        # "at the target" is the target's exact pruned count round(t x N) (allocation.target_count), so a genome
+        # built at t (e.g. 78,836 of 175,192 weights for t = 0.45: sparsity 0.4499977) counts as >= t
+        above = [m for m in pool if sp(m) >= _count_sparsity(t, m.genome) - 1e-12]
         if above:
             best = max(above, key=lambda m: (float(m.metrics["accuracy"]), sp(m), m.uid))
         else:

@@ -85,6 +85,21 @@ def test_select_finetune_reads_validation_only():
     assert len(select_finetune(_members([0.0] * 6)[:1], finetune_targets(RATIOS, 4))) == 1
 
 
+def test_select_finetune_takes_a_genome_at_the_targets_exact_count_as_at_the_target():
+    """A genome built at sparsity t prunes round(t x N) weights, which can be a hair below t
+    (0.45 x 175,192 = 78,836.4: sparsity 0.4499977); it is the member for target t, not the next one."""
+    rng = np.random.default_rng(1)
+    ops = GenomeOps({"a": np.abs(rng.normal(size=(4, 2, 3, 3))), "b": np.abs(rng.normal(size=(5, 8)))}, GenomeConfig())
+    n = 72 + 40  # 112 weights: round(s x 112) / 112 < s for s = 0.45, 0.85, 0.95
+    members = []
+    for i, (s, acc) in enumerate([(0.45, 0.9), (0.85, 0.6), (0.95, 0.3)]):
+        g = ops.allocation("erk", s)
+        assert int(sum((~m).sum() for m in g.masks)) == round(s * n) and g.sparsity < s
+        members.append(Member("search", f"u{i}", g, i, {"accuracy": acc, "sparsity": g.sparsity}, {}, selected=True))
+    picks = select_finetune(members, [(0, 0.45), (1, 0.85), (2, 0.95)])
+    assert [(m.uid, t) for m, _, t in picks] == [("u0", 0.45), ("u1", 0.85), ("u2", 0.95)]
+
+
 # ------------------------------------------------------------------ the whole stage on a tiny run
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, one_torch_thread):
