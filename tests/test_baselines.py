@@ -65,6 +65,9 @@ def test_accuracy_at_sparsity_reads_the_front_as_a_staircase():
     assert accuracy_at_sparsity(pts, 0.61) == 0.5
     assert accuracy_at_sparsity(pts, 0.1) == 0.9
     assert np.isnan(accuracy_at_sparsity(pts, 0.9))
+    # a net at the exact pruned count of 0.95 over 175,192 weights (166,432: 0.9499977) is at 0.95
+    at = [[0.3, 166432 / 175192], [0.6, 0.5]]
+    assert accuracy_at_sparsity(at, 0.95) == 0.3 and np.isnan(accuracy_at_sparsity(at, 0.9501))
     s = front_summary(pts)
     # staircase area by hand: 0.9*0.3 + 0.8*(0.6-0.3) + 0.5*(0.85-0.6)
     assert s["hypervolume"] == pytest.approx(0.27 + 0.24 + 0.125)
