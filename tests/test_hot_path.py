@@ -76,7 +76,7 @@ def test_defaults_change_nothing_and_bad_values_are_config_errors():
         load_config("synthetic", overrides=["train.amp=fp8"])
     with pytest.raises(ConfigError, match="model.neuron_backend must be one of"):
         load_config("synthetic", overrides=["model.neuron_backend=opencl"])
-    with pytest.raises(ConfigError, match="expected true/false"):
+    with pytest.raises(ConfigError, match="train.channels_last must be true or false, got 1"):
         load_config("synthetic", overrides=["train.channels_last=1"])
 
 

@@ -165,7 +165,7 @@ def test_config_checks_objectives_and_reference():
     assert cfg.search.objectives == ("accuracy", "sparsity", "energy") and cfg.search.hv_reference["energy"] == 0.7
     assert load_config("synthetic").search.hv_reference == {"accuracy": 0.0, "sparsity": 0.0, "energy": 1.0}
     bad = {"search.objectives=[sparsity,energy]": "including 'accuracy'", "search.objectives=[accuracy,power]": "unknown",
-           "search.objectives=[accuracy,accuracy]": "distinct", "energy.e_mac_pj=-1": "energy.e_ac_pj"}
+           "search.objectives=[accuracy,accuracy]": "distinct", "energy.e_mac_pj=-1": "energy.e_mac_pj must be a finite number >= 0, got -1"}
     for item, msg in bad.items():
         with pytest.raises(ConfigError, match=msg):
             load_config("synthetic", overrides=[item])

@@ -21,12 +21,12 @@ import math
 
 import numpy as np
 
-from ..config import ConfigError
+from ..config import SYNTHETIC_MAX_CLASSES, ConfigError
 from .events import Events, downsample_frames, integrate_frames, stack_counts, to_storage
 from .registry import DatasetSpec, register_dataset
 
 NAME = "synthetic"
-MAX_CLASSES = 8
+MAX_CLASSES = SYNTHETIC_MAX_CLASSES  # data.synthetic_classes <= 8 (the schema's bound)
 STEPS = 40
 STEP_US = 1000
 NOISE_FRACTION = 0.05
