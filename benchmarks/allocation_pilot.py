@@ -493,7 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--random-moves", type=int, default=4, help="K random allocations per sparsity")
     p.add_argument("--seeds", type=int, default=2, help="fine-tune seeds per allocation")
     p.add_argument("--finetune-steps", type=int, default=None,
-                   help="default: global_long's steps per ratio for a search of the config's size (102 on CIFAR-10)")
+                   help="default: global_long's steps per ratio for a search of the config's size (102 for the CIFAR-10 space before issue 23, 84 KD evaluations: pass --finetune-steps 102 to rerun the pilot of RESULTS.md)")
     p.add_argument("--val-images", type=int, default=1000)
     p.add_argument("--bn-batches", type=int, default=20)
     p.add_argument("--bn-batch-size", type=int, default=64)
