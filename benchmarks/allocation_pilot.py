@@ -54,7 +54,7 @@ from evo_snn.baselines import DEFAULT_RATIOS
 from evo_snn.config import load_config
 from evo_snn.data import load_splits
 from evo_snn.fitness import FitnessContext, GenomeFitness, default_device, with_epochs
-from evo_snn.genome import Genome, allocation_genome, magnitude_mask_count
+from evo_snn.genome import Genome, allocation_genome
 from evo_snn.pruning import prunable_layers, sparse_copy, weight_magnitudes
 from evo_snn.teacher import check_split, load_teacher, split_fingerprint, train_teacher
 from evo_snn.train import cpu_state, predict_logits, samples_processed
@@ -127,7 +127,7 @@ def from_rounded_ratios(teacher_abs: dict[str, np.ndarray], layers, ratios, prun
         if d == 0:
             break
         counts[i] = int(np.clip(counts[i] + d, 0, sizes[i]))
-    masks = tuple(magnitude_mask_count(teacher_abs[n], int(c)) for n, c in zip(layers, counts))
+    masks = tuple(allocation.masks_from_counts([teacher_abs[n] for n in layers], counts))
     return Genome(tuple(layers), tuple(int(c) / int(z) for c, z in zip(counts, sizes)), masks)
 
 

@@ -291,7 +291,7 @@ class GenomeOps:
             law, s, param = p
             if isinstance(param, tuple):  # per-stage gammas: each moves
                 step = rng.normal(0.0, self.cfg.smooth_sigma, size=len(param))
-                child = self.law(law, s, tuple(max(0.0, float(v + d)) for v, d in zip(param, step)))
+                child = self.law(law, s, tuple(float(v + d) for v, d in zip(param, step)))  # law clamps at 0
             else:
                 child = self.law(law, s, param + rng.normal(0.0, self.cfg.smooth_sigma))
         if p is None or rng.random() < self.cfg.level_switch_prob:
@@ -357,11 +357,9 @@ class GenomeOps:
 
 
 def magnitude_mask_count(weight_abs: np.ndarray, zeros: int) -> np.ndarray:
-    """Mask pruning exactly the ``zeros`` smallest |W| (ties by position, as ``magnitude_mask``)."""
-    mask = np.ones(weight_abs.size, dtype=bool)
-    if zeros:
-        mask[np.argsort(weight_abs.ravel(), kind="stable")[:int(zeros)]] = False
-    return mask.reshape(weight_abs.shape)
+    """Mask pruning exactly the ``zeros`` smallest |W| (ties by position, as ``magnitude_mask``):
+    ``allocation.mask_from_count``, the rule layer's one implementation."""
+    return al.mask_from_count(weight_abs, zeros)
 
 
 def _match_count(mask: np.ndarray, zeros: int, weight_abs: np.ndarray) -> np.ndarray:

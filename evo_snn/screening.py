@@ -305,9 +305,7 @@ class Screener:
         if stop <= cand.scored:
             return 0
         t0 = time.perf_counter()
-        model = self.candidate_model(cand.genome, cand.init_state)
-        model.load_state_dict(cand.bn_state, strict=False)
-        model.eval()
+        model = self._scoring_model(cand)
         need_teacher = self.mode == "kl"
         z_t_all = self.teacher_logits() if need_teacher else None
         counter = None
@@ -374,12 +372,7 @@ class Screener:
         if stop <= start:
             return 0
         t0 = time.perf_counter()
-        models = []
-        for c in cands:
-            m = self.candidate_model(c.genome, c.init_state)
-            m.load_state_dict(c.bn_state, strict=False)
-            models.append(m)
-        net = group(models).to(self.device).eval()
+        net = group([self._scoring_model(c) for c in cands]).to(self.device).eval()
         z_t_all = self.teacher_logits() if self.mode == "kl" else None
         for x, y, rows in self.val_batches(start, stop):
             zs = net(to_device(x, self.device)).float().cpu()  # [N, K, classes]
@@ -393,6 +386,12 @@ class Screener:
             c.forward_samples += n
             c.seconds += dt
         return n
+
+    def _scoring_model(self, cand: Candidate) -> nn.Module:
+        """The candidate's masked copy with its recalibrated BN statistics, eval mode."""
+        model = self.candidate_model(cand.genome, cand.init_state)
+        model.load_state_dict(cand.bn_state, strict=False)
+        return model.eval()
 
     def _per_sample(self, z: torch.Tensor, y: torch.Tensor, z_t_all: torch.Tensor | None, rows) -> torch.Tensor:
         """Per-sample scores of logits ``z [n, classes]``: NLL, KL(teacher || candidate) or 0/1 accuracy."""
