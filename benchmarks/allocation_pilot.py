@@ -5,13 +5,13 @@
         [--sparsities 0.85,0.95] [--random-moves 4] [--seeds 2] [--finetune-steps N] \\
         [--val-images 1000] [--bn-batches 20] [--test-images N] [--out pilot.json]
 
-1. The dense teacher: trained with ``evo_snn.teacher.train_teacher`` on the data set's
+1. The dense teacher: trained with ``evo_snn.training.teacher.train_teacher`` on the data set's
    search space (``search_spaces/<dataset>.yaml``; ``--teacher-epochs`` replaces
    teacher.epochs), or loaded with ``--teacher PATH`` (a run's ``teacher/teacher.pt``;
    its ``split.json`` is checked as ``--teacher`` of the search does).
 2. At each sparsity s, allocations with exactly round(s * N) pruned weights and magnitude
-   pruning within each layer (``evo_snn.allocation``): global, uniform, lamp, erk,
-   energy_aware (SynOps per weight measured on the teacher, as ``evo_snn.baselines``), and
+   pruning within each layer (``evo_snn.structure.allocation``): global, uniform, lamp, erk,
+   energy_aware (SynOps per weight measured on the teacher, as ``evo_snn.analysis.baselines``), and
    ``--random-moves`` K allocations that move 5-30 % of the pruned budget between random
    layers, starting from global, keeping the total exact.
 3. Proxies of each allocation's masked teacher, on a fixed subset of ``--val-images``
@@ -23,7 +23,7 @@
 4. Truth: the ``global_long`` fine-tuning recipe (``GenomeFitness``: the student starts
    from the sparse teacher, the genome's masks kept, the search space's kd settings - kd
    mode ``none``, cross-entropy, on CIFAR-10 - for ``--finetune-steps`` steps; by default as
-   many as ``evo_snn.baselines`` gives ``global_long`` for a search of the config's size),
+   many as ``evo_snn.analysis.baselines`` gives ``global_long`` for a search of the config's size),
    then accuracy on the test split (or its first ``--test-images`` of a fixed permutation),
    for ``--seeds`` fine-tune seeds. The test split is read only here, never for a proxy.
 5. The table: seed noise, spread across allocations, ERK / LAMP / energy_aware - global per
@@ -49,15 +49,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 from spikingjelly.activation_based import functional
 
-from evo_snn import allocation
-from evo_snn.baselines import DEFAULT_RATIOS
+from evo_snn.evaluation import energy
+from evo_snn.structure import allocation
+from evo_snn.analysis.baselines import DEFAULT_RATIOS
 from evo_snn.config import load_config
 from evo_snn.data import load_splits
-from evo_snn.fitness import FitnessContext, GenomeFitness, default_device, with_epochs
-from evo_snn.genome import Genome, allocation_genome
-from evo_snn.pruning import prunable_layers, sparse_copy, weight_magnitudes
-from evo_snn.teacher import check_split, load_teacher, split_fingerprint, train_teacher
-from evo_snn.train import cpu_state, predict_logits, samples_processed
+from evo_snn.evaluation.fitness import FitnessContext, GenomeFitness, default_device, with_epochs
+from evo_snn.structure.genome import Genome, allocation_genome
+from evo_snn.structure.pruning import prunable_layers, sparse_copy, weight_magnitudes
+from evo_snn.training.teacher import check_split, load_teacher, split_fingerprint, train_teacher
+from evo_snn.training.train import cpu_state, predict_logits, samples_processed
 
 PROXIES = ("nll_bn", "acc_bn", "kl_bn", "nll_raw", "acc_raw", "kl_raw")
 # a proxy's sign: + when larger means a better allocation (Spearman with truth is then + for a good proxy)
@@ -246,7 +247,7 @@ def write_json(path: Path, doc) -> None:
 
 
 def default_finetune_steps(cfg, n_train: int) -> int:
-    """The training steps ``evo_snn.baselines`` gives each ratio of ``global_long`` for a search
+    """The training steps ``evo_snn.analysis.baselines`` gives each ratio of ``global_long`` for a search
     of this config's size: (population x (1 + generations)) evaluations of kd.epochs each,
     shared among the ``DEFAULT_RATIOS``."""
     evals = cfg.search.population * (1 + cfg.search.generations)
@@ -272,7 +273,7 @@ def run(args) -> dict:
     teacher_abs = weight_magnitudes(teacher, layers)
     n_total = int(sum(a.size for a in teacher_abs.values()))
     x0 = torch.zeros((splits.frame_shape[0], 1, *splits.frame_shape[1:]), device=device)
-    synops_pw = allocation.synops_per_weight(teacher, x0, layers)
+    synops_pw = energy.synops_per_weight(teacher, x0, layers)
     dense_synops = sum(synops_pw[n] * teacher_abs[n].size for n in layers)
 
     # fixed subsets: validation images (proxies), training batches (BN), test images (truth)

@@ -51,12 +51,12 @@ from spikingjelly.activation_based import functional
 
 from evo_snn.config import load_config
 from evo_snn.data import load_splits
-from evo_snn.energy import EnergyCounter
-from evo_snn.fitness import FitnessContext, GenomeFitness
-from evo_snn.genome import GenomeOps
-from evo_snn.kd import KDLoss, student_loss
+from evo_snn.evaluation.energy import EnergyCounter
+from evo_snn.evaluation.fitness import FitnessContext, GenomeFitness
+from evo_snn.structure.genome import GenomeOps
+from evo_snn.training.kd import KDLoss, student_loss
 from evo_snn.models import build_model
-from evo_snn.pruning import (
+from evo_snn.structure.pruning import (
     apply_masks,
     fold_masks,
     make_permanent,
@@ -65,7 +65,7 @@ from evo_snn.pruning import (
     weight_magnitudes,
     weight_sparsity,
 )
-from evo_snn.train import accuracy, autocast, channels_last, channels_last_seq, cpu_state, loader, train_steps
+from evo_snn.training.train import accuracy, autocast, channels_last, channels_last_seq, cpu_state, loader, train_steps
 
 DEFAULT_NMNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "nmnist_subset"
 

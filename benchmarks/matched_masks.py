@@ -29,9 +29,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from evo_snn.checkpoint import load_checkpoint
+from evo_snn.state.checkpoint import load_checkpoint
 from evo_snn.config import GenomeConfig
-from evo_snn.genome import GenomeOps, zeros_for
+from evo_snn.structure.genome import GenomeOps, zeros_for
 
 
 def pair_rows(run: Path, csv: str) -> pd.DataFrame:

@@ -8,11 +8,11 @@
 In one run, on the data set's search space (``search_spaces/<dataset>.yaml`` or ``--config``):
 
 1. A dense teacher: ``--teacher PATH`` (a run's teacher/teacher.pt), or trained for
-   ``--teacher-epochs`` N > 0 with ``evo_snn.teacher.train_teacher``, or (the default, N = 0)
+   ``--teacher-epochs`` N > 0 with ``evo_snn.training.teacher.train_teacher``, or (the default, N = 0)
    a fresh untrained one. The cost counted here does not depend on accuracy (the same
    forwards and training steps happen whatever the weights), so an untrained teacher is
    acceptable for the cost; the table says which teacher it used.
-2. ``Screener`` (``evo_snn.screening``, as the search builds it) measures
+2. ``Screener`` (``evo_snn.evaluation.screening``, as the search builds it) measures
    ``forward_cost_ratio`` (a timed forward batch against a timed training batch) and draws
    its fixed BN batches and validation subset.
 3. ``--candidates`` P random genomes (``GenomeOps.random``, one generation's children) are
@@ -50,12 +50,12 @@ sys.path.insert(0, str(ROOT))
 
 from evo_snn.config import load_config  # noqa: E402
 from evo_snn.data import load_splits  # noqa: E402
-from evo_snn.fitness import FitnessContext, GenomeFitness, default_device  # noqa: E402
-from evo_snn.genome import GenomeOps  # noqa: E402
+from evo_snn.evaluation.fitness import FitnessContext, GenomeFitness, default_device  # noqa: E402
+from evo_snn.structure.genome import GenomeOps  # noqa: E402
 from evo_snn.models import build_model  # noqa: E402
-from evo_snn.pruning import prunable_layers, weight_magnitudes  # noqa: E402
-from evo_snn.screening import Screener, promote_count  # noqa: E402
-from evo_snn.train import cpu_state, samples_processed  # noqa: E402
+from evo_snn.structure.pruning import prunable_layers, weight_magnitudes  # noqa: E402
+from evo_snn.evaluation.screening import Screener, promote_count  # noqa: E402
+from evo_snn.training.train import cpu_state, samples_processed  # noqa: E402
 
 TARGET = 10.0  # issue 23: a screened candidate >= 10x cheaper than a KD evaluation
 
@@ -63,12 +63,12 @@ TARGET = 10.0  # issue 23: a screened candidate >= 10x cheaper than a KD evaluat
 def get_teacher(args, cfg, splits, device):
     """(model, description): loaded, briefly trained, or fresh and untrained."""
     if args.teacher:
-        from evo_snn.teacher import load_teacher
+        from evo_snn.training.teacher import load_teacher
 
         model, _ = load_teacher(args.teacher, cfg, splits, device)
         return model, f"loaded from {args.teacher}"
     if args.teacher_epochs > 0:
-        from evo_snn.teacher import train_teacher
+        from evo_snn.training.teacher import train_teacher
 
         model, m = train_teacher(cfg, splits, cfg.search.seed, device, progress=False)
         return model, f"trained {cfg.teacher.epochs} epoch(s), val acc {m.get('val_accuracy', float('nan')):.3f}"

@@ -42,11 +42,11 @@ import torch
 from evo_snn.config import load_config
 from evo_snn.data import FrameSet, load_splits
 from evo_snn.data.augment import SeqTransform
-from evo_snn.fitness import FitnessContext, GenomeFitness, default_device
-from evo_snn.genome import GenomeOps
+from evo_snn.evaluation.fitness import FitnessContext, GenomeFitness, default_device
+from evo_snn.structure.genome import GenomeOps
 from evo_snn.models import build_model
-from evo_snn.pruning import prunable_layers, weight_magnitudes
-from evo_snn.train import cpu_state
+from evo_snn.structure.pruning import prunable_layers, weight_magnitudes
+from evo_snn.training.train import cpu_state
 
 NMNIST_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "nmnist_subset"
 

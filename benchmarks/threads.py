@@ -7,7 +7,7 @@ Each cell runs one workload in a fresh subprocess under one thread setting, alon
 beside one neighbour process started a few seconds before it, and prints its throughput:
 
 workloads
-  teacher  ``evo_snn.train.train_steps`` (the loop that trains the dense teacher and every
+  teacher  ``evo_snn.training.train.train_steps`` (the loop that trains the dense teacher and every
            student) on the CIFAR-10 space's net (resnet18_tiny, width 2, T = 2, batch 64,
            random 32x32 RGB frames) for ``--seconds``: training samples/s.
   search   ``python -m evo_snn.search --dataset synthetic --no-progress`` (the quick start,
@@ -52,10 +52,10 @@ from evo_snn import threads
 from evo_snn.config import ModelConfig
 from evo_snn.data import FrameSet
 from evo_snn.models import build_model
-from evo_snn.train import ce_loss, train_steps
+from evo_snn.training.train import ce_loss, train_steps
 seconds, plain = float(sys.argv[1]), sys.argv[2] == "plain"
 if not plain:
-    threads.configure(1)  # as evo_snn.search does for the teacher
+    threads.configure(1)  # as evo_snn.search.run does for the teacher
 torch.manual_seed(0)
 net = build_model(ModelConfig(name="resnet18_tiny", width=2.0), (2, 3, 32, 32), 10)
 fs = FrameSet(torch.rand(640, 2, 3, 32, 32), torch.randint(0, 10, (640,)))

@@ -2,16 +2,16 @@
 
 __version__ = "0.1.0"
 
-from .threads import openmp_defaults as _openmp_defaults
+from evo_snn.threads import openmp_defaults as _openmp_defaults
 
 _openmp_defaults()  # GOMP_SPINCOUNT before torch loads (evo_snn.threads); EVO_SNN_THREADS=torch skips it
 
 
 def __getattr__(name: str):
-    """``evo_snn.load_exported`` (``evo_snn.export.load_exported``), imported on first use so
+    """``evo_snn.load_exported`` (``evo_snn.deploy.export.load_exported``), imported on first use so
     that ``import evo_snn`` stays light (pure-data modules load no torch)."""
     if name == "load_exported":
-        from .export import load_exported
+        from evo_snn.deploy.export import load_exported
 
         return load_exported
     raise AttributeError(f"module 'evo_snn' has no attribute {name!r}")

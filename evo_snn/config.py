@@ -29,7 +29,7 @@ import yaml
 from pydantic import AfterValidator, ConfigDict, Field, Strict, TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
 
-from .atomic import to_jsonable
+from evo_snn.atomic import to_jsonable
 
 SEARCH_SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 
@@ -43,11 +43,11 @@ SPLIT_MODES = ("number", "time")  # how events are cut into frames (evo_snn.data
 RESIZE_FILTERS = ("nearest", "box", "bilinear", "hamming", "bicubic", "lanczos")
 SYNTHETIC_MAX_CLASSES = 8  # evo_snn.data.synthetic: K directions of motion
 NEURON_BACKENDS = ("auto", "torch", "cuda", "triton", "cupy")  # model.neuron_backend (evo_snn.models.neurons)
-INIT_ALLOCATIONS = ("global", "uniform", "erk", "lamp")  # genome.init_allocations (evo_snn.allocation rules)
-AMP_MODES = ("none", "bf16", "fp16")  # train.amp (evo_snn.train.autocast)
-SCREENS = ("none", "nll", "kl", "bn_accuracy")  # search.screen (evo_snn.screening)
+INIT_ALLOCATIONS = ("global", "uniform", "erk", "lamp")  # genome.init_allocations (evo_snn.structure.allocation rules)
+AMP_MODES = ("none", "bf16", "fp16")  # train.amp (evo_snn.training.train.autocast)
+SCREENS = ("none", "nll", "kl", "bn_accuracy")  # search.screen (evo_snn.evaluation.screening)
 FINETUNE_SHARE_SCREENED = 0.85  # search.finetune_share's default with search.screen on
-FAULT_KINDS = ("raise", "exit", "hang")  # evo_snn.faults: what an injected fault does
+FAULT_KINDS = ("raise", "exit", "hang")  # evo_snn.evaluation.faults: what an injected fault does
 SEED_BOUND = 2**32  # numpy seeds: [0, 2**32)
 
 OBJECTIVES = {
@@ -57,7 +57,48 @@ OBJECTIVES = {
     "energy": ("energy_fraction", -1.0, 1.0),
 }
 """The objectives a search may use (``search.objectives``): the one table that
-``evo_snn.nsga`` builds its DEAP fitness weights and hypervolume reference from."""
+``evo_snn.search.nsga`` builds its DEAP fitness weights and hypervolume reference from."""
+
+
+@dataclass(frozen=True)
+class KDMode:
+    """One KD variant: which network teaches (``teacher``: 'sparse' = the genome's masked
+    teacher, 'dense' = the unpruned teacher, 'ann' = the ReLU twin, None = no teacher
+    network) and the loss it trains the student with (``loss``: 'kd' = ``KDLoss``,
+    'virtual' = ``VirtualTeacherLoss``, 'ce' = cross-entropy only)."""
+
+    name: str
+    teacher: str | None
+    loss: str
+
+    @property
+    def needs_ann(self) -> bool:
+        """An ANN twin of the teacher must be trained first (once per run)."""
+        return self.teacher == "ann"
+
+    @property
+    def ratio_dependent(self) -> bool:
+        """The student's target depends on the genome (its prune ratios)."""
+        return self.teacher == "sparse"
+
+
+# The one table of KD modes (kd.mode): search, fitness, teacher preparation and reproduce query it
+# (evo_snn.training.kd holds the losses).
+MODES = {m.name: m for m in (
+    KDMode("sparse", "sparse", "kd"),
+    KDMode("self", "dense", "kd"),
+    KDMode("default", None, "virtual"),
+    KDMode("ann", "ann", "kd"),
+    KDMode("none", None, "ce"),
+)}
+KD_MODES = tuple(MODES)
+
+
+def kd_mode(name: str) -> KDMode:
+    """The table entry of ``name``; raises ValueError naming the known modes."""
+    if name not in MODES:
+        raise ValueError(f"unknown kd mode {name!r}; known: {list(KD_MODES)}")
+    return MODES[name]
 
 
 # ------------------------------------------------------------------ the schema's parts
@@ -82,15 +123,14 @@ def key(description: str, *, null: str | None = None, hint: str | None = None, a
 
 
 class OneOf:
-    """``AfterValidator(OneOf(get))``: the value must be in ``get()``, a table that lives
-    elsewhere (read when validating, so that this module imports nothing heavy)."""
+    """``AfterValidator(OneOf(table))``: the value must be one of ``table``'s names."""
 
-    def __init__(self, get: typing.Callable[[], tuple[str, ...]]):
-        self.get = get
+    def __init__(self, table: typing.Iterable[str]):
+        self.table = tuple(table)
 
     def __call__(self, value: str) -> str:
-        if value not in self.get():
-            raise ValueError(f"must be one of {list(self.get())}")
+        if value not in self.table:
+            raise ValueError(f"must be one of {list(self.table)}")
         return value
 
 
@@ -98,12 +138,6 @@ def _distinct(value: tuple) -> tuple:
     if len(set(value)) != len(value):
         raise ValueError("duplicates")
     return value
-
-
-def _kd_modes() -> tuple[str, ...]:
-    from .kd import KD_MODES  # the one table of KD modes lives with the losses
-
-    return KD_MODES
 
 
 Int = Annotated[int, Strict()]
@@ -263,7 +297,7 @@ class GenomeConfig:
         "|W| of the parent's trained student, regrow the pruned connections of largest teacher |W|).",
         strict=False)] = "random"
     init_allocations: Annotated[tuple[Literal[INIT_ALLOCATIONS], ...], AfterValidator(_distinct), key(
-        "allocation rules (``evo_snn.allocation``) that seed the initial population, e.g. [global, uniform, "
+        "allocation rules (``evo_snn.structure.allocation``) that seed the initial population, e.g. [global, uniform, "
         "lamp, erk]: each listed rule gives genomes at the exact pruned counts of the sparsities ratio_min + "
         "(ratio_max - ratio_min) * (i + 1) / k, i < k (the same k sparsities for every rule), built with "
         "``genome.allocation_genome`` (magnitude within each layer, ratios not clipped). [] (default) = none, "
@@ -306,10 +340,10 @@ class KDConfig:
     __pydantic_config__ = SCHEMA
 
     mode: Annotated[str, key(
-        "which teacher teaches (see ``evo_snn.kd``): 'sparse' (the genome's masked teacher), 'self' (the dense "
+        "which teacher teaches (see ``evo_snn.training.kd``): 'sparse' (the genome's masked teacher), 'self' (the dense "
         "teacher), 'default' (teacher-default virtual teacher), 'ann' (an ANN twin of the teacher), 'none' "
         "(cross-entropy only). ``--set kd=MODE`` is shorthand for ``--set kd.mode=MODE``."),
-        AfterValidator(OneOf(_kd_modes))] = "sparse"
+        AfterValidator(OneOf(KD_MODES))] = "sparse"
     alpha: Annotated[float, key("weight of the KD term in the loss (1 - alpha weighs the cross-entropy).",
                                 ge=0, le=1)] = 0.9
     temperature: Annotated[float, key("softening temperature of the KD term.", gt=0)] = 4.0
@@ -332,7 +366,7 @@ class KDConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     """How every training loop runs (teacher training and each genome's KD training,
-    ``evo_snn.train.train_steps``): the GPU hot path and the CPU threads. The defaults change nothing.
+    ``evo_snn.training.train.train_steps``): the GPU hot path and the CPU threads. The defaults change nothing.
     """
 
     __pydantic_config__ = SCHEMA
@@ -381,7 +415,7 @@ class SearchConfig:
         "records ``teacher_accuracy`` as null; the search never reads it.")] = True
     final_epochs: Annotated[float, key(
         "KD epochs (may be < 1) with which a selected member is retrained from its genome, with the same KD "
-        "settings, before its single test measurement (``evo_snn.baselines``; the baselines get the same "
+        "settings, before its single test measurement (``evo_snn.analysis.baselines``; the baselines get the same "
         "retraining); 0 = no retraining, the student trained during the search is measured.", ge=0)] = 0.0
     inherit_weights: Annotated[bool, key(
         "Lamarckian weight inheritance: a child's student starts from its first parent's trained student "
@@ -414,13 +448,13 @@ class SearchConfig:
         allowed=f"a mapping of objectives {list(OBJECTIVES)} to finite numbers")] = field(
         default_factory=lambda: {k: v[2] for k, v in OBJECTIVES.items()})
     students_per_batch: Annotated[int, key(
-        "K genomes whose students train at once as one grouped network (``evo_snn.grouped``: same batches, "
+        "K genomes whose students train at once as one grouped network (``evo_snn.evaluation.grouped``: same batches, "
         "summed loss, so each student's update is its solo update); the search sends its fresh jobs to the "
         "evaluator in groups of K, in order. A group's batch order and augmentation come from its first "
         "member's seed, each student's initialisation from its own. 1 (default) = one student per evaluation, "
         "today's path exactly.", ge=1)] = 1
     fidelity_fraction: Annotated[Optional[float], key(
-        "multi-fidelity evaluation (successive halving inside a generation, ``evo_snn.fidelity``): every "
+        "multi-fidelity evaluation (successive halving inside a generation, ``evo_snn.evaluation.fidelity``): every "
         "offspring is first KD-trained for fidelity_fraction x kd.epochs (rung 0) and ranked among the "
         "generation's offspring only (non-dominated sorting + crowding); the best promote_fraction of them "
         "continue from their rung-0 student for the remaining (1 - fidelity_fraction) x kd.epochs (rung 1). "
@@ -433,7 +467,7 @@ class SearchConfig:
         "(1 - fidelity_fraction) plain generations (0.625 for 0.25 and 0.5).", gt=0, le=1)] = 0.5
     screen: Annotated[Literal[SCREENS], key(
         "forward-only screening of every generation's fresh children before the KD rung "
-        "(``evo_snn.screening``): 'none' (default, today's search exactly) | 'nll' (the candidate's "
+        "(``evo_snn.evaluation.screening``): 'none' (default, today's search exactly) | 'nll' (the candidate's "
         "cross-entropy) | 'kl' (KL(dense teacher || candidate), the teacher's logits cached once) | "
         "'bn_accuracy' (top-1 accuracy), each after BN recalibration on fixed training batches, scored on a "
         "fixed validation subset. Only the best screen_promote children are KD-trained (then the fidelity "
@@ -458,7 +492,7 @@ class SearchConfig:
         "(BENCHMARKS.md).", ge=1)] = 1
     finetune_share: Annotated[Optional[float], key(
         "share f of the counted budget kept for fine-tuning the search's validation front once "
-        "(``evo_snn.baselines``, method ``search_finetuned``): with S the search's counted compute (screening "
+        "(``evo_snn.analysis.baselines``, method ``search_finetuned``): with S the search's counted compute (screening "
         "included) the budget is B = S / (1 - f), every ``_long`` baseline spends B, and max(1, floor(f x n)) "
         "archive members (n = ``--ratios``), chosen on validation, are each retrained from their genome with the "
         "``_long`` recipe and per-member training B / n. null (default) = 0.85 with search.screen on, 0 (no "
@@ -474,7 +508,7 @@ class SearchConfig:
 
 @dataclass(frozen=True)
 class EnergyConfig:
-    """Energy estimate of a student (``evo_snn.energy``, NeuroBench SynOps definitions):
+    """Energy estimate of a student (``evo_snn.evaluation.energy``, NeuroBench SynOps definitions):
     energy = e_ac_pj x effective ACs + e_mac_pj x effective MACs, per sample.
     """
 
@@ -490,7 +524,7 @@ class EnergyConfig:
 
 @dataclass(frozen=True)
 class FaultsConfig:
-    """Fault injection (``evo_snn.faults``): check that a run, or a cluster, survives worker
+    """Fault injection (``evo_snn.evaluation.faults``): check that a run, or a cluster, survives worker
     faults before a long run. Off by default (fail_rate 0).
     """
 
@@ -669,7 +703,7 @@ def allowed(cls, name: str) -> str:
     lo = ("(", bound["gt"], ">") if "gt" in bound else ("[", bound["ge"], ">=") if "ge" in bound else None
     hi = (")", bound["lt"], "<") if "lt" in bound else ("]", bound["le"], "<=") if "le" in bound else None
     if one_of:
-        text = f"one of {list(one_of[0].get())}"
+        text = f"one of {list(one_of[0].table)}"
     elif typing.get_origin(tp) is Literal:
         text = f"one of {list(typing.get_args(tp))}"
     elif tp is bool:
@@ -757,7 +791,7 @@ def read_run_config(path: str | Path, generations: int | None = None, workers: i
                     threads: int | None = None) -> Config:
     """The resolved config of a run (its config.json), with ``search.generations`` /
     ``search.workers`` / ``train.threads`` replaced where given (``--resume``,
-    ``evo_snn.baselines``); raises ConfigError naming the file."""
+    ``evo_snn.analysis.baselines``); raises ConfigError naming the file."""
     path = Path(path)
     try:
         cfg = Config.from_dict(json.loads(path.read_text()))
@@ -771,7 +805,7 @@ def read_run_config(path: str | Path, generations: int | None = None, workers: i
             cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, threads=threads))
         return cfg.validate()
     except FileNotFoundError as e:
-        raise ConfigError(f"{path} not found; RUN_DIR must be a run directory of evo_snn.search") from e
+        raise ConfigError(f"{path} not found; RUN_DIR must be a run directory of evo_snn.search.run") from e
     except (OSError, ValueError) as e:  # ConfigError and json.JSONDecodeError are ValueErrors
         raise ConfigError(f"{path}: {e}") from e
 

@@ -85,7 +85,7 @@ def ray_session():
     """One local Ray (2 CPUs, listening on loopback only) for all tests that need it (~4 s to
     start), started as the evaluator starts its own (``init_local_ray``)."""
     ray = pytest.importorskip("ray")
-    from evo_snn.evaluator import init_local_ray
+    from evo_snn.evaluation.evaluator import init_local_ray
 
     init_local_ray(num_cpus=2)
     yield ray
@@ -103,7 +103,7 @@ class SharedRayEvaluator:
         self.ev = None
 
     def get(self):
-        from evo_snn.evaluator import RayEvaluator
+        from evo_snn.evaluation.evaluator import RayEvaluator
 
         if self.ev is None:
             self.ev = RayEvaluator(workers=2)

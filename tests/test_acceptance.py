@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from evo_snn.search import main
+from evo_snn.search.run import main
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

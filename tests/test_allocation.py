@@ -1,4 +1,4 @@
-"""Per-layer allocations at an exact pruned count (evo_snn.allocation): the totals, the
+"""Per-layer allocations at an exact pruned count (evo_snn.structure.allocation): the totals, the
 within-layer magnitude order, ERK's density ordering, LAMP by hand, energy-aware order,
 and the teacher's SynOps per weight."""
 
@@ -7,9 +7,10 @@ import pytest
 import torch
 import torch.nn as nn
 
-from evo_snn import allocation as A
+from evo_snn.evaluation.energy import synops_per_weight
+from evo_snn.structure import allocation as A
 from evo_snn.config import GenomeConfig
-from evo_snn.genome import Genome, GenomeOps, allocation_genome
+from evo_snn.structure.genome import Genome, GenomeOps, allocation_genome
 
 SPARSITIES = (0.0, 1e-6, 0.1, 1 / 3, 0.5, 0.85, 0.95, 0.999, 1 - 1e-6, 1.0)
 
@@ -219,7 +220,7 @@ class _Net(nn.Module):
 def test_synops_per_weight_is_about_t_times_output_positions():
     torch.manual_seed(0)
     net, t = _Net(), 3
-    spw = A.synops_per_weight(net, torch.zeros(t, 2, 2, 8, 8), ["c1", "c2", "fc"])
+    spw = synops_per_weight(net, torch.zeros(t, 2, 2, 8, 8), ["c1", "c2", "fc"])
     assert spw["fc"] == pytest.approx(t)  # one output position
     # convs: T x output positions, less the products with zero padding at the border
     # c1 (8x8 out, pad 1): per axis the 3 kernel offsets meet an input at 7, 8, 7 of the 8 outputs,
@@ -233,7 +234,7 @@ def test_synops_per_weight_is_about_t_times_output_positions():
     assert A.energy_aware(w, 0.1, spw).tolist() == [58, 0, 0]  # round(0.1 * 576), all from c1 (72 weights)
     assert A.energy_aware(w, 0.2, spw).tolist() == [72, 43, 0]  # then c2
     with pytest.raises(KeyError):
-        A.synops_per_weight(net, torch.zeros(t, 2, 2, 8, 8), ["nope"])
+        synops_per_weight(net, torch.zeros(t, 2, 2, 8, 8), ["nope"])
 
 
 def test_energy_aware_with_max_ratio_keeps_every_layer_alive_at_the_exact_total():
@@ -241,7 +242,7 @@ def test_energy_aware_with_max_ratio_keeps_every_layer_alive_at_the_exact_total(
     with max_ratio no layer passes ceil(max_ratio * n_l) and the total stays exact."""
     import numpy as np
 
-    from evo_snn import allocation
+    from evo_snn.structure import allocation
 
     rng = np.random.default_rng(0)
     ws = [rng.normal(size=(8, 4, 3, 3)), rng.normal(size=(16, 8, 3, 3)), rng.normal(size=(10, 64))]

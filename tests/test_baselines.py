@@ -1,4 +1,4 @@
-"""Baselines against the search (evo_snn.baselines, evo_snn.results): the one-shot
+"""Baselines against the search (evo_snn.analysis.baselines, evo_snn.analysis.results): the one-shot
 pruning rules, the front arithmetic, and the whole stage on a tiny synthetic run."""
 
 import json
@@ -7,12 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from evo_snn.baselines import accuracy_at_sparsity, baseline_genomes, front_summary, main as baselines_main
+from evo_snn.analysis.baselines import accuracy_at_sparsity, baseline_genomes, front_summary, main as baselines_main
 from evo_snn.config import GenomeConfig
-from evo_snn.genome import GenomeOps
-from evo_snn.results import collect, main as results_main, summarise
-from evo_snn.search import main as search_main
-from evo_snn.train import samples_processed
+from evo_snn.structure.genome import GenomeOps
+from evo_snn.analysis.results import collect, main as results_main, summarise
+from evo_snn.search.run import main as search_main
+from evo_snn.training.train import samples_processed
 
 TINY = ["--set", "data.synthetic_classes=3", "--set", "data.synthetic_train_per_class=16",
         "--set", "data.synthetic_test_per_class=6", "--set", "data.synthetic_size=8", "--set", "data.frames=4",
@@ -210,7 +210,7 @@ def test_bad_run_dir_is_a_clear_error(tmp_path, capsys):
 def _jsonl_run(tmp_path):
     """A run whose evaluations.jsonl has a line that is not JSON in the middle, a JSON value
     that is not an object, and a last line cut short by a crash."""
-    from evo_snn.rundir import RunDir
+    from evo_snn.state.rundir import RunDir
 
     run = RunDir(tmp_path / "run")
     run.path.mkdir()
@@ -230,7 +230,7 @@ def _jsonl_run(tmp_path):
 def test_search_compute_skips_lines_that_are_not_rows_and_notes_them(tmp_path, capsys):
     from types import SimpleNamespace
 
-    from evo_snn.baselines import Comparison
+    from evo_snn.analysis.baselines import Comparison
 
     cmp = Comparison.__new__(Comparison)  # search_compute reads only these
     cmp.run = _jsonl_run(tmp_path)
@@ -246,8 +246,8 @@ def test_search_compute_skips_lines_that_are_not_rows_and_notes_them(tmp_path, c
 
 
 def test_redraw_pareto_plots_the_ok_rows_and_skips_broken_lines(tmp_path, monkeypatch):
-    import evo_snn.plots as plots
-    from evo_snn.baselines import _redraw_pareto
+    import evo_snn.analysis.plots as plots
+    from evo_snn.analysis.baselines import _redraw_pareto
 
     run = _jsonl_run(tmp_path)
     (run.path / "teacher").mkdir()
@@ -264,8 +264,8 @@ def test_redraw_pareto_plots_the_ok_rows_and_skips_broken_lines(tmp_path, monkey
 
 
 def test_kd_override_fine_tunes_the_baselines_with_another_mode(run_dir):
-    from evo_snn.baselines import Comparison
-    from evo_snn.rundir import RunDir
+    from evo_snn.analysis.baselines import Comparison
+    from evo_snn.state.rundir import RunDir
 
     cmp = Comparison(RunDir.open(run_dir), kd_mode="none", progress=False)
     try:  # the override reaches the fitness the baselines are trained with; the run's mode is kept
@@ -285,12 +285,12 @@ def test_kd_override_fine_tunes_the_baselines_with_another_mode(run_dir):
     assert set(rows[rows.method == "global (kd=none)"].kd_mode) == {"sparse"}
 
 
-# ------------------------------------------------- allocation baselines (evo_snn.allocation): lamp, erk, energy_aware
+# ------------------------------------------------- allocation baselines (evo_snn.structure.allocation): lamp, erk, energy_aware
 ALLOC = ("lamp", "erk", "energy_aware")
 
 
 def test_allocation_baselines_prune_exactly_at_each_ratio():
-    from evo_snn import allocation
+    from evo_snn.structure import allocation
 
     ops, rng = _ops(), np.random.default_rng(1)
     n = sum(v.size for v in ops.abs.values())
@@ -310,7 +310,7 @@ def test_allocation_baselines_prune_exactly_at_each_ratio():
 
 
 def test_allocation_methods_are_listed_with_long_twins_and_share_globals_seeds():
-    from evo_snn.baselines import LONG, METHODS, STREAMS, build_parser
+    from evo_snn.analysis.baselines import LONG, METHODS, STREAMS, build_parser
 
     for m in ALLOC:
         assert m in METHODS and f"{m}_long" in METHODS and f"{m}_long" in LONG
@@ -344,8 +344,8 @@ def test_allocation_baselines_run_end_to_end(run_dir):
 
 
 def test_energy_aware_measures_synops_per_weight_on_the_teacher(run_dir):
-    from evo_snn.baselines import Comparison
-    from evo_snn.rundir import RunDir
+    from evo_snn.analysis.baselines import Comparison
+    from evo_snn.state.rundir import RunDir
 
     cmp = Comparison(RunDir.open(run_dir), progress=False)
     try:
@@ -365,8 +365,8 @@ def test_energy_aware_measures_synops_per_weight_on_the_teacher(run_dir):
 
 # ------------------------------------------------- the energy front: (accuracy, 1 - energy fraction) on test
 def test_energy_hypervolume_is_accuracy_against_one_minus_energy_fraction():
-    from evo_snn.baselines import accuracy_at_energy, energy_front_summary, energy_hypervolume, energy_nondominated
-    from evo_snn.nsga import points_hypervolume
+    from evo_snn.analysis.baselines import accuracy_at_energy, energy_front_summary, energy_hypervolume, energy_nondominated
+    from evo_snn.search.nsga import points_hypervolume
 
     pts = [[0.9, 0.6], [0.7, 0.2], [0.6, 0.3]]  # (accuracy, energy fraction); the third is dominated
     # staircase in (accuracy, 1 - e) by hand: 0.9 * (1 - 0.6) + 0.7 * ((1 - 0.2) - (1 - 0.6))
@@ -384,7 +384,7 @@ def test_energy_hypervolume_is_accuracy_against_one_minus_energy_fraction():
 
 
 def test_best_baseline_is_the_best_equal_compute_baseline_per_front():
-    from evo_snn.baselines import best_baseline
+    from evo_snn.analysis.baselines import best_baseline
 
     def m(hv, hv_e):
         return {"test": {"hypervolume": hv}, "test_energy": {"hypervolume": hv_e}}
@@ -401,11 +401,11 @@ def test_best_baseline_is_the_best_equal_compute_baseline_per_front():
 def test_energy_front_is_selected_on_validation_and_measured_on_test(run_dir):
     import torch
 
-    from evo_snn.baselines import Comparison, energy_hypervolume, energy_nondominated
-    from evo_snn.energy import count_energy
+    from evo_snn.analysis.baselines import Comparison, energy_hypervolume, energy_nondominated
+    from evo_snn.evaluation.energy import count_energy
     from evo_snn.models import build_model
-    from evo_snn.rundir import RunDir
-    from evo_snn.train import accuracy
+    from evo_snn.state.rundir import RunDir
+    from evo_snn.training.train import accuracy
 
     doc = json.loads((run_dir / "comparison.json").read_text())
     table = pd.read_csv(run_dir / "baselines.csv")
@@ -462,14 +462,14 @@ def test_energy_front_is_selected_on_validation_and_measured_on_test(run_dir):
 
 def _frames(fs, batch_size=64):
     """x_seq [T, N, ...] batches of a FrameSet, as ``train.predict_logits`` feeds them."""
-    from evo_snn.train import loader
+    from evo_snn.training.train import loader
 
     for x, _ in loader(fs, batch_size, shuffle=False):
         yield fs.to_seq(x, train=False)
 
 
 def test_plot_comparison_draws_the_energy_panel_from_the_energy_members(tmp_path, monkeypatch):
-    import evo_snn.plots as plots
+    import evo_snn.analysis.plots as plots
 
     table = pd.DataFrame({
         "method": ["search", "search", "erk_long", "erk_long"],

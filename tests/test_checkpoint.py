@@ -1,4 +1,4 @@
-"""evo_snn.checkpoint on its own: the writer and loader of ``<run>/checkpoints/`` (round
+"""evo_snn.state.checkpoint on its own: the writer and loader of ``<run>/checkpoints/`` (round
 trips, atomicity, retention, corrupted files) and the sparse weight format.
 
 The search states here are either taken from a tiny ``StructureSearch`` with an analytic
@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-import evo_snn.checkpoint as ck
+import evo_snn.state.checkpoint as ck
 from evo_snn.atomic import json_default
-from evo_snn.checkpoint import (
+from evo_snn.state.checkpoint import (
     POINTER,
     CheckpointError,
     CheckpointWriter,
@@ -28,9 +28,9 @@ from evo_snn.checkpoint import (
     student_store,
 )
 from evo_snn.config import GenomeConfig, SearchConfig
-from evo_snn.genome import Genome, GenomeOps
-from evo_snn.nsga import StructureSearch
-from evo_snn.outcome import FitnessResult
+from evo_snn.structure.genome import Genome, GenomeOps
+from evo_snn.search.nsga import StructureSearch
+from evo_snn.evaluation.outcome import FitnessResult
 
 
 def _ops():

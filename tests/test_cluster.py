@@ -39,8 +39,8 @@ ROOT = str(Path(__file__).resolve().parents[1])
 
 PROBE = r"""
 import json, sys
-from evo_snn.evaluator import RayEvaluator
-from evo_snn.faults import probe
+from evo_snn.evaluation.evaluator import RayEvaluator
+from evo_snn.evaluation.faults import probe
 ev = RayEvaluator(workers=2, address=sys.argv[1])
 info = ev.actor_info()
 values = [r.metrics["value"] for _, r in sorted(ev.map(probe, [(i, i) for i in range(4)]))]
@@ -105,7 +105,7 @@ def _rows(run):
 def test_two_node_cluster_search_equals_the_serial_run(tmp_path, one_torch_thread):
     pytest.importorskip("psutil")
     ray_cli = shutil.which("ray") or pytest.skip("no ray CLI")
-    from evo_snn.search import main
+    from evo_snn.search.run import main
     from test_search import TINY
 
     args = ["--dataset", "synthetic", "--population", "4", "--generations", "2", "--seed", "3", "--no-progress", *TINY]

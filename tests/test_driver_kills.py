@@ -14,8 +14,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from evo_snn.checkpoint import has_checkpoint
-from evo_snn.search import main
+from evo_snn.state.checkpoint import has_checkpoint
+from evo_snn.search.run import main
 from test_search import TINY
 
 ROOT = str(Path(__file__).resolve().parents[1])

@@ -1,9 +1,9 @@
-"""evo_snn.energy against counts computed by hand, a brute-force loop, and the neurobench package.
+"""evo_snn.evaluation.energy against counts computed by hand, a brute-force loop, and the neurobench package.
 
 The 2-layer net (Linear 3->2, IF, Linear 2->2, no bias) has weights and inputs small
 enough to count every non-zero (weight, input) pair on paper; the convolution counts are
 checked against a plain Python loop over output positions and kernel taps, written
-independently of the fan-out shortcut in ``evo_snn.energy``.
+independently of the fan-out shortcut in ``evo_snn.evaluation.energy``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 from spikingjelly.activation_based import functional, layer, neuron
 
-from evo_snn.energy import E_AC_PJ, E_MAC_PJ, EnergyCounter, count_energy, layer_table
+from evo_snn.evaluation.energy import E_AC_PJ, E_MAC_PJ, EnergyCounter, count_energy, layer_table
 
 W1 = [[1.0, 0.0, 2.0], [0.0, 0.0, 1.0]]  # column non-zero counts (1, 0, 2)
 W2 = [[1.0, 0.0], [1.0, 1.0]]  # column non-zero counts (2, 1)
@@ -187,7 +187,7 @@ def test_neurobench_agrees_behind_a_batch_first_wrapper_and_not_without():
     assert ops == {"Effective_MACs": HAND["macs"], "Effective_ACs": HAND["acs"], "Dense": HAND["dense"]}
     assert act == pytest.approx(7 / 12)
     raw, _ = _neurobench(two_layer_net(), x, batch_first=False)
-    assert raw["Effective_MACs"] == pytest.approx(7 / 3)  # divided by T = 3 instead of N = 2: why evo_snn.energy exists
+    assert raw["Effective_MACs"] == pytest.approx(7 / 3)  # divided by T = 3 instead of N = 2: why evo_snn.evaluation.energy exists
 
 
 @pytest.mark.parametrize("model", ["tiny_conv", "resnet18_tiny"])
@@ -195,7 +195,7 @@ def test_registry_models_agree_with_neurobench(tiny_cfg, model):
     from dataclasses import replace
 
     from evo_snn.models import build_model
-    from evo_snn.pruning import apply_masks, make_permanent, prunable_layers
+    from evo_snn.structure.pruning import apply_masks, make_permanent, prunable_layers
 
     torch.manual_seed(0)
     net = build_model(replace(tiny_cfg.model, name=model), (3, 2, 8, 8), 3).eval()

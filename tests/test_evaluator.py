@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from evo_snn.evaluator import PerWorker, SerialEvaluator, genome_fitness
-from evo_snn.fitness import FitnessContext, GenomeFitness
-from evo_snn.genome import Genome, GenomeOps
+from evo_snn.evaluation.evaluator import PerWorker, SerialEvaluator, genome_fitness
+from evo_snn.evaluation.fitness import FitnessContext, GenomeFitness
+from evo_snn.structure.genome import Genome, GenomeOps
 from evo_snn.models import build_model
-from evo_snn.pruning import prunable_layers, weight_magnitudes
-from evo_snn.teacher import train_teacher
+from evo_snn.structure.pruning import prunable_layers, weight_magnitudes
+from evo_snn.training.teacher import train_teacher
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +150,7 @@ def test_ray_map_applies_any_picklable_function(ray_evaluator):
 
 # ------------------------------------------------------- GPUs and threads from the cluster
 def test_gpu_share_packs_whole_actors_into_the_cluster_gpus():
-    from evo_snn.evaluator import gpu_share
+    from evo_snn.evaluation.evaluator import gpu_share
 
     assert gpu_share(0, 4) == 0.0 and gpu_share(0.5, 2) == 0.0
     assert gpu_share(1, 1) == 1.0 and gpu_share(1, 2) == 0.5 and gpu_share(1, 3) == pytest.approx(1 / 3)
@@ -162,7 +162,7 @@ def test_gpu_share_packs_whole_actors_into_the_cluster_gpus():
 GPU_SCRIPT = r"""
 import json, os
 os.environ["RAY_ADDRESS"] = "127.0.0.1:9"  # no cluster there: a local search must not try to attach to it
-from evo_snn.evaluator import PerWorker, RayEvaluator, init_local_ray
+from evo_snn.evaluation.evaluator import PerWorker, RayEvaluator, init_local_ray
 
 def make(device=None):  # a fitness factory that only records its device (no CUDA call)
     return lambda *job: str(device)

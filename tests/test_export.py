@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from evo_snn import export
-from evo_snn.checkpoint import SparseFormatError, load_sparse_state, save_sparse_state
-from evo_snn.export import ExportError, choose_member, knee_index, parse_pick
+from evo_snn.deploy import export
+from evo_snn.state.checkpoint import SparseFormatError, load_sparse_state, save_sparse_state
+from evo_snn.deploy.export import ExportError, choose_member, knee_index, parse_pick
 
 
 def test_knee_is_the_bend_of_a_convex_front():
@@ -141,7 +141,7 @@ def tiny_run(tmp_path_factory):
     and shared by the export tests; tests copy it before writing into it."""
     out = tmp_path_factory.getbasetemp() / "evo_snn_tiny_export_run"
     if not (out / "manifest.json").is_file() or json.loads((out / "manifest.json").read_text())["status"] != "completed":
-        from evo_snn.search import main
+        from evo_snn.search.run import main
 
         n = torch.get_num_threads()
         torch.set_num_threads(1)
@@ -164,7 +164,7 @@ def run_copy(tmp_path_factory, tmp_path):
 
 
 def _archive(run):
-    from evo_snn.checkpoint import load_checkpoint
+    from evo_snn.state.checkpoint import load_checkpoint
 
     return [r for r in load_checkpoint(run / "checkpoints").state["archive"] if r["status"] != "failed"]
 
@@ -208,7 +208,7 @@ def test_export_cli_writes_the_chosen_member(run_copy, tmp_path, capsys):
                  "none: the student trained during the search", "--pick sparsity>=0",
                  f"| validation, at selection | {rec['accuracy']:.4f}"):
         assert text in card, text
-    if "energy_pj" in rec:  # the fitness counts energy (evo_snn.energy)
+    if "energy_pj" in rec:  # the fitness counts energy (evo_snn.evaluation.energy)
         assert f"| energy_pj | {rec['energy_pj']:.6g} pJ |" in card and "**Not measured**" not in card
         assert "| connection layer | synops | effective_ops |" in card and "| neuron layer | spikes | firing_rate |" in card
     else:
@@ -220,8 +220,8 @@ def test_export_cli_writes_the_chosen_member(run_copy, tmp_path, capsys):
 
 
 def test_retrain_epochs_reuse_the_final_retraining_path_and_keep_the_masks(run_copy, tmp_path, monkeypatch):
-    from evo_snn.baselines import Comparison
-    from evo_snn.genome import Genome
+    from evo_snn.analysis.baselines import Comparison
+    from evo_snn.structure.genome import Genome
 
     calls = []
     real = Comparison.evaluate
@@ -266,7 +266,7 @@ def _strip_energy(run):
 
 def test_min_energy(run_copy, tmp_path, capsys):
     recs = _archive(run_copy)
-    if all("energy_pj" in r["metrics"] for r in recs):  # the fitness counts energy (evo_snn.energy)
+    if all("energy_pj" in r["metrics"] for r in recs):  # the fitness counts energy (evo_snn.evaluation.energy)
         assert export.main([str(run_copy), "--pick", "min-energy", "--out", str(tmp_path / "e"), "--no-progress"]) == 0
         lowest = min(recs, key=lambda r: (r["metrics"]["energy_pj"], -r["metrics"]["accuracy"]))
         assert [p.name for p in (tmp_path / "e").iterdir()] == [lowest["uid"]]
@@ -307,7 +307,7 @@ def test_export_errors_exit_2_and_leave_nothing(run_copy, tmp_path, capsys, monk
 def test_a_running_search_is_exported_only_elsewhere(run_copy, tmp_path, capsys):
     import os
 
-    from evo_snn.rundir import RunDir
+    from evo_snn.state.rundir import RunDir
 
     before = sorted(p.name for p in (run_copy / "exported").iterdir())
     holder = RunDir(run_copy)
@@ -334,14 +334,14 @@ def test_nir_flag(run_copy, tmp_path, capsys, monkeypatch):
 
     def no_nir(name, *args, **kwargs):
         if name.endswith("nir_export") or (args and len(args) > 2 and args[2] and "nir_export" in str(args[2])):
-            raise ImportError("No module named 'evo_snn.nir_export'")
+            raise ImportError("No module named 'evo_snn.deploy.nir_export'")
         return real_import(name, *args, **kwargs)
 
     with monkeypatch.context() as m:  # without the writer: exit 2 before any work, nothing written
         m.setattr(builtins, "__import__", no_nir)
         assert export.main([str(run_copy), "--pick", "knee", "--nir", "--out", str(out), "--no-progress"]) == 2
         assert "NIR export not available" in capsys.readouterr().err and not out.exists()
-    pytest.importorskip("evo_snn.nir_export")
+    pytest.importorskip("evo_snn.deploy.nir_export")
     pytest.importorskip("nir")
     import nir
 

@@ -7,8 +7,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from evo_snn import export
-from evo_snn.export import ExportError, build_parser, retrained_metrics
+from evo_snn.deploy import export
+from evo_snn.deploy.export import ExportError, build_parser, retrained_metrics
 
 
 def test_retrained_metrics_take_the_retrained_students_energy_and_say_so():
@@ -38,9 +38,9 @@ def _run_folder(path):
 
 
 def test_export_run_reads_the_runs_manifest_if_it_has_one(tmp_path):
-    from evo_snn.checkpoint import CheckpointError
-    from evo_snn.export import export_run
-    from evo_snn.rundir import RunDirError
+    from evo_snn.state.checkpoint import CheckpointError
+    from evo_snn.deploy.export import export_run
+    from evo_snn.state.rundir import RunDirError
 
     _run_folder(tmp_path)  # a run folder without checkpoints
     with pytest.raises(CheckpointError):  # no manifest.json: optional, the run fails later for want of a checkpoint
@@ -63,7 +63,7 @@ def test_export_run_passes_its_defaults_and_the_data_root_on(tmp_path, monkeypat
 
 def _last_checkpoint(monkeypatch, archive):
     """export_run reads ``archive`` (records as ``nsga._record`` writes them) as the run's last checkpoint (generation 1)."""
-    monkeypatch.setattr("evo_snn.checkpoint.load_checkpoint", lambda d, **kw: SimpleNamespace(state={"archive": archive}, gen=1))
+    monkeypatch.setattr("evo_snn.state.checkpoint.load_checkpoint", lambda d, **kw: SimpleNamespace(state={"archive": archive}, gen=1))
 
 
 def test_failed_archive_members_are_never_exported(tmp_path, monkeypatch, capsys):
@@ -77,7 +77,7 @@ def test_failed_archive_members_are_never_exported(tmp_path, monkeypatch, capsys
           {"uid": "00-0002", "status": "ok", "metrics": {"accuracy": 0.5, "sparsity": 0.7}}]
     failed = {"uid": "00-0003", "status": "failed", "metrics": {"accuracy": 0.9, "sparsity": 0.9}}  # would win every pick
     _last_checkpoint(monkeypatch, [ok[0], failed, ok[1]])
-    monkeypatch.setattr("evo_snn.baselines.Comparison", no_comparison)
+    monkeypatch.setattr("evo_snn.analysis.baselines.Comparison", no_comparison)
     run = _run_folder(tmp_path)
     with pytest.raises(ExportError, match="uid=00-0003: not on the run's front; its members: 00-0001, 00-0002$"):
         export.export_run(run, "uid=00-0003", out=tmp_path / "out")
@@ -107,7 +107,7 @@ def test_a_member_that_left_the_archive_is_a_clear_error(tmp_path, monkeypatch):
     _last_checkpoint(monkeypatch, [{"uid": "00-0001", "status": "ok", "metrics": {"accuracy": 0.6, "sparsity": 0.5}}])
     run = _run_folder(tmp_path)
     for moved_on in ([], KeyError("genome 1f3a")):  # not among the members, or their checkpoint replaced while read
-        monkeypatch.setattr("evo_snn.baselines.Comparison", lambda *a, m=moved_on, **k: _Comparison(m))
+        monkeypatch.setattr("evo_snn.analysis.baselines.Comparison", lambda *a, m=moved_on, **k: _Comparison(m))
         with pytest.raises(ExportError, match=r"00-0001 left the archive in .*checkpoints \(the running search moved on\)"):
             export.export_run(run, "knee", out=tmp_path / "out")
 
@@ -117,7 +117,7 @@ def test_the_export_records_the_dense_teachers_accuracies_and_the_search_command
     member = SimpleNamespace(uid="00-0001", genome=None, seed=0, metrics={"accuracy": 0.6, "sparsity": 0.5},
                              student_state={})
     _last_checkpoint(monkeypatch, [{"uid": "00-0001", "status": "ok", "metrics": member.metrics}])
-    monkeypatch.setattr("evo_snn.baselines.Comparison", lambda *a, **k: _Comparison([member], tiny_cfg, tiny_splits))
+    monkeypatch.setattr("evo_snn.analysis.baselines.Comparison", lambda *a, **k: _Comparison([member], tiny_cfg, tiny_splits))
     written = []
     monkeypatch.setattr(export, "export_member", lambda *args, **kwargs: written.append(kwargs["context"]) or {})
     run = _run_folder(tmp_path)
@@ -160,9 +160,9 @@ def test_the_model_card_shows_the_records_facts():
 def _export_untrained(root, tiny_cfg, tiny_splits):
     """Export an untrained student at uniform sparsity 0.5 to ``root/00-0001`` (``export_member``, no search)."""
     from evo_snn.config import GenomeConfig
-    from evo_snn.genome import GenomeOps
+    from evo_snn.structure.genome import GenomeOps
     from evo_snn.models import build_model
-    from evo_snn.pruning import prunable_layers, sparse_copy, weight_magnitudes
+    from evo_snn.structure.pruning import prunable_layers, sparse_copy, weight_magnitudes
 
     torch.manual_seed(0)
     teacher = build_model(tiny_cfg.model, tiny_splits.frame_shape, tiny_splits.num_classes)

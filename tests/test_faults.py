@@ -1,7 +1,7 @@
 """Worker faults: an evaluation that raises, whose worker dies, or that hangs is retried
 with the same job and recorded; after ``max_retries`` it fails, and the map goes on.
 
-The evaluator-level tests use ``evo_snn.faults.probe`` (milliseconds per job) on the
+The evaluator-level tests use ``evo_snn.evaluation.faults.probe`` (milliseconds per job) on the
 session's Ray; the search-level ones run the tiny synthetic search.
 """
 
@@ -14,8 +14,8 @@ import time
 import pytest
 
 from evo_snn.config import ConfigError, FaultsConfig
-from evo_snn.evaluator import EvaluationTimeout, SerialEvaluator, failure_metrics
-from evo_snn.faults import InjectedFault, inject, planned_fault, probe
+from evo_snn.evaluation.evaluator import EvaluationTimeout, SerialEvaluator, failure_metrics
+from evo_snn.evaluation.faults import InjectedFault, inject, planned_fault, probe
 
 KIND_RECORDED = {"raise": "raise", "exit": "exit", "hang": "timeout"}  # injected kind -> recorded fault kind
 
@@ -161,7 +161,7 @@ def configured(ray_ev):
 
 
 class TestRayFaults:
-    """Faults on the Ray evaluator, with ``evo_snn.faults.probe`` as the fitness."""
+    """Faults on the Ray evaluator, with ``evo_snn.evaluation.faults.probe`` as the fitness."""
 
     def test_ray_survives_injected_raise_exit_and_hang(self, configured):
         f = FaultsConfig(fail_rate=0.3, kinds=("raise", "exit", "hang"), seed=5)
@@ -261,11 +261,11 @@ def test_search_with_20_percent_faults_of_each_kind_completes_and_records_every_
     every injected fault is in evaluations.jsonl, and the front has members."""
     import pandas as pd
 
-    from evo_snn.search import main
+    from evo_snn.search.run import main
     from test_search import TINY
 
     # a fault seed whose plan hits each kind at least once in this run's evaluations
-    from evo_snn.nsga import eval_seed
+    from evo_snn.search.nsga import eval_seed
 
     seeds = [eval_seed(3, 0, i) for i in range(4)] + [eval_seed(3, 1, i) for i in range(4, 8)]
     # each 'exit' or 'hang' costs a new actor (a torch import) or HANG_TIMEOUT_S: the fewest of them
@@ -305,7 +305,7 @@ def test_search_survives_two_worker_kills_and_gives_the_fault_free_front(tmp_pat
     import pandas as pd
     import psutil
 
-    from evo_snn.search import main
+    from evo_snn.search.run import main
     from test_search import TINY
 
     args = ["--dataset", "synthetic", "--population", "4", "--generations", "2", "--seed", "3", "--no-progress", *TINY]
@@ -353,7 +353,7 @@ def test_faults_of_a_grouped_job_are_recorded_on_every_member():
     f = FaultsConfig(fail_rate=0.5, kinds=("raise",), seed=2)
     seed = next(s for s in range(100) if len(_plan(f, s, 2)) == 1)  # one fault, then success
 
-    def group(members, _seed):  # the shape of evo_snn.grouped.GroupedJobs: one result per member
+    def group(members, _seed):  # the shape of evo_snn.evaluation.grouped.GroupedJobs: one result per member
         return [probe(v, s) for v, s in members]
 
     out = dict(SerialEvaluator(max_retries=2, faults=f).map(group, [(((1, 5), (2, 6)), seed)]))

@@ -1,4 +1,4 @@
-"""Multi-fidelity evaluation (search.fidelity_fraction < 1, evo_snn.fidelity): successive
+"""Multi-fidelity evaluation (search.fidelity_fraction < 1, evo_snn.evaluation.fidelity): successive
 halving inside a generation. Plain fitness functions through the serial evaluator, then
 the real fitness and the CLI on the tiny synthetic set."""
 
@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from evo_snn.config import Config, ConfigError, GenomeConfig, SearchConfig
-from evo_snn.evaluator import ReplayEvaluator, SerialEvaluator
-from evo_snn.fidelity import Rung, rung_seed, student_key
-from evo_snn.fitness import FitnessResult
-from evo_snn.genome import GenomeOps
-from evo_snn.nsga import StructureSearch
-from evo_snn.store import StudentStore
+from evo_snn.evaluation.evaluator import ReplayEvaluator, SerialEvaluator
+from evo_snn.evaluation.fidelity import Rung, rung_seed, student_key
+from evo_snn.evaluation.fitness import FitnessResult
+from evo_snn.structure.genome import GenomeOps
+from evo_snn.search.nsga import StructureSearch
+from evo_snn.state.store import StudentStore
 
 S = 1000  # train_samples of a full evaluation of the plain fitness below
 
@@ -380,8 +380,8 @@ def test_replay_serves_a_rung0_result_with_its_rung0_student(tmp_path):
 def test_baselines_count_both_rungs_once(tmp_path):
     from types import SimpleNamespace
 
-    from evo_snn.baselines import Comparison
-    from evo_snn.train import samples_processed
+    from evo_snn.analysis.baselines import Comparison
+    from evo_snn.training.train import samples_processed
 
     cfg = Config().override(["kd.epochs=1.0", "kd.batch_size=10", "search.fidelity_fraction=0.25"]).validate()
     rows = [{"gen": 0, "status": "ok", "train_samples": 100, "fidelity": 1.0, "rung": 1, "fidelity_spent": 1.0},
@@ -411,10 +411,10 @@ def _real_fitness(tiny_cfg, tiny_splits):
     the real fitness on the tiny synthetic split, for the rung tests below."""
     from dataclasses import replace
 
-    from evo_snn.fitness import FitnessContext, GenomeFitness
+    from evo_snn.evaluation.fitness import FitnessContext, GenomeFitness
     from evo_snn.models import build_model
-    from evo_snn.pruning import prunable_layers
-    from evo_snn.train import cpu_state
+    from evo_snn.structure.pruning import prunable_layers
+    from evo_snn.training.train import cpu_state
 
     cfg = replace(tiny_cfg, kd=replace(tiny_cfg.kd, epochs=2.0))
     torch.manual_seed(0)
@@ -427,8 +427,8 @@ def _real_fitness(tiny_cfg, tiny_splits):
 
 
 def test_genome_fitness_continues_from_the_rung0_student(tiny_cfg, tiny_splits, one_torch_thread):
-    from evo_snn.pruning import weight_magnitudes
-    from evo_snn.train import samples_processed
+    from evo_snn.structure.pruning import weight_magnitudes
+    from evo_snn.training.train import samples_processed
 
     cfg, teacher, layers, fit, frozen = _real_fitness(tiny_cfg, tiny_splits)
     g = GenomeOps(weight_magnitudes(teacher, layers), cfg.genome).random(np.random.default_rng(0))
@@ -461,8 +461,8 @@ def test_genome_fitness_continues_from_the_rung0_student(tiny_cfg, tiny_splits, 
 
 
 def test_genome_fitness_group_trains_a_rung_from_each_members_own_student(tiny_cfg, tiny_splits, one_torch_thread):
-    from evo_snn.pruning import weight_magnitudes
-    from evo_snn.train import samples_processed
+    from evo_snn.structure.pruning import weight_magnitudes
+    from evo_snn.training.train import samples_processed
 
     cfg, teacher, layers, fit, frozen = _real_fitness(tiny_cfg, tiny_splits)
     ops = GenomeOps(weight_magnitudes(teacher, layers), cfg.genome)
@@ -494,7 +494,7 @@ def _evaluations(run):
 
 @pytest.fixture(scope="module")
 def fid_straight(tmp_path_factory, one_torch_thread):
-    from evo_snn.search import main
+    from evo_snn.search.run import main
 
     out = tmp_path_factory.mktemp("fid") / "r"
     assert main([*FID, "--generations", "2", "--out", str(out)]) == 0
@@ -516,8 +516,8 @@ def test_cli_run_records_fidelity_and_fronts_are_full_fidelity(fid_straight):
 
 @pytest.mark.parametrize("at", [(2, 0, 1), (2, 1, 1)])  # (gen, rung, rows of that rung logged) at the kill
 def test_cli_interrupt_then_resume_equals_the_straight_run(at, fid_straight, tmp_path, monkeypatch, one_torch_thread):
-    import evo_snn.search as search_mod
-    from evo_snn.search import main
+    import evo_snn.search.run as search_mod
+    from evo_snn.search.run import main
 
     out = tmp_path / "r"
     original = search_mod.RunLogger.on_evaluation
@@ -541,7 +541,7 @@ def test_cli_interrupt_then_resume_equals_the_straight_run(at, fid_straight, tmp
 
 
 def test_figures_leave_rung0_rows_out():
-    from evo_snn.fidelity import full_rows as full_fidelity  # what plots (and pareto) filter with
+    from evo_snn.evaluation.fidelity import full_rows as full_fidelity  # what plots (and pareto) filter with
 
     df = pd.DataFrame({"gen": [0, 1, 1], "accuracy": [0.5, 1.5, 0.6], "sparsity": [0.1, 0.2, 0.3], "fidelity": [1.0, 0.25, 1.0]})
     assert list(full_fidelity(df)["accuracy"]) == [0.5, 0.6]
@@ -553,8 +553,8 @@ def test_cli_crash_while_writing_a_checkpoint_then_resume_equals_the_straight_ru
                                                                                      one_torch_thread):
     """The window after a generation's end (its rung-0 students already deleted) and before its
     checkpoint: resumed, the generation is replayed from evaluations.jsonl, rung-0 students or not."""
-    import evo_snn.checkpoint as checkpoint_mod
-    from evo_snn.search import main
+    import evo_snn.state.checkpoint as checkpoint_mod
+    from evo_snn.search.run import main
 
     out = tmp_path / "r"
     original = checkpoint_mod.save_state_dict

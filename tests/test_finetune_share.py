@@ -1,5 +1,5 @@
 """Fine-tune once with most of the budget (issue 23 item 5): search.finetune_share in
-evo_snn.baselines (finetune_budget, finetune_targets, select_finetune, search_finetuned)."""
+evo_snn.analysis.baselines (finetune_budget, finetune_targets, select_finetune, search_finetuned)."""
 
 import json
 import math
@@ -8,13 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from evo_snn import baselines as B
-from evo_snn.baselines import (FINETUNED, Member, finetune_budget, finetune_targets, main as baselines_main,
+from evo_snn.analysis import baselines as B
+from evo_snn.analysis.baselines import (FINETUNED, Member, finetune_budget, finetune_targets, main as baselines_main,
                                select_finetune)
 from evo_snn.config import ConfigError, GenomeConfig, SearchConfig, load_config
-from evo_snn.genome import GenomeOps
-from evo_snn.search import main as search_main
-from evo_snn.train import samples_processed
+from evo_snn.structure.genome import GenomeOps
+from evo_snn.search.run import main as search_main
+from evo_snn.training.train import samples_processed
 
 TINY = ["--set", "data.synthetic_classes=3", "--set", "data.synthetic_train_per_class=16",
         "--set", "data.synthetic_test_per_class=6", "--set", "data.synthetic_size=8", "--set", "data.frames=4",

@@ -8,7 +8,7 @@ model's accuracy on it differs from its accuracy on the training split by constr
 With ``kd.epochs=1`` and ``kd.batch_size >= len(train)`` the student takes exactly one
 optimiser step, and the reported ``train_loss`` is the loss of that step, evaluated at
 the student's initial weights: it is recomputed below from the teachers' logits with
-hand-written formulas (Eq. 4-7), independently of ``evo_snn.kd``.
+hand-written formulas (Eq. 4-7), independently of ``evo_snn.training.kd``.
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ from spikingjelly.activation_based import functional
 
 from evo_snn.config import load_config
 from evo_snn.data import FrameSet
-from evo_snn.fitness import FitnessContext, GenomeFitness
-from evo_snn.genome import GenomeOps
+from evo_snn.evaluation.fitness import FitnessContext, GenomeFitness
+from evo_snn.structure.genome import GenomeOps
 from evo_snn.models import build_model
-from evo_snn.pruning import prunable_layers, sparse_copy, weight_magnitudes
-from evo_snn.train import accuracy, ce_loss, train_steps
+from evo_snn.structure.pruning import prunable_layers, sparse_copy, weight_magnitudes
+from evo_snn.training.train import accuracy, ce_loss, train_steps
 
 C, T, H, W = 3, 4, 8, 8
 N_PER_CLASS = 8
@@ -201,7 +201,7 @@ def test_ray_actor_evaluates_with_the_job_seed(setup, ray_evaluator):
     weights and the batch order: the Ray result for (genome, seed) must equal the serial
     one for the same pair, and differ from the serial one for another seed.
     """
-    from evo_snn.evaluator import SerialEvaluator, genome_fitness
+    from evo_snn.evaluation.evaluator import SerialEvaluator, genome_fitness
 
     ctx, teacher, ann, genome = setup
     ctx = _with_kd(ctx, mode="sparse", student_init="scratch", batch_size=8)
@@ -225,8 +225,8 @@ def test_ray_actor_evaluates_with_the_job_seed(setup, ray_evaluator):
 def test_energy_is_counted_on_the_students_validation_pass(setup):
     """Catches: energy counted on another net (the sparse or dense teacher), with the wrong
     constants, or not per sample; accuracy changed by the counting hooks."""
-    from evo_snn.energy import count_energy
-    from evo_snn.train import loader
+    from evo_snn.evaluation.energy import count_energy
+    from evo_snn.training.train import loader
 
     ctx, teacher, ann, genome = setup
     ctx = replace(_with_kd(ctx, mode="none"), cfg=replace(ctx.cfg, energy=replace(ctx.cfg.energy, e_ac_pj=2.0, e_mac_pj=7.0)))
@@ -255,8 +255,8 @@ def test_folded_masks_train_bit_for_bit_like_prune_reparametrisation(setup, stud
     Three Adam steps (batch 8) from the same start, once with prune.custom_from_mask +
     make_permanent (the fitness's former path) and once with fold_masks: every tensor of
     the state equal bit for bit, pruned weights exactly 0."""
-    from evo_snn.kd import student_loss
-    from evo_snn.pruning import apply_masks, fold_masks, make_permanent
+    from evo_snn.training.kd import student_loss
+    from evo_snn.structure.pruning import apply_masks, fold_masks, make_permanent
 
     ctx, teacher, _ann, genome = setup
     masks = genome.mask_dict()

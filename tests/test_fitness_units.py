@@ -6,7 +6,7 @@ import time
 
 import torch
 
-from evo_snn.fitness import GenomeFitness
+from evo_snn.evaluation.fitness import GenomeFitness
 from test_fitness import _with_kd, setup  # noqa: F401  (the module fixture: a tiny teacher, data and genome)
 
 
@@ -27,7 +27,7 @@ def test_a_students_metrics_record_where_and_how_long_it_ran(setup):  # noqa: F8
 def test_the_sparse_teachers_accuracy_is_measured_once_per_genome_key(setup, monkeypatch):  # noqa: F811
     """Issue 26: a second evaluation of the same genome (a retry, a continuation, a final
     retraining) reuses its sparse teacher's validation accuracy instead of another pass."""
-    import evo_snn.fitness as fitness_mod
+    import evo_snn.evaluation.fitness as fitness_mod
 
     ctx, _, _, genome = setup
     fitness = GenomeFitness(_with_kd(ctx, mode="none"), torch.device("cpu"))

@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 from torch.nn.utils import prune
 
 from evo_snn.config import GenomeConfig
-from evo_snn.genome import Genome, GenomeOps, magnitude_mask, zeros_for
+from evo_snn.structure.genome import Genome, GenomeOps, magnitude_mask, zeros_for
 
 SHAPES = {"conv": (4, 2, 3, 3), "fc": (5, 16)}
 
@@ -123,7 +123,7 @@ def test_key_is_stable_and_structure_sensitive():
 
 def test_informed_mask_mutation_prunes_weak_student_weights_and_regrows_strong_teacher_weights():
     from evo_snn.config import GenomeConfig as GC
-    from evo_snn.genome import GenomeOps as Ops
+    from evo_snn.structure.genome import GenomeOps as Ops
 
     rng = np.random.default_rng(0)
     teacher_abs = {"a": rng.random((10, 10))}
@@ -283,7 +283,7 @@ def test_informed_mask_mutation_without_the_layers_student_prunes_by_teacher(stu
 
 
 def test_mask_updates_break_ties_by_position():
-    from evo_snn.genome import _informed_swap, _match_count
+    from evo_snn.structure.genome import _informed_swap, _match_count
 
     w, v = _tied(3, 100), _tied(4, 100)
     mask = magnitude_mask(np.random.default_rng(5).random(100), 0.5)

@@ -1,4 +1,4 @@
-"""K students in one grouped network (search.students_per_batch, evo_snn.grouped).
+"""K students in one grouped network (search.students_per_batch, evo_snn.evaluation.grouped).
 
 The decisive test trains K = 3 students with different masks as one group and each of
 them alone, on the same batches (same seed), in float64, and compares every tensor of
@@ -20,20 +20,20 @@ import torch.nn as nn
 
 from evo_snn.config import GenomeConfig, SearchConfig, load_config
 from evo_snn.data import FrameSet
-from evo_snn.fitness import FitnessContext, FitnessResult, GenomeFitness
-from evo_snn.genome import GenomeOps
-from evo_snn.grouped import (
+from evo_snn.evaluation.fitness import FitnessContext, FitnessResult, GenomeFitness
+from evo_snn.structure.genome import GenomeOps
+from evo_snn.evaluation.grouped import (
     GroupedJobs,
     group,
     group_masks,
     last_epoch_steps,
     member_losses,
 )
-from evo_snn.kd import student_loss
+from evo_snn.training.kd import student_loss
 from evo_snn.models import build_model
-from evo_snn.nsga import StructureSearch
-from evo_snn.pruning import fold_masks, prunable_layers, sparse_copy, weight_magnitudes
-from evo_snn.train import train_steps
+from evo_snn.search.nsga import StructureSearch
+from evo_snn.structure.pruning import fold_masks, prunable_layers, sparse_copy, weight_magnitudes
+from evo_snn.training.train import train_steps
 
 C, T, H, W = 3, 4, 8, 8
 
@@ -133,7 +133,7 @@ def test_member_losses_are_each_students_own_loss(setup):
     cfg, _, _ = setup
     g = torch.Generator().manual_seed(0)
     z_s, z_t, y = torch.randn(5, 3, C, generator=g), torch.randn(5, 3, C, generator=g), torch.tensor([0, 1, 2, 1, 0])
-    from evo_snn.kd import KDLoss
+    from evo_snn.training.kd import KDLoss
 
     kd = KDLoss(cfg.kd.alpha, cfg.kd.temperature)
     expected = torch.stack([kd(z_s[:, k], z_t[:, k], y) for k in range(3)])

@@ -14,13 +14,13 @@ from spikingjelly.activation_based import functional
 
 from evo_snn.config import ConfigError, ModelConfig, TrainConfig, load_config
 from evo_snn.data import FrameSet
-from evo_snn.fitness import FitnessContext, GenomeFitness
-from evo_snn.genome import GenomeOps
-from evo_snn.kd import KDLoss
+from evo_snn.evaluation.fitness import FitnessContext, GenomeFitness
+from evo_snn.structure.genome import GenomeOps
+from evo_snn.training.kd import KDLoss
 from evo_snn.models import build_model, check_backend_request, select_backend
-from evo_snn.pruning import prunable_layers, weight_magnitudes
-from evo_snn.search import main
-from evo_snn.train import autocast, ce_loss, channels_last, channels_last_seq, check_hot_path, to_device, train_steps
+from evo_snn.structure.pruning import prunable_layers, weight_magnitudes
+from evo_snn.search.run import main
+from evo_snn.training.train import autocast, ce_loss, channels_last, channels_last_seq, check_hot_path, to_device, train_steps
 
 TINY = ["--set", "data.synthetic_classes=3", "--set", "data.synthetic_train_per_class=16",
         "--set", "data.synthetic_test_per_class=6", "--set", "data.synthetic_size=8", "--set", "data.frames=4",
@@ -240,7 +240,7 @@ def test_measure_teacher_false_skips_only_the_teacher_pass(setup, monkeypatch):
     on = GenomeFitness(ctx, CPU)(genome, seed=5)
     fit = GenomeFitness(_with(ctx, search={"measure_teacher": False}), CPU)
     calls = []
-    monkeypatch.setattr("evo_snn.fitness.accuracy", lambda *a, **k: calls.append(a[0]) or 0.5)
+    monkeypatch.setattr("evo_snn.evaluation.fitness.accuracy", lambda *a, **k: calls.append(a[0]) or 0.5)
     off = fit(genome, seed=5)
     assert len(calls) == 1  # the student's validation pass only
     monkeypatch.undo()
@@ -312,7 +312,7 @@ def test_eval_batch_size_changes_no_accuracy_or_energy_count(tmp_path):
     evaluation at batch 7 give exactly the metrics of the default batch (64 on the CPU)."""
     import json
 
-    from evo_snn.search import main
+    from evo_snn.search.run import main
     from test_search import TINY
 
     def rows(out, *extra):

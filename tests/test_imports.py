@@ -189,3 +189,49 @@ def test_checker_sees_imports_at_any_depth(tmp_path):
     (pkg / "b.py").write_text("from . import e\n\ndef g():\n    from pkg.sub.c import h\n")
     graph = import_graph(module_files(pkg, "pkg"), "pkg")
     assert components(graph) == [["pkg.a", "pkg.b", "pkg.e", "pkg.sub.c"]]  # two loops through a and b, one component
+
+
+# The pipeline's layers, lowest first (docs/design.md): a module imports only modules of
+# its own layer or of lower ones. Top-level modules are the shared bottom layer, except
+# the thin command modules (``python -m evo_snn.<stage>``) and the package's ``__init__``
+# (``evo_snn.load_exported``), which sit above everything.
+LAYERS = ("evo_snn", "models", "data", "structure", "training", "evaluation", "state", "analysis", "deploy",
+          "search", "commands")
+COMMANDS = {"evo_snn.baselines", "evo_snn.export", "evo_snn.pareto", "evo_snn.reproduce", "evo_snn.results",
+            "evo_snn.data.__main__", "evo_snn.search.__main__"}
+
+
+def package_of(module: str) -> str:
+    """The layer of a module: its first package below ``evo_snn``, or 'evo_snn' for a
+    shared top-level module, or 'commands' for a command module and the root ``__init__``."""
+    if module in COMMANDS or module == PACKAGE:
+        return "commands"
+    parts = module.split(".")
+    if len(parts) == 2 and not (ROOT / parts[1]).is_dir():
+        return PACKAGE
+    return parts[1]
+
+
+def test_every_module_is_in_a_layer():
+    unknown = sorted({package_of(m) for m in module_files()} - set(LAYERS))
+    assert not unknown, f"packages missing from LAYERS (add them in the pipeline's order): {unknown}"
+
+
+def test_lower_layers_never_import_higher_ones():
+    modules = module_files()
+    graph = import_graph(modules)
+    rank = {p: i for i, p in enumerate(LAYERS)}
+    upward = [f"{modules[a].relative_to(ROOT.parent)}:{line} ({package_of(a)}) imports {b} ({package_of(b)})"
+              for a, edges in graph.items() for b, line in edges.items()
+              if rank[package_of(b)] > rank[package_of(a)]]
+    assert not upward, "imports from a lower layer into a higher one:\n" + "\n".join(upward)
+
+
+def test_no_import_cycles_between_packages():
+    modules = module_files()
+    packages: dict[str, dict[str, int]] = {}
+    for a, edges in import_graph(modules).items():
+        for b, line in edges.items():
+            if package_of(a) != package_of(b):
+                packages.setdefault(package_of(a), {}).setdefault(package_of(b), line)
+    assert not cycles(packages), f"import cycles between packages: {cycles(packages)}"

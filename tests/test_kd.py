@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from evo_snn.kd import KDLoss
+from evo_snn.training.kd import KDLoss
 
 
 def _softmax(z):
@@ -53,7 +53,7 @@ def test_kd_loss_rejects_bad_settings(alpha, tau):
 
 def test_virtual_teacher_distribution_and_loss_by_hand():
     # 2 samples, 3 classes, a = 0.95, tau = 2: p = (0.95, 0.025, 0.025) before softening
-    from evo_snn.kd import VirtualTeacherLoss, virtual_teacher_probs
+    from evo_snn.training.kd import VirtualTeacherLoss, virtual_teacher_probs
 
     y = torch.tensor([1, 0])
     a, tau, alpha = 0.95, 2.0, 0.6
@@ -77,7 +77,7 @@ def test_virtual_teacher_distribution_and_loss_by_hand():
 @pytest.mark.parametrize("mode", ["sparse", "self", "ann", "default", "none"])
 def test_student_loss_per_mode_by_hand(mode):
     from evo_snn.config import KDConfig
-    from evo_snn.kd import student_loss
+    from evo_snn.training.kd import student_loss
 
     z_s = torch.tensor([[1.0, 0.0, -1.0], [0.5, 0.5, 2.0]])
     z_t = torch.tensor([[2.0, 1.0, 0.0], [0.0, 1.0, 1.0]])
@@ -125,7 +125,7 @@ def test_student_loss_per_mode_by_hand(mode):
 
 def test_teacher_modes_need_a_teacher():
     from evo_snn.config import KDConfig
-    from evo_snn.kd import student_loss
+    from evo_snn.training.kd import student_loss
 
     with pytest.raises(ValueError, match="needs a teacher"):
         student_loss(KDConfig(mode="sparse"), 3, None)
@@ -135,7 +135,7 @@ def test_virtual_teacher_paper_form_by_hand():
     """Eq. 7 of the teacher-default-KD paper: only Q_v = softmax(p / tau) is softened, the
     student's softmax is plain, no tau^2; the default form."""
     from evo_snn.config import KDConfig
-    from evo_snn.kd import student_loss, virtual_teacher_probs
+    from evo_snn.training.kd import student_loss, virtual_teacher_probs
 
     y = torch.tensor([2, 0])
     a, tau, alpha = 0.9, 4.0, 0.5
@@ -162,7 +162,7 @@ def test_virtual_teacher_paper_form_by_hand():
 def test_one_table_of_kd_modes():
     """Config validation, teacher preparation and reproduce all read kd.MODES."""
     from evo_snn.config import ConfigError, load_config
-    from evo_snn.kd import KD_MODES, MODES, kd_mode, teacher_for
+    from evo_snn.training.kd import KD_MODES, MODES, kd_mode, teacher_for
 
     assert KD_MODES == ("sparse", "self", "default", "ann", "none")
     assert [m for m in KD_MODES if MODES[m].needs_ann] == ["ann"]
@@ -183,7 +183,7 @@ def test_one_table_of_kd_modes():
 def test_kd_settings_accept_their_limits_and_errors_name_the_setting():
     """alpha in [0, 1] and any tau > 0 are accepted (tau < 1 sharpens); the errors say which
     setting is wrong and its value."""
-    from evo_snn.kd import VirtualTeacherLoss
+    from evo_snn.training.kd import VirtualTeacherLoss
 
     z_s, z_t, y = torch.tensor([[1.0, -1.0]]), torch.tensor([[0.0, 2.0]]), torch.tensor([0])
     for alpha, tau in [(0.0, 0.5), (1.0, 0.5), (0.5, 1.0)]:
@@ -197,7 +197,7 @@ def test_kd_settings_accept_their_limits_and_errors_name_the_setting():
 
 def test_virtual_teacher_probs_limits():
     """0 < a < 1 (open at both ends) and at least 2 classes; 2 classes work, by hand."""
-    from evo_snn.kd import virtual_teacher_probs
+    from evo_snn.training.kd import virtual_teacher_probs
 
     y = torch.tensor([1, 0])
     q = virtual_teacher_probs(y, 2, 0.8, 2.0)  # paper form: softmax((0.2, 0.8) / 2)
@@ -211,7 +211,7 @@ def test_virtual_teacher_probs_limits():
 
 
 def test_virtual_teacher_loss_defaults_to_the_paper_form_and_checks_its_settings():
-    from evo_snn.kd import VirtualTeacherLoss
+    from evo_snn.training.kd import VirtualTeacherLoss
 
     z_s, y = torch.tensor([[0.3, -0.2, 1.0], [1.0, 0.5, -1.0]]), torch.tensor([2, 1])
     got = VirtualTeacherLoss(0.6, 3.0, 0.9)(z_s, y).item()

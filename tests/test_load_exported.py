@@ -13,7 +13,7 @@ from test_export import tiny_run  # tests/ is on sys.path (pytest's rootdir conf
 import evo_snn
 from evo_snn.config import read_run_config
 from evo_snn.data import load_splits
-from evo_snn.train import accuracy, predict_logits
+from evo_snn.training.train import accuracy, predict_logits
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,12 @@ import time
 
 import pytest
 
-from evo_snn.rundir import LOCK_FILE, RunDir, RunDirError
-from evo_snn.search import main
+from evo_snn.state.rundir import LOCK_FILE, RunDir, RunDirError
+from evo_snn.search.run import main
 
 HOLD = """
 import sys
-from evo_snn.rundir import RunDir
+from evo_snn.state.rundir import RunDir
 held = {}
 for line in sys.stdin:  # 'lock PATH' / 'unlock PATH'; ends with this test process (stdin closed)
     cmd, path = line.rstrip("\\n").split(" ", 1)
@@ -29,7 +29,7 @@ for line in sys.stdin:  # 'lock PATH' / 'unlock PATH'; ends with this test proce
 class Holder:
     """A child process that takes a run's lock as a search does (``RunDir.lock``) and keeps it
     until told to unlock or until it is killed. One per module (a new process imports torch
-    through evo_snn.rundir: ~2 s); started again after a test kills it."""
+    through evo_snn.state.rundir: ~2 s); started again after a test kills it."""
 
     proc = None
 
@@ -82,7 +82,7 @@ def test_a_second_writer_in_this_process_is_refused_until_the_first_unlocks(tmp_
 def _killed_run(tmp_path, *, checkpoint: bool):
     """A tiny synthetic run as a SIGKILLed search leaves it: manifest.json still says
     'running', with a pid that now belongs to a live, unrelated process (pid 1)."""
-    from evo_snn.checkpoint import CheckpointWriter, student_store
+    from evo_snn.state.checkpoint import CheckpointWriter, student_store
     from evo_snn.config import load_config
 
     cfg = load_config("synthetic", None, ["data.synthetic_classes=3", "data.synthetic_train_per_class=8",
@@ -106,7 +106,7 @@ def test_a_live_pid_in_the_manifest_does_not_block_resume_only_a_held_lock_does(
     import json
     import os
 
-    import evo_snn.search as search_mod
+    import evo_snn.search.run as search_mod
 
     run = _killed_run(tmp_path, checkpoint=checkpoint)
     os.kill(1, 0)  # pid 1 is alive (PermissionError would mean alive too, and fails this test loudly)

@@ -1,9 +1,9 @@
-"""evo_snn.nir_export: the student written as NIR, read back with ``nir.read``, checked node by
+"""evo_snn.deploy.nir_export: the student written as NIR, read back with ``nir.read``, checked node by
 node against the student and run step by step by a small NIR interpreter written here.
 
 The interpreter follows the NIR definitions with dt = 1 (one frame per step): a node's input
 is the sum of its predecessors' outputs; IF: v += r x; LIF: v += (v_leak - v + r x) / tau;
-spike when v > v_threshold, then v = v_reset. It shares no code with ``evo_snn.nir_export``.
+spike when v > v_threshold, then v = v_reset. It shares no code with ``evo_snn.deploy.nir_export``.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ pytest.importorskip("nirtorch", reason="nirtorch not installed (optional extra: 
 
 from evo_snn.config import load_config  # noqa: E402
 from evo_snn.models import build_model  # noqa: E402
-from evo_snn.nir_export import NIRExportError, write_nir  # noqa: E402
-from evo_snn.pruning import apply_masks, make_permanent, prunable_layers  # noqa: E402
+from evo_snn.deploy.nir_export import NIRExportError, write_nir  # noqa: E402
+from evo_snn.structure.pruning import apply_masks, make_permanent, prunable_layers  # noqa: E402
 
 FRAME = (4, 2, 8, 8)  # T, C, H, W
 

@@ -5,9 +5,9 @@ import pytest
 from deap.tools import sortNondominated
 
 from evo_snn.config import GenomeConfig, SearchConfig
-from evo_snn.fitness import FitnessResult
-from evo_snn.genome import GenomeOps
-from evo_snn.nsga import StructureSearch, eval_seed, hypervolume, nondominated, select_distinct_nsga2
+from evo_snn.evaluation.fitness import FitnessResult
+from evo_snn.structure.genome import GenomeOps
+from evo_snn.search.nsga import StructureSearch, eval_seed, hypervolume, nondominated, select_distinct_nsga2
 
 
 class AnalyticFitness:
@@ -88,7 +88,7 @@ def test_eval_seed_depends_on_every_part():
 def test_hypervolume_of_known_front():
     class F:
         def __init__(self, a, s):
-            from evo_snn.nsga import Fitness
+            from evo_snn.search.nsga import Fitness
             self.fitness = Fitness((a, s))
 
     # union of [0,0.9]x[0,0.2] and [0,0.5]x[0,0.8] = 0.18 + 0.5*0.6 = 0.48
@@ -172,7 +172,7 @@ def test_load_state_dict_rejects_a_state_of_another_search():
 
 
 def test_state_keeps_each_members_ratios_when_two_share_a_genome_key():
-    from evo_snn.genome import Genome
+    from evo_snn.structure.genome import Genome
 
     ops = _ops()
     g = ops.magnitude([0.5, 0.5])  # 16 of 32 and 10 of 20 pruned
@@ -319,7 +319,7 @@ def test_the_search_algorithm_does_not_load_torch():
     import subprocess
     import sys
 
-    code = "import sys, evo_snn.nsga; print(sorted(m for m in ('torch', 'spikingjelly') if m in sys.modules))"
+    code = "import sys, evo_snn.search.nsga; print(sorted(m for m in ('torch', 'spikingjelly') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
 
@@ -331,7 +331,7 @@ def test_operators_are_passed_in_and_the_defaults_are_nsga2():
 
     from deap import tools
 
-    from evo_snn.nsga import initial_genomes
+    from evo_snn.search.nsga import initial_genomes
 
     calls = {}
 
@@ -366,7 +366,7 @@ def _ind(key, values, cls=None):
     """A duck-typed individual: what DEAP's sorting, ``hypervolume`` and the survival read."""
     from types import SimpleNamespace
 
-    from evo_snn.nsga import Fitness
+    from evo_snn.search.nsga import Fitness
 
     return SimpleNamespace(genome=SimpleNamespace(key=key), fitness=(cls or Fitness)(values))
 
@@ -378,12 +378,12 @@ def _noisy_fitness(g, seed):
 
 
 def test_fitness_class_builds_the_declared_weights_objectives_and_reference():
-    from evo_snn.nsga import Fitness, fitness_class
+    from evo_snn.search.nsga import Fitness, fitness_class
 
     assert fitness_class() is Fitness and fitness_class(["accuracy", "sparsity"], {"accuracy": 0.0}) is Fitness
     ae = fitness_class(("accuracy", "energy"), {"energy": 0.8})
     assert (ae.weights, ae.objectives, ae.reference) == ((1.0, -1.0), ("accuracy", "energy"), (0.0, 0.8))
-    assert ae.__name__ == "Fitness_accuracy_energy" and ae.__module__ == "evo_snn.nsga"
+    assert ae.__name__ == "Fitness_accuracy_energy" and ae.__module__ == "evo_snn.front"
     assert ae.__doc__ == "('accuracy', 'energy'), weights (1.0, -1.0), reference (0.0, 0.8)"
     assert ae((0.9, 0.3)).wvalues == (0.9, -0.3)
     assert fitness_class(("accuracy", "energy"), {"energy": 0.8}) is ae  # one class per (objectives, reference)
@@ -400,7 +400,7 @@ def test_fitness_class_builds_the_declared_weights_objectives_and_reference():
 def test_objective_value_reads_the_fitness_then_the_metrics():
     from types import SimpleNamespace
 
-    from evo_snn.nsga import fitness_class, objective_value
+    from evo_snn.search.nsga import fitness_class, objective_value
 
     ae = fitness_class(("accuracy", "energy"))
     ind = SimpleNamespace(fitness=ae((0.9, 0.25)), metrics={"accuracy": 0.5, "sparsity": 0.7, "energy_fraction": 0.3, "loss": 2})
@@ -414,7 +414,7 @@ def test_objective_value_reads_the_fitness_then_the_metrics():
 
 
 def test_hypervolume_of_an_empty_a_one_point_and_an_energy_front():
-    from evo_snn.nsga import fitness_class, points_hypervolume
+    from evo_snn.search.nsga import fitness_class, points_hypervolume
 
     assert hypervolume([]) == 0.0 and points_hypervolume([]) == 0.0
     assert hypervolume([_ind("a", (0.5, 0.4))]) == pytest.approx(0.2)
@@ -425,7 +425,7 @@ def test_hypervolume_of_an_empty_a_one_point_and_an_energy_front():
 
 
 def test_seeded_sparsities_are_spread_over_the_ratio_bounds():
-    from evo_snn.nsga import initial_genomes
+    from evo_snn.search.nsga import initial_genomes
 
     ops = _ops()
     gs = initial_genomes(ops, GenomeConfig(ratio_min=0.2, ratio_max=0.6, init_global_fraction=0.5), 4, np.random.default_rng(0))

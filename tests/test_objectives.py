@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from evo_snn.config import OBJECTIVES, ConfigError, GenomeConfig, SearchConfig, load_config
-from evo_snn.fitness import FitnessResult
-from evo_snn.genome import GenomeOps
-from evo_snn.nsga import Fitness, Individual, StructureSearch, fitness_class, hypervolume, objective_value
+from evo_snn.evaluation.fitness import FitnessResult
+from evo_snn.structure.genome import GenomeOps
+from evo_snn.search.nsga import Fitness, Individual, StructureSearch, fitness_class, hypervolume, objective_value
 
 
 class EnergyFitness:
@@ -107,7 +107,7 @@ def test_accuracy_energy_search_reads_sparsity_from_the_metrics(tmp_path):
     """Catches: pareto.csv / generations.csv reading fitness.values[1] (here the energy) as the sparsity."""
     import pandas as pd
 
-    from evo_snn.rundir import RunDir, RunLogger, pareto_frame
+    from evo_snn.state.rundir import RunDir, RunLogger, pareto_frame
 
     cfg = SearchConfig(population=4, generations=1, seed=0, objectives=("accuracy", "energy"))
     run = RunDir.create(tmp_path / "run", "synthetic", "x")
@@ -184,8 +184,8 @@ def test_tiny_three_objective_search_end_to_end(tmp_path):
     reference point, pareto.csv the energy columns, the hypervolume is 3-D, energy.png exists."""
     import pandas as pd
 
-    from evo_snn.rundir import ENERGY_COLUMNS
-    from evo_snn.search import main
+    from evo_snn.state.rundir import ENERGY_COLUMNS
+    from evo_snn.search.run import main
 
     tiny = ["data.synthetic_classes=3", "data.synthetic_train_per_class=16", "data.synthetic_test_per_class=6",
             "data.synthetic_size=8", "data.frames=4", "data.val_fraction=0.25", "model.channels=[4]",

@@ -1,4 +1,4 @@
-"""evo_snn.pareto: the front of one run, the comparison of several, read-only, in progress too."""
+"""evo_snn.analysis.pareto: the front of one run, the comparison of several, read-only, in progress too."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import math
 import pandas as pd
 import pytest
 
-from evo_snn import pareto
+from evo_snn.analysis import pareto
 
 # (uid, gen, accuracy, sparsity): the front of run "a" is a1 (0.9, 0.3), a2 (0.8, 0.6), a3 (0.5, 0.85)
 EVALS_A = [("a0", 0, 0.7, 0.2), ("a1", 0, 0.9, 0.3), ("a2", 1, 0.8, 0.6), ("a3", 1, 0.5, 0.85), ("a4", 1, 0.4, 0.5)]

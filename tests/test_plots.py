@@ -1,4 +1,4 @@
-"""evo_snn.plots: each figure is a valid PNG, written atomically, with the methods' colours drawn."""
+"""evo_snn.analysis.plots: each figure is a valid PNG, written atomically, with the methods' colours drawn."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import pytest
 from matplotlib.colors import to_rgb
 from PIL import Image
 
-from evo_snn import atomic, plots
+from evo_snn import atomic
 
+
+from evo_snn.analysis import plots
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 

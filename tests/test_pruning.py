@@ -2,10 +2,10 @@ import numpy as np
 import torch
 
 from evo_snn.config import ModelConfig
-from evo_snn.genome import magnitude_mask
+from evo_snn.structure.genome import magnitude_mask
 from evo_snn.models import build_model
-from evo_snn.pruning import apply_masks, make_permanent, prunable_layers, sparse_copy, weight_sparsity
-from evo_snn.train import ce_loss, train_steps
+from evo_snn.structure.pruning import apply_masks, make_permanent, prunable_layers, sparse_copy, weight_sparsity
+from evo_snn.training.train import ce_loss, train_steps
 
 
 def _net():

@@ -1,4 +1,4 @@
-"""A local Ray (``evo_snn.evaluator.init_local_ray``) listens on loopback only and has
+"""A local Ray (``evo_snn.evaluation.evaluator.init_local_ray``) listens on loopback only and has
 token authentication on.
 
 Ray 2.60 turns ``ray.init(_node_ip_address='127.0.0.1')`` into the machine's routable
@@ -36,8 +36,8 @@ def _listening(processes) -> dict:
 
 
 def test_local_ray_processes_listen_on_loopback_only_with_token_auth(ray_session, ray_evaluator):
-    from evo_snn.evaluator import ray_auth_mode
-    from evo_snn.faults import probe
+    from evo_snn.evaluation.evaluator import ray_auth_mode
+    from evo_snn.evaluation.faults import probe
 
     ray = ray_session
     ev = ray_evaluator  # 2 actors

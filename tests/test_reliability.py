@@ -6,7 +6,7 @@ import json
 
 import pandas as pd
 
-from evo_snn.search import main
+from evo_snn.search.run import main
 
 from test_search import TINY
 
@@ -176,7 +176,7 @@ def test_d3_export_of_a_rewritten_uid_writes_nothing_outside(finished_run, tmp_p
     evaluations.jsonl; export stops with one line (exit 2) and writes nothing outside."""
     import shutil
 
-    from evo_snn.export import main as export_main
+    from evo_snn.deploy.export import main as export_main
 
     run = tmp_path / "deep" / "er" / "r"
     shutil.copytree(finished_run, run)
@@ -317,7 +317,7 @@ def test_d9_a_negative_seed_is_a_config_error_before_any_output(tmp_path, capsys
 
 
 def test_d9_a_huge_search_says_how_many_evaluations_it_is(tmp_path, capsys, monkeypatch):
-    import evo_snn.search as search_mod
+    import evo_snn.search.run as search_mod
 
     monkeypatch.setattr(search_mod, "_execute", lambda *a, **k: 0)  # the note comes before any training
     assert main(["--dataset", "synthetic", "--population", "4000", "--generations", "1", "--no-progress", *TINY,
@@ -373,7 +373,7 @@ def test_d4_export_reads_only_the_member_it_exports(wide_run, tmp_path, capsys):
     (export reads just that student), and exporting the damaged one is a one-line error."""
     import shutil
 
-    from evo_snn.export import main as export_main
+    from evo_snn.deploy.export import main as export_main
 
     run = tmp_path / "r"
     shutil.copytree(wide_run, run)
@@ -395,7 +395,7 @@ def test_d4_export_reads_only_the_member_it_exports(wide_run, tmp_path, capsys):
 def test_d8_pareto_reports_a_manifest_that_is_not_an_object_in_one_line(finished_run, tmp_path, capsys):
     import shutil
 
-    from evo_snn.pareto import main as pareto_main
+    from evo_snn.analysis.pareto import main as pareto_main
 
     run = tmp_path / "r"
     shutil.copytree(finished_run, run)

@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from evo_snn.reproduce import main
+from evo_snn.analysis.reproduce import main
 
 TINY = ["--set", "data.synthetic_classes=3", "--set", "data.synthetic_train_per_class=12",
         "--set", "data.synthetic_test_per_class=4", "--set", "data.synthetic_size=8", "--set", "data.frames=4",

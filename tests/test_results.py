@@ -1,4 +1,4 @@
-"""evo_snn.results on the two fronts: the energy front's test HV per method, and the search's
+"""evo_snn.analysis.results on the two fronts: the energy front's test HV per method, and the search's
 paired difference in test HV against the best equal-compute baseline of each seed."""
 
 import json
@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from evo_snn.results import collect, main as results_main, paired_vs_best, summarise, summarise_paired
+from evo_snn.analysis.results import collect, main as results_main, paired_vs_best, summarise, summarise_paired
 
 SPARSITIES = (0.5, 0.7, 0.8, 0.9, 0.95)
 

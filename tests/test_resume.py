@@ -15,14 +15,14 @@ import pandas as pd
 import pytest
 import torch
 
-import evo_snn.checkpoint as checkpoint_mod
-import evo_snn.search as search_mod
-from evo_snn.checkpoint import CheckpointError, CheckpointWriter, load_checkpoint, student_store
+import evo_snn.state.checkpoint as checkpoint_mod
+import evo_snn.search.run as search_mod
+from evo_snn.state.checkpoint import CheckpointError, CheckpointWriter, load_checkpoint, student_store
 from evo_snn.config import GenomeConfig, SearchConfig
-from evo_snn.fitness import FitnessResult
-from evo_snn.genome import GenomeOps
-from evo_snn.nsga import StructureSearch
-from evo_snn.search import main
+from evo_snn.evaluation.fitness import FitnessResult
+from evo_snn.structure.genome import GenomeOps
+from evo_snn.search.nsga import StructureSearch
+from evo_snn.search.run import main
 
 from test_search import TINY
 

@@ -1,4 +1,4 @@
-"""evo_snn.rundir: run-directory errors, atomic writers, the manifest's life cycle,
+"""evo_snn.state.rundir: run-directory errors, atomic writers, the manifest's life cycle,
 ``truncate_evaluations`` and the run logger on a tiny fake archive."""
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import pytest
 import torch
 
 from evo_snn import atomic
-from evo_snn.genome import Genome
-from evo_snn.nsga import Individual
-from evo_snn.rundir import RunDir, RunDirError, RunLogger, pareto_frame, save_state_dict
+from evo_snn.structure.genome import Genome
+from evo_snn.search.nsga import Individual
+from evo_snn.state.rundir import RunDir, RunDirError, RunLogger, pareto_frame, save_state_dict
 
 
 def _no_tmp_files(root):
@@ -237,7 +237,7 @@ def test_run_logger_writes_evaluations_generations_and_pareto(tmp_path):
 
 
 def test_evaluations_after_and_row_metrics_give_back_what_the_logger_wrote(tmp_path):
-    from evo_snn.rundir import EVALUATION_FIELDS, row_metrics
+    from evo_snn.state.rundir import EVALUATION_FIELDS, row_metrics
 
     run = RunDir.create(tmp_path / "r", "synthetic", "t")
     logger = RunLogger(run)

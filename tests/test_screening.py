@@ -1,4 +1,4 @@
-"""Forward-only screening (search.screen, evo_snn.screening): fixed batches and subset, cached
+"""Forward-only screening (search.screen, evo_snn.evaluation.screening): fixed batches and subset, cached
 teacher logits, BN recalibration on copies with training images only, counted compute."""
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ import torch.nn.functional as F
 from spikingjelly.activation_based import functional
 
 from evo_snn.config import ConfigError
-from evo_snn.fitness import FitnessContext, FitnessResult
-from evo_snn.genome import GenomeOps
+from evo_snn.evaluation.fitness import FitnessContext, FitnessResult
+from evo_snn.structure.genome import GenomeOps
 from evo_snn.models import build_model
-from evo_snn.nsga import StructureSearch
-from evo_snn.pruning import prunable_layers, weight_magnitudes
-from evo_snn.screening import Screener, bn_modules, context_of, counted_compute, recalibrate_bn
-from evo_snn.train import ce_loss, cpu_state, train_steps
+from evo_snn.search.nsga import StructureSearch
+from evo_snn.structure.pruning import prunable_layers, weight_magnitudes
+from evo_snn.evaluation.screening import Screener, bn_modules, context_of, counted_compute, recalibrate_bn
+from evo_snn.training.train import ce_loss, cpu_state, train_steps
 
 from tinycfg import tiny_config
 
@@ -277,7 +277,7 @@ def test_inherited_candidate_keeps_the_genomes_zeros(tiny_splits):
 
 
 def test_search_builds_its_screener_from_the_fitness_context(tiny_splits):
-    from evo_snn.evaluator import genome_fitness
+    from evo_snn.evaluation.evaluator import genome_fitness
 
     ctx, teacher = _ctx(tiny_splits)
     fitness = genome_fitness(ctx)

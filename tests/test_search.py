@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from evo_snn.config import ModelConfig
-from evo_snn.genome import Genome
+from evo_snn.structure.genome import Genome
 from evo_snn.models import build_model
-from evo_snn.search import main
+from evo_snn.search.run import main
 
 TINY = ["--set", "data.synthetic_classes=3", "--set", "data.synthetic_train_per_class=16",
         "--set", "data.synthetic_test_per_class=6", "--set", "data.synthetic_size=8", "--set", "data.frames=4",

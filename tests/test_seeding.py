@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from evo_snn import allocation
+from evo_snn.structure import allocation
 from evo_snn.config import Config, ConfigError, GenomeConfig, SearchConfig
-from evo_snn.genome import GenomeOps
-from evo_snn.nsga import StructureSearch, allocation_seeds, initial_genomes
+from evo_snn.structure.genome import GenomeOps
+from evo_snn.search.nsga import StructureSearch, allocation_seeds, initial_genomes
 
 
 def _abs():
@@ -139,7 +139,7 @@ def test_free_mutation_is_the_default():
 
 
 def test_smooth_search_runs_and_keeps_totals():
-    from evo_snn.fitness import FitnessResult
+    from evo_snn.evaluation.fitness import FitnessResult
 
     teacher_abs = _abs()
     cfg = GenomeConfig(mutation="smooth")
@@ -205,7 +205,7 @@ def test_the_search_state_keeps_the_density_laws_of_smooth_genomes():
     """A resumed smooth search perturbs the same gamma / tau (state_dict 'laws'), not level switches only."""
     import json
 
-    from evo_snn.fitness import FitnessResult
+    from evo_snn.evaluation.fitness import FitnessResult
 
     teacher_abs = _abs()
     cfg = GenomeConfig(mutation="smooth", stage_exponents=True, init_allocations=("erk", "lamp"), init_allocation_fraction=1.0)

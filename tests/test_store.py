@@ -1,4 +1,4 @@
-"""The run's student store (evo_snn.store): keyed by genome key, on disk or in memory,
+"""The run's student store (evo_snn.state.store): keyed by genome key, on disk or in memory,
 filled by the search as results arrive, files retained while the search or the last
 complete checkpoint needs them."""
 
@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from evo_snn.checkpoint import CheckpointWriter, student_store
+from evo_snn.state.checkpoint import CheckpointWriter, student_store
 from evo_snn.config import GenomeConfig, SearchConfig
-from evo_snn.genome import GenomeOps
-from evo_snn.nsga import StructureSearch
-from evo_snn.outcome import FitnessResult
-from evo_snn.store import StudentStore
+from evo_snn.structure.genome import GenomeOps
+from evo_snn.search.nsga import StructureSearch
+from evo_snn.evaluation.outcome import FitnessResult
+from evo_snn.state.store import StudentStore
 
 
 def _state(v: float) -> dict:
@@ -176,7 +176,7 @@ def test_need_keeps_students_through_another_owners_retain_until_released(tmp_pa
 
 
 def test_replay_serves_finished_jobs_from_the_store_and_trains_only_the_rest(tmp_path):
-    from evo_snn.evaluator import RECOVERED_OWNER, ReplayEvaluator, SerialEvaluator
+    from evo_snn.evaluation.evaluator import RECOVERED_OWNER, ReplayEvaluator, SerialEvaluator
 
     store = StudentStore(tmp_path / "students")
     store.put("k1", _state(1.0))
@@ -204,7 +204,7 @@ def test_replay_serves_finished_jobs_from_the_store_and_trains_only_the_rest(tmp
 
 
 def test_replay_serves_a_grouped_job_whose_members_all_finished(tmp_path):
-    from evo_snn.evaluator import ReplayEvaluator, SerialEvaluator
+    from evo_snn.evaluation.evaluator import ReplayEvaluator, SerialEvaluator
 
     store = StudentStore(tmp_path / "students")
     g = [type("G", (), {"key": k})() for k in ("a", "b", "c", "d")]

@@ -1,4 +1,4 @@
-"""evo_snn.teacher: the split fingerprint and its check, loading errors, and ``prepare``
+"""evo_snn.training.teacher: the split fingerprint and its check, loading errors, and ``prepare``
 (train, reload on resume, load a ``--teacher``, the ANN twin) on a tiny synthetic config."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from evo_snn.data import load_splits
-from evo_snn.rundir import RunDir, save_state_dict
-from evo_snn.teacher import (
+from evo_snn.state.rundir import RunDir, save_state_dict
+from evo_snn.training.teacher import (
     SPLIT_FILE,
     TeacherLoadError,
     Teachers,
@@ -21,7 +21,7 @@ from evo_snn.teacher import (
     read_state_dict,
     split_fingerprint,
 )
-from evo_snn.train import accuracy
+from evo_snn.training.train import accuracy
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

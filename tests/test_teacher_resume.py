@@ -8,12 +8,12 @@ import json
 import pytest
 import torch
 
-import evo_snn.teacher as teacher_mod
+import evo_snn.training.teacher as teacher_mod
 from evo_snn.config import ModelConfig
 from evo_snn.data import FrameSet
 from evo_snn.models import build_model
-from evo_snn.search import main
-from evo_snn.train import ce_loss, train_steps
+from evo_snn.search.run import main
+from evo_snn.training.train import ce_loss, train_steps
 
 from test_search import TINY
 

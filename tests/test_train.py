@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from evo_snn.config import DataConfig, ModelConfig
 from evo_snn.data import load_splits
 from evo_snn.models import build_model
-from evo_snn.train import accuracy, ce_loss, loader, train_steps
+from evo_snn.training.train import accuracy, ce_loss, loader, train_steps
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

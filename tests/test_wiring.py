@@ -17,11 +17,11 @@ import pytest
 import torch
 
 from evo_snn.config import GenomeConfig, SearchConfig
-from evo_snn.evaluator import SerialEvaluator
-from evo_snn.export import choose_exports
-from evo_snn.fitness import FitnessResult
-from evo_snn.genome import Genome, GenomeOps
-from evo_snn.nsga import StructureSearch
+from evo_snn.evaluation.evaluator import SerialEvaluator
+from evo_snn.deploy.export import choose_exports
+from evo_snn.evaluation.fitness import FitnessResult
+from evo_snn.structure.genome import Genome, GenomeOps
+from evo_snn.search.nsga import StructureSearch
 
 
 # ----------------------------------------------------------------- fakes
@@ -144,10 +144,10 @@ def test_exported_test_accuracy_is_measured_on_the_test_split(tmp_path, monkeypa
     The CLI's data loader is wrapped so that the test split holds the *validation frames
     with rotated labels*: a model that learnt anything scores differently on the two.
     """
-    import evo_snn.search as search_cli
+    import evo_snn.search.run as search_cli
     from evo_snn.data import FrameSet
     from evo_snn.models import build_model
-    from evo_snn.train import accuracy
+    from evo_snn.training.train import accuracy
 
     real = search_cli.load_splits
     seen = {}

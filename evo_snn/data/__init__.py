@@ -9,13 +9,13 @@ set is a :class:`~evo_snn.data.registry.DatasetSpec` in the registry
 on a missing or malformed file.
 """
 
-from . import cache
-from .augment import SeqTransform
-from .errors import DatasetFormatError
-from .events import Events, downsample_frames, integrate_frames
-from .frameset import FrameSet
-from .registry import DatasetSpec, dataset_names, get_dataset, register_dataset
-from .splits import DATASETS, EVENT_DATASETS, IMAGE_DATASETS, Splits, load_splits, stratified_split
+from evo_snn.data import cache
+from evo_snn.data.augment import SeqTransform
+from evo_snn.data.errors import DatasetFormatError
+from evo_snn.data.events import Events, downsample_frames, integrate_frames
+from evo_snn.data.frameset import FrameSet
+from evo_snn.data.registry import DatasetSpec, dataset_names, get_dataset, register_dataset
+from evo_snn.data.splits import DATASETS, EVENT_DATASETS, IMAGE_DATASETS, Splits, load_splits, stratified_split
 
 __all__ = [
     "DATASETS",

@@ -8,10 +8,10 @@ import sys
 
 import torch
 
-from ..config import ConfigError, load_config
-from .errors import DatasetFormatError
-from .frameset import FrameSet
-from .splits import DATASETS, load_splits
+from evo_snn.config import ConfigError, load_config
+from evo_snn.data.errors import DatasetFormatError
+from evo_snn.data.frameset import FrameSet
+from evo_snn.data.splits import DATASETS, load_splits
 
 
 def _split_summary(fs: FrameSet, num_classes: int) -> dict:

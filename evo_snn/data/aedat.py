@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DatasetFormatError
-from .events import Events
+from evo_snn.data.errors import DatasetFormatError
+from evo_snn.data.events import Events
 
 PACKET_HEADER = struct.Struct("<hhiiiiii")  # 28 bytes
 POLARITY_EVENT = 1

@@ -48,7 +48,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..atomic import atomic_write_bytes
+from evo_snn.atomic import atomic_write_bytes
 
 FORMAT_VERSION = 2
 ARRAYS = ("train_frames", "train_labels", "test_frames", "test_labels")

@@ -28,10 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from ..config import ConfigError, DataConfig
-from . import image_folder
-from .errors import DatasetFormatError, where_data_comes_from
-from .registry import register_dataset
+from evo_snn.config import ConfigError, DataConfig
+from evo_snn.data import image_folder
+from evo_snn.data.errors import DatasetFormatError, where_data_comes_from
+from evo_snn.data.registry import register_dataset
 
 HEIGHT = WIDTH = 32
 CHANNELS = 3

@@ -29,10 +29,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .aedat import read_aedat31
-from .errors import DatasetFormatError, where_data_comes_from
-from .events import Events, downsample_frames, integrate_frames, stack_counts, to_storage
-from .registry import DatasetSpec, register_dataset
+from evo_snn.data.aedat import read_aedat31
+from evo_snn.data.errors import DatasetFormatError, where_data_comes_from
+from evo_snn.data.events import Events, downsample_frames, integrate_frames, stack_counts, to_storage
+from evo_snn.data.registry import DatasetSpec, register_dataset
 
 NAME = "dvs_gesture"
 HEIGHT = 128

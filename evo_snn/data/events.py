@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..config import SPLIT_MODES  # how events are cut into frames
+from evo_snn.config import SPLIT_MODES  # how events are cut into frames
 
 
 @dataclass(frozen=True)

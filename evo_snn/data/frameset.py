@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import cache
-from .augment import SeqTransform
-from .errors import DatasetFormatError
+from evo_snn.data import cache
+from evo_snn.data.augment import SeqTransform
+from evo_snn.data.errors import DatasetFormatError
 
 
 @dataclass(frozen=True)

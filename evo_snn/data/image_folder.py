@@ -42,9 +42,9 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from ..config import DataConfig
-from .errors import DatasetFormatError, where_data_comes_from
-from .registry import DatasetSpec, register_dataset
+from evo_snn.config import DataConfig
+from evo_snn.data.errors import DatasetFormatError, where_data_comes_from
+from evo_snn.data.registry import DatasetSpec, register_dataset
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 PIL_FORMATS = ("JPEG", "PNG", "BMP", "WEBP")

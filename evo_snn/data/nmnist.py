@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .errors import DatasetFormatError, where_data_comes_from
-from .registry import DatasetSpec, register_dataset
-from .events import Events, downsample_frames, integrate_frames, stack_counts, to_storage
+from evo_snn.data.errors import DatasetFormatError, where_data_comes_from
+from evo_snn.data.registry import DatasetSpec, register_dataset
+from evo_snn.data.events import Events, downsample_frames, integrate_frames, stack_counts, to_storage
 
 NAME = "nmnist"
 HEIGHT = 34

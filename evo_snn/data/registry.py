@@ -30,8 +30,8 @@ from typing import Any, Callable, TypeVar
 
 import numpy as np
 
-from ..config import ConfigError, DataConfig
-from .errors import DatasetFormatError, where_data_comes_from
+from evo_snn.config import ConfigError, DataConfig
+from evo_snn.data.errors import DatasetFormatError, where_data_comes_from
 
 # one registration line per data-set module; each module registers its spec(s) on import
 BUILTIN_MODULES = ("synthetic", "nmnist", "dvs_gesture", "cifar", "tiny_imagenet", "image_folder")
@@ -80,7 +80,7 @@ class DatasetSpec:
         raises ConfigError. The default: event data needs a ``downsample`` that divides
         the sensor and no ``image_size``; images need ``downsample == 1``.
         """
-        from .events import check_downsample
+        from evo_snn.data.events import check_downsample
 
         if self.encoding == "direct":
             if cfg.downsample != 1:
@@ -141,7 +141,7 @@ class DatasetSpec:
         """
         if self.encoding != "direct":
             return {}
-        from .augment import channel_mean_std
+        from evo_snn.data.augment import channel_mean_std
 
         mean, std = channel_mean_std(arrays["train_frames"])
         extra: dict[str, Any] = {"mean": mean, "std": std}

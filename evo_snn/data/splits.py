@@ -15,12 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from ..config import DataConfig
-from . import cache, synthetic
-from .augment import SeqTransform
-from .errors import DatasetFormatError
-from .frameset import FrameSet
-from .registry import DatasetSpec, dataset_names, get_dataset, require_root
+from evo_snn.config import DataConfig
+from evo_snn.data import cache, synthetic
+from evo_snn.data.augment import SeqTransform
+from evo_snn.data.errors import DatasetFormatError
+from evo_snn.data.frameset import FrameSet
+from evo_snn.data.registry import DatasetSpec, dataset_names, get_dataset, require_root
 
 DATASETS = dataset_names()
 EVENT_DATASETS = tuple(n for n in DATASETS if get_dataset(n).encoding == "events")

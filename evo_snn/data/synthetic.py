@@ -21,9 +21,9 @@ import math
 
 import numpy as np
 
-from ..config import SYNTHETIC_MAX_CLASSES, ConfigError
-from .events import Events, downsample_frames, integrate_frames, stack_counts, to_storage
-from .registry import DatasetSpec, register_dataset
+from evo_snn.config import SYNTHETIC_MAX_CLASSES, ConfigError
+from evo_snn.data.events import Events, downsample_frames, integrate_frames, stack_counts, to_storage
+from evo_snn.data.registry import DatasetSpec, register_dataset
 
 NAME = "synthetic"
 MAX_CLASSES = SYNTHETIC_MAX_CLASSES  # data.synthetic_classes <= 8 (the schema's bound)

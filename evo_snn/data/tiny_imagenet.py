@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .errors import DatasetFormatError, where_data_comes_from
-from .registry import DatasetSpec, register_dataset
+from evo_snn.data.errors import DatasetFormatError, where_data_comes_from
+from evo_snn.data.registry import DatasetSpec, register_dataset
 
 NAME = "tiny_imagenet"
 FOLDER = "tiny-imagenet-200"
@@ -182,7 +182,7 @@ class TinyImageNetSpec(DatasetSpec):
 
     def check_root(self, root, cfg):
         if cfg.image_size is not None:
-            from ..config import ConfigError
+            from evo_snn.config import ConfigError
 
             raise ConfigError(f"data.image_size={cfg.image_size!r}: tiny_imagenet images are read at 64x64; "
                               "data.image_size applies to image-folder data sets")

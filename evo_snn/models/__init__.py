@@ -4,7 +4,7 @@ Every net runs in multi-step mode: input ``x_seq: [T, N, C, H, W]`` float32 (eve
 counts or images repeated over T), output ``[N, num_classes]`` logits (the output
 averaged over the T time steps). Call
 ``spikingjelly.activation_based.functional.reset_net(net)`` after every batch;
-``evo_snn.train`` does so.
+``evo_snn.training.train`` does so.
 
 Registered models (``model_names()``):
 
@@ -45,7 +45,7 @@ if not _torch.cuda.is_available():
     _logging.getLogger("torch._library.triton").addFilter(_no_triton_warning)
 
 
-from .neurons import (
+from evo_snn.models.neurons import (
     ANN_ACTIVATIONS,
     NEURON_CHOICES,
     NEURONS,
@@ -57,12 +57,12 @@ from .neurons import (
     select_backend,
     spiking_nodes,
 )
-from .registry import ModelBuilder, build_model, model_names, register_model, scale_width
-from .conv import SpikingNet, conv_snn  # registers conv_snn, tiny_conv
-from .dvs import dvs_gesture_net, dvs_gesture_net_tiny
-from .resnet import SpikingResNet, resnet18, resnet18_tiny
-from .wrn import SpikingWideResNet, wrn16_4, wrn16_4_tiny
-from .vgg import SpikingVGG, vgg16, vgg16_tiny
+from evo_snn.models.registry import ModelBuilder, build_model, model_names, register_model, scale_width
+from evo_snn.models.conv import SpikingNet, conv_snn  # registers conv_snn, tiny_conv
+from evo_snn.models.dvs import dvs_gesture_net, dvs_gesture_net_tiny
+from evo_snn.models.resnet import SpikingResNet, resnet18, resnet18_tiny
+from evo_snn.models.wrn import SpikingWideResNet, wrn16_4, wrn16_4_tiny
+from evo_snn.models.vgg import SpikingVGG, vgg16, vgg16_tiny
 
 __all__ = [
     "ANN_ACTIVATIONS", "NEURON_CHOICES", "NEURONS", "SURROGATES", "ModelBuilder", "NeuronFactory",

@@ -8,8 +8,8 @@ import torch
 import torch.nn as nn
 from spikingjelly.activation_based import layer
 
-from .neurons import NeuronFactory
-from .registry import register_model
+from evo_snn.models.neurons import NeuronFactory
+from evo_snn.models.registry import register_model
 
 
 def conv_block(c_in: int, c_out: int, spiking_neuron: NeuronFactory) -> list[nn.Module]:

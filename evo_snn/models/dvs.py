@@ -7,9 +7,9 @@ from collections.abc import Sequence
 import torch.nn as nn
 from spikingjelly.activation_based import layer
 
-from .conv import SpikingNet, conv_block
-from .neurons import NeuronFactory
-from .registry import register_model
+from evo_snn.models.conv import SpikingNet, conv_block
+from evo_snn.models.neurons import NeuronFactory
+from evo_snn.models.registry import register_model
 
 FULL_CHANNELS = 128
 """Conv width of the published net (Fang et al. 2021, DVS128 Gesture, T=16)."""

@@ -30,7 +30,7 @@ import torch
 import torch.nn as nn
 from spikingjelly.activation_based import neuron, surrogate
 
-from ..config import NEURON_BACKENDS, ConfigError, ModelConfig
+from evo_snn.config import NEURON_BACKENDS, ConfigError, ModelConfig
 
 NEURONS = {"if": neuron.IFNode, "lif": neuron.LIFNode, "plif": neuron.ParametricLIFNode}
 """Spiking neuron classes by ``ModelConfig.neuron`` name."""

@@ -16,8 +16,8 @@ from typing import Callable
 import torch.nn as nn
 from spikingjelly.activation_based import functional
 
-from ..config import ModelConfig
-from .neurons import check_neuron_config, neuron_factory
+from evo_snn.config import ModelConfig
+from evo_snn.models.neurons import check_neuron_config, neuron_factory
 
 ModelBuilder = Callable[..., nn.Module]
 """``builder(frame_shape, num_classes, *, spiking_neuron, **arch) -> nn.Module``."""

@@ -14,8 +14,8 @@ import torch
 import torch.nn as nn
 from spikingjelly.activation_based import layer
 
-from .neurons import NeuronFactory
-from .registry import PooledReadoutNet, register_model, scale_width
+from evo_snn.models.neurons import NeuronFactory
+from evo_snn.models.registry import PooledReadoutNet, register_model, scale_width
 
 RESNET18_WIDTHS = (64, 128, 256, 512)
 RESNET18_TINY_WIDTHS = (4, 8, 16, 32)

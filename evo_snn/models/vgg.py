@@ -13,8 +13,8 @@ import torch
 import torch.nn as nn
 from spikingjelly.activation_based import layer
 
-from .neurons import NeuronFactory
-from .registry import PooledReadoutNet, register_model, scale_width
+from evo_snn.models.neurons import NeuronFactory
+from evo_snn.models.registry import PooledReadoutNet, register_model, scale_width
 
 VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
 VGG16_TINY_CFG = tuple(c if c == "M" else c // 16 for c in VGG16_CFG)  # 4, 4, M, 8, 8, M, ..., 32

@@ -17,8 +17,8 @@ import torch
 import torch.nn as nn
 from spikingjelly.activation_based import layer
 
-from .neurons import NeuronFactory
-from .registry import PooledReadoutNet, register_model, scale_width
+from evo_snn.models.neurons import NeuronFactory
+from evo_snn.models.registry import PooledReadoutNet, register_model, scale_width
 
 WRN16_4_WIDTHS = (16, 64, 128, 256)  # stem, then 16 * k, 32 * k, 64 * k with k = 4
 WRN16_4_TINY_WIDTHS = (4, 8, 16, 32)

@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from evo_snn.search import main
+from evo_snn.search.run import main
 
 
 @pytest.mark.slow

@@ -42,7 +42,7 @@ def summarize(run: Path) -> dict:
 def run_tiny(out: Path) -> dict:
     import torch
 
-    from evo_snn.search import main
+    from evo_snn.search.run import main
 
     torch.set_num_threads(1)
     assert main([*ARGS, "--out", str(out)]) == 0

@@ -7,7 +7,7 @@ from spikingjelly.activation_based import functional, neuron
 
 from evo_snn.config import ModelConfig
 from evo_snn.models import build_model, model_names, register_model, spiking_nodes
-from evo_snn.pruning import prunable_layers
+from evo_snn.structure.pruning import prunable_layers
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

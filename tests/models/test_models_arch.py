@@ -9,7 +9,7 @@ from spikingjelly.activation_based import functional, neuron, surrogate
 
 from evo_snn.config import ModelConfig
 from evo_snn.models import build_model, spiking_nodes
-from evo_snn.pruning import prunable_layers
+from evo_snn.structure.pruning import prunable_layers
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -153,7 +153,7 @@ def test_relu_twin_is_an_ann_of_the_same_topology(name):
 
 @pytest.mark.parametrize("name", TINY)
 def test_genome_masks_apply_to_every_conv_and_fc(name):
-    from evo_snn.pruning import apply_masks, make_permanent, weight_sparsity
+    from evo_snn.structure.pruning import apply_masks, make_permanent, weight_sparsity
 
     net = build_model(ModelConfig(name=name), (2, 3, 32, 32), 10)
     layers = prunable_layers(net)

@@ -43,9 +43,9 @@ import torch
 import torch.nn as nn
 from spikingjelly.activation_based import functional, neuron
 
-from .models.conv import SpikingNet
-from .models.registry import PooledReadoutNet
-from .pruning import make_permanent
+from evo_snn.models.conv import SpikingNet
+from evo_snn.models.registry import PooledReadoutNet
+from evo_snn.structure.pruning import make_permanent
 
 THRESHOLD_OF_MAXPOOL = 0.5  # Threshold after a SumPool2d: 1 when at least one input spiked
 

@@ -42,7 +42,6 @@ validation splits only.
 from __future__ import annotations
 
 import copy
-import math
 import time
 from dataclasses import dataclass, field
 
@@ -52,10 +51,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from spikingjelly.activation_based import functional
 
-from .config import SCREENS  # search.screen: 'none' (today's search) or the forward-only score of a candidate
-from .genome import Genome
-from .pruning import fold_masks, sparse_copy
-from .train import to_device
+from evo_snn.config import SCREENS  # search.screen: 'none' (today's search) or the forward-only score of a candidate
+from evo_snn.structure.genome import Genome
+from evo_snn.structure.pruning import fold_masks, sparse_copy
+from evo_snn.training.train import to_device
 
 SCREEN_SEED = 23  # SeedSequence([search.seed, SCREEN_SEED, ...]): the fixed batches and subset of a run
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -199,8 +198,8 @@ class Screener:
 
     def __init__(self, ctx, device: torch.device | None = None, forward_cost_ratio: float | None = None,
                  energy: bool = False):
-        from .fitness import default_device
-        from .models import build_model
+        from evo_snn.evaluation.fitness import default_device
+        from evo_snn.models import build_model
 
         cfg = ctx.cfg
         s = cfg.search
@@ -249,7 +248,7 @@ class Screener:
         """``measure_forward_cost_ratio`` on the first BN batch (a training batch)."""
         x = self._bn_x[0] if self._bn_x else self.ctx.val.to_seq(self._val_x[: self.batch_size], train=False)
         y = self.ctx.train.labels[torch.as_tensor(self.bn_index[: x.shape[1]])] if self._bn_x else self._val_y[: x.shape[1]]
-        from .kd import kd_mode
+        from evo_snn.training.kd import kd_mode
 
         return measure_forward_cost_ratio(self.teacher, x, y, kd_teacher=kd_mode(self.ctx.cfg.kd.mode).teacher is not None)
 
@@ -310,7 +309,7 @@ class Screener:
         z_t_all = self.teacher_logits() if need_teacher else None
         counter = None
         if self.energy and cand.energy_fraction is None:
-            from .energy import EnergyCounter
+            from evo_snn.evaluation.energy import EnergyCounter
 
             energy = self.ctx.cfg.energy
             counter = EnergyCounter(model, energy.e_ac_pj, energy.e_mac_pj).__enter__()
@@ -336,7 +335,7 @@ class Screener:
         the fixed training batches, each member's BN statistics taken back (``member_state``).
         Every candidate counts the BN forwards as in ``start`` (the same samples pass each
         member); the seconds are split evenly. Equal to K ``start`` calls up to float rounding."""
-        from .grouped import group
+        from evo_snn.evaluation.grouped import group
 
         init_states = list(init_states) if init_states is not None else [None] * len(genomes)
         if len(genomes) <= 1:
@@ -361,7 +360,7 @@ class Screener:
         members' logits ``[N, K, classes]`` scored apart); they must have scored the same
         prefix. With ``energy`` (a per-member energy count) and for K = 1 it runs ``extend``
         on each. Returns the forward samples of this step per candidate."""
-        from .grouped import group
+        from evo_snn.evaluation.grouped import group
 
         stop = min(int(stop), len(self.val_index))
         if len(cands) <= 1 or self.energy:

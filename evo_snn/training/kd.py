@@ -21,51 +21,13 @@ budget (``kd.epochs``) for every mode, so gains are measured at equal cost.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 
-@dataclass(frozen=True)
-class KDMode:
-    """One KD variant: which network teaches (``teacher``: 'sparse' = the genome's masked
-    teacher, 'dense' = the unpruned teacher, 'ann' = the ReLU twin, None = no teacher
-    network) and the loss it trains the student with (``loss``: 'kd' = ``KDLoss``,
-    'virtual' = ``VirtualTeacherLoss``, 'ce' = cross-entropy only)."""
-
-    name: str
-    teacher: str | None
-    loss: str
-
-    @property
-    def needs_ann(self) -> bool:
-        """An ANN twin of the teacher must be trained first (once per run)."""
-        return self.teacher == "ann"
-
-    @property
-    def ratio_dependent(self) -> bool:
-        """The student's target depends on the genome (its prune ratios)."""
-        return self.teacher == "sparse"
-
-
-# The one table of KD modes: search, fitness, teacher preparation and reproduce query it.
-MODES = {m.name: m for m in (
-    KDMode("sparse", "sparse", "kd"),
-    KDMode("self", "dense", "kd"),
-    KDMode("default", None, "virtual"),
-    KDMode("ann", "ann", "kd"),
-    KDMode("none", None, "ce"),
-)}
-KD_MODES = tuple(MODES)
-
-
-def kd_mode(name: str) -> KDMode:
-    """The table entry of ``name``; raises ValueError naming the known modes."""
-    if name not in MODES:
-        raise ValueError(f"unknown kd mode {name!r}; known: {list(KD_MODES)}")
-    return MODES[name]
+from evo_snn.config import KD_MODES, MODES, KDMode, kd_mode  # noqa: F401  (the KD modes table lives with the other tables of choices)
 
 
 def _check(alpha: float, temperature: float) -> None:

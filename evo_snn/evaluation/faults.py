@@ -3,7 +3,7 @@ Ray cluster) survives worker faults before a long run is started on it.
 
 Configured by the ``faults`` section (``evo_snn.config.FaultsConfig``), e.g.
 ``--set faults.fail_rate=0.2 --set faults.kinds=[raise,exit,hang] --set search.eval_timeout_s=60``.
-The evaluator (``evo_snn.evaluator``) decides before every attempt of an evaluation
+The evaluator (``evo_snn.evaluation.evaluator``) decides before every attempt of an evaluation
 whether it gets a fault (``planned_fault``) and the worker then runs ``inject`` before
 the fitness:
 
@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .config import FAULT_KINDS, FaultsConfig
+from evo_snn.config import FAULT_KINDS, FaultsConfig
 
 __all__ = ["FAULT_KINDS", "InjectedFault", "planned_fault", "inject", "probe", "Probe"]
 

@@ -1,7 +1,7 @@
 """Fitness of one genome: sparse teacher -> KD-trained student -> validation metrics.
 
 The student's validation pass also counts its synaptic operations and spikes
-(``evo_snn.energy.EnergyCounter``: forward hooks on that same pass, no extra one):
+(``evo_snn.evaluation.energy.EnergyCounter``: forward hooks on that same pass, no extra one):
 effective ACs/MACs, dense SynOps, spikes and firing rates, per layer and in total, and
 the estimated energy (``energy.e_ac_pj`` / ``energy.e_mac_pj``), all per sample.
 
@@ -22,16 +22,16 @@ import torch
 import torch.nn as nn
 from spikingjelly.activation_based import functional
 
-from .config import Config
-from .data import FrameSet
-from .energy import EnergyCounter
-from .fidelity import Rung
-from .genome import Genome
-from .kd import kd_mode, student_loss, teacher_for
-from .models import build_model, select_backend
-from .outcome import FitnessResult  # noqa: F401  (re-exported: evaluators and tests import it here)
-from .pruning import MaskHooks, fold_masks, sparse_copy, weight_sparsity
-from .train import accuracy, channels_last, cpu_state, eval_batch_size, predict_logits, samples_processed, train_steps
+from evo_snn.config import Config
+from evo_snn.data import FrameSet
+from evo_snn.evaluation.energy import EnergyCounter
+from evo_snn.evaluation.fidelity import Rung
+from evo_snn.structure.genome import Genome
+from evo_snn.training.kd import kd_mode, student_loss, teacher_for
+from evo_snn.models import build_model, select_backend
+from evo_snn.evaluation.outcome import FitnessResult  # noqa: F401  (re-exported: evaluators and tests import it here)
+from evo_snn.structure.pruning import MaskHooks, fold_masks, sparse_copy, weight_sparsity
+from evo_snn.training.train import accuracy, channels_last, cpu_state, eval_batch_size, predict_logits, samples_processed, train_steps
 
 
 @dataclass
@@ -74,7 +74,7 @@ class GenomeFitness:
         self.teacher.requires_grad_(False).eval()
         # students copy the teacher's nodes; raises ConfigError for a model.neuron_backend that cannot run here
         self.backend = select_backend(self.teacher, self.device, ctx.cfg.model.neuron_backend)
-        self.hot_path = ctx.cfg.train  # AMP / channels-last of the KD training (evo_snn.train)
+        self.hot_path = ctx.cfg.train  # AMP / channels-last of the KD training (evo_snn.training.train)
         self._teacher_acc: dict[str, float] = {}  # genome key -> its sparse teacher's validation accuracy
         if self.hot_path.channels_last:
             channels_last(self.teacher)  # its sparse copies and the students copied from them inherit the layout
@@ -136,7 +136,7 @@ class GenomeFitness:
         dense teacher, and ``genome``'s masks applied. raises on a genome that does not
         fit the model (the evaluator reports it).
 
-        rung: a multi-fidelity search's budget (``evo_snn.fidelity``): train
+        rung: a multi-fidelity search's budget (``evo_snn.evaluation.fidelity``): train
         ``rung.spent`` x kd.epochs instead of kd.epochs (``train_samples`` counts those);
         at a continuation (``rung.continues``) init_state is this genome's own student
         after ``rung.start`` x kd.epochs (its rung-0 result), loaded as it is, and the
@@ -226,14 +226,14 @@ class GenomeFitness:
 
     def group(self, jobs: list[tuple]) -> list:
         """Evaluate a group of jobs ``[(genome, seed[, init_state])]`` with their K students
-        trained as one grouped net (``search.students_per_batch``; ``evo_snn.grouped``).
+        trained as one grouped net (``search.students_per_batch``; ``evo_snn.evaluation.grouped``).
 
         Returns one ``FitnessResult`` or Exception per job, in order, with the metrics of
         ``__call__`` plus ``group_size`` (K), ``group_seed`` (the seed of the batch order)
         and ``group_wall_s`` (the whole group's wall time; ``wall_s`` is its K-th part). A
         job whose genome does not fit the model gets its Exception; the others train.
         Seed scheme: batch order and augmentation from the first job's seed, student k's
-        initialisation from its own seed (see ``evo_snn.grouped``). One job: ``[self(*job)]``.
+        initialisation from its own seed (see ``evo_snn.evaluation.grouped``). One job: ``[self(*job)]``.
         teacher_accuracy: each sparse teacher's validation accuracy, from one grouped pass
         (None for every member with ``search.measure_teacher`` false: no pass).
         Jobs of a multi-fidelity search ``(genome, seed, init_state, rung)`` share one rung
@@ -245,7 +245,7 @@ class GenomeFitness:
                 return [self(*jobs[0])]
             except Exception as e:  # noqa: BLE001 - reported per job
                 return [e]
-        from .grouped import group, group_masks, last_epoch_steps, member_losses
+        from evo_snn.evaluation.grouped import group, group_masks, last_epoch_steps, member_losses
 
         t0 = time.perf_counter()
         kd = self.ctx.cfg.kd

@@ -17,10 +17,10 @@ A result that needed more than one attempt carries ``metrics['attempts']`` and
 failed every attempt is yielded as its last exception with the attributes
 ``attempts`` and ``faults`` (``failure_metrics`` turns it into the metrics of a failed
 evaluation). No fault stops the map. ``faults`` (``FaultsConfig``) injects faults on
-purpose (``evo_snn.faults``).
+purpose (``evo_snn.evaluation.faults``).
 
 The fitness of a run is heavy (a teacher, the data set): ``genome_fitness(ctx)`` wraps
-``partial(GenomeFitness, ctx)`` in ``PerWorker`` (``evo_snn.workers``), which builds the
+``partial(GenomeFitness, ctx)`` in ``PerWorker`` (``evo_snn.evaluation.workers``), which builds the
 callable from the factory once per process, in the process that uses it; pickling ships
 the factory, never the built object. Before its first job an evaluator calls ``fn.build()`` where
 ``fn`` has one, so a fitness that cannot be built (a bad config) stops the run instead
@@ -56,9 +56,9 @@ from dataclasses import replace
 from functools import partial
 from typing import Callable, Iterable, Iterator
 
-from .faults import inject, planned_fault
-from .threads import configure, cpu_share, set_torch_threads
-from .workers import PerWorker  # (also re-exported: evo_snn.evaluator.PerWorker, as before)
+from evo_snn.evaluation.faults import inject, planned_fault
+from evo_snn.threads import configure, cpu_share, set_torch_threads
+from evo_snn.evaluation.workers import PerWorker  # (also re-exported: evo_snn.evaluation.evaluator.PerWorker, as before)
 
 Job = tuple  # (Genome, seed) or (Genome, seed, init_state: state_dict | None)
 
@@ -80,7 +80,7 @@ def genome_fitness(ctx, address: str | None = None) -> PerWorker:
     ctx: a ``FitnessContext``; address: a Ray cluster address, whose nodes need not see
     this machine's frame cache, so the frames are shipped in memory.
     """
-    from .fitness import GenomeFitness
+    from evo_snn.evaluation.fitness import GenomeFitness
 
     if address:
         ctx = replace(ctx, train=ctx.train.in_memory(), val=ctx.val.in_memory())
@@ -116,7 +116,7 @@ class _Task:
 
 def _succeeded(result, task: _Task):
     """``result``, with ``attempts`` and ``faults`` added to its ``metrics`` dict (where it
-    has one; to each member's for the list a grouped job returns, ``evo_snn.grouped``) when
+    has one; to each member's for the list a grouped job returns, ``evo_snn.evaluation.grouped``) when
     it needed more than one attempt."""
     if task.faults:
         for r in result if isinstance(result, list) else [result]:
@@ -500,7 +500,7 @@ class _Actor:
 
     def evaluate(self, index: int, fault: str | None, *job):
         try:
-            inject(fault)  # evo_snn.faults: None unless faults.fail_rate > 0
+            inject(fault)  # evo_snn.evaluation.faults: None unless faults.fail_rate > 0
             return index, self.fn(*job)
         except Exception as e:
             return index, e
@@ -533,7 +533,7 @@ class ReplayEvaluator:
 
     A job ``(genome, seed, ...)`` whose (``genome.key``, seed) is in ``finished`` is yielded
     at once as ``FitnessResult(metrics, student)``, and a grouped job ``(member jobs, seed)``
-    (``evo_snn.grouped``) whose members all are, as the list of its members' results;
+    (``evo_snn.evaluation.grouped``) whose members all are, as the list of its members' results;
     before the jobs of ``inner`` (the order a serial run had: it finishes its jobs in
     order). The student is None when the store no longer has it: a kill after the end of
     the generation, whose students no owner needed any more were deleted (genomes out of
@@ -545,7 +545,7 @@ class ReplayEvaluator:
     """
 
     def __init__(self, inner, finished: dict, store):
-        from .fidelity import row_student_key
+        from evo_snn.evaluation.fidelity import row_student_key
 
         self.inner, self.store = inner, store
         self.finished = {(k, int(s)): m for (k, s), m in finished.items()}
@@ -558,7 +558,7 @@ class ReplayEvaluator:
         return self.inner.workers
 
     def map(self, fn: Callable, jobs: Iterable[Job]) -> Iterator[tuple[int, object]]:
-        from .outcome import FitnessResult
+        from evo_snn.evaluation.outcome import FitnessResult
 
         def key_of(job):
             try:
@@ -580,7 +580,7 @@ class ReplayEvaluator:
             if key in self.finished:
                 yield i, replay(key)
             elif members is not None and all(key_of(m) in self.finished for m in members):
-                yield i, [replay(key_of(m)) for m in members]  # a grouped job (evo_snn.grouped) whose members all finished
+                yield i, [replay(key_of(m)) for m in members]  # a grouped job (evo_snn.evaluation.grouped) whose members all finished
             else:
                 rest.append(i)
         if not self.finished:

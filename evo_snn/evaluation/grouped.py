@@ -55,8 +55,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from spikingjelly.activation_based import functional, layer
 
-from .workers import PerWorker
-from .kd import KDLoss, VirtualTeacherLoss, kd_mode
+from evo_snn.evaluation.workers import PerWorker
+from evo_snn.training.kd import KDLoss, VirtualTeacherLoss, kd_mode
 
 
 class GroupedLinear(nn.Module):
@@ -186,7 +186,7 @@ def group_masks(net: GroupedNet, masks: Sequence[dict[str, np.ndarray] | None]) 
 
 
 def member_losses(kd_cfg, z_s: torch.Tensor, z_t: torch.Tensor | None, y: torch.Tensor) -> torch.Tensor:
-    """Each student's training loss under ``kd_cfg.mode``, as ``evo_snn.kd.student_loss``
+    """Each student's training loss under ``kd_cfg.mode``, as ``evo_snn.training.kd.student_loss``
     computes it for one student: z_s ``[N, K, C]`` student logits, z_t ``[N, K, C]`` the
     teaching logits (None for modes without a teacher network), y ``[N]`` -> ``[K]``."""
     mode = kd_mode(kd_cfg.mode)

@@ -1,15 +1,15 @@
 """NSGA-II structure search over genomes (DEAP ``selNSGA2`` + ``ParetoFront``).
 
-The algorithm writes no files itself: students go to a ``StudentStore`` (``evo_snn.store``)
+The algorithm writes no files itself: students go to a ``StudentStore`` (``evo_snn.state.store``)
 as results arrive, and observers receive each evaluation and each generation through
-callbacks that get the search object (``evo_snn.search`` attaches the run logger and
-the checkpoint writer, ``evo_snn.checkpoint``). The operators (sampling, crossover,
+callbacks that get the search object (``evo_snn.search.run`` attaches the run logger and
+the checkpoint writer, ``evo_snn.state.checkpoint``). The operators (sampling, crossover,
 mutation, parent selection, survival) and the evaluator are passed in, with today's
 NSGA-II choices as defaults. ``StructureSearch.state_dict()``
 / ``load_state_dict()`` hand the whole search state out and back in as data, so that
 an interrupted search continues where it stopped.
 
-Multi-fidelity (``search.fidelity_fraction`` b < 1, ``evo_snn.fidelity``): each
+Multi-fidelity (``search.fidelity_fraction`` b < 1, ``evo_snn.evaluation.fidelity``): each
 generation's offspring are scored at b x kd.epochs (rung 0), ranked among themselves
 (``promote``: DEAP ``selNSGA2``), and the best ``ceil(search.promote_fraction x n)``
 continue from their rung-0 student to the full budget (rung 1); only full-fidelity
@@ -28,119 +28,26 @@ from __future__ import annotations
 import math
 import random
 import time
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable, Sequence
 
 import numpy as np
-from deap import base, tools
-from deap.benchmarks.tools import hypervolume as deap_hypervolume
-from deap.tools import sortNondominated
+from deap import tools
 from tqdm.auto import tqdm
 
-from .atomic import to_jsonable
-from .config import OBJECTIVES as OBJECTIVE_TABLE
-from .config import GenomeConfig, SearchConfig
-from .evaluator import SerialEvaluator, failure_metrics
-from .fidelity import FULL, FULL_RUNG, Rung, rung_seed, rungs, student_key
-from .fidelity import enabled as fidelity_enabled
-from .front import OBJECTIVES, hypervolume, objective_value  # noqa: F401  (the last two re-exported, as before)
-from .genome import Genome, GenomeOps
-from .store import StudentStore
+from evo_snn.atomic import to_jsonable
+from evo_snn.config import OBJECTIVES as OBJECTIVE_TABLE
+from evo_snn.config import GenomeConfig, SearchConfig
+from evo_snn.evaluation.evaluator import SerialEvaluator, failure_metrics
+from evo_snn.evaluation.fidelity import FULL, FULL_RUNG, Rung, rungs, student_key
+from evo_snn.evaluation.fidelity import enabled as fidelity_enabled
+from evo_snn.front import OBJECTIVES, Fitness, fitness_class, hypervolume, nondominated, objective_value, points_hypervolume  # noqa: F401
+from evo_snn.evaluation.individual import Individual, eval_seed
+from evo_snn.structure.genome import Genome, GenomeOps
+from evo_snn.state.store import StudentStore
 
 STATE_FORMAT = 1  # version of the dict returned by StructureSearch.state_dict()
 MAX_RESAMPLE = 10  # mutations tried per child before a duplicate genome is kept
-
-
-class Fitness(base.Fitness):
-    """(student validation accuracy, student sparsity): both maximised; hypervolume
-    reference (0, 0). The default; ``fitness_class`` builds the class of other objectives."""
-
-    weights = (1.0, 1.0)
-    objectives = OBJECTIVES
-    reference = (0.0, 0.0)
-
-
-_FITNESS_CLASSES: dict[tuple, type] = {}
-
-
-def fitness_class(objectives=OBJECTIVES, reference: dict | None = None) -> type:
-    """The DEAP fitness class of ``objectives`` (names in ``config.OBJECTIVES``), in order.
-
-    Its ``weights`` come from that table (+1 maximised, -1 minimised), ``objectives`` names
-    its values, and ``reference`` is the hypervolume's reference point, one value per
-    objective: ``reference[name]``, else the objective's worst value (accuracy 0,
-    sparsity 0, energy 1). ``Fitness`` itself for (accuracy, sparsity) at (0, 0).
-    raises ValueError naming an unknown objective.
-    """
-    objectives = tuple(objectives)
-    unknown = [o for o in objectives if o not in OBJECTIVE_TABLE]
-    if unknown:
-        raise ValueError(f"unknown objective(s) {unknown}; known: {list(OBJECTIVE_TABLE)}")
-    reference = reference or {}
-    ref = tuple(float(reference.get(o, OBJECTIVE_TABLE[o][2])) for o in objectives)
-    if objectives == Fitness.objectives and ref == Fitness.reference:
-        return Fitness
-    key = (objectives, ref)
-    if key not in _FITNESS_CLASSES:
-        weights = tuple(OBJECTIVE_TABLE[o][1] for o in objectives)
-        _FITNESS_CLASSES[key] = type(f"Fitness_{'_'.join(objectives)}", (base.Fitness,),
-                                     {"weights": weights, "objectives": objectives, "reference": ref,
-                                      "__module__": __name__, "__doc__": f"{objectives}, weights {weights}, reference {ref}"})
-    return _FITNESS_CLASSES[key]
-
-
-@dataclass(eq=False)
-class Individual:
-    genome: Genome
-    uid: str
-    gen: int
-    parents: tuple[str, ...] = ()
-    metrics: dict = field(default_factory=dict)
-    status: str = "pending"
-    seed: int = 0
-    fitness: Fitness = field(default_factory=Fitness)
-    init_key: str | None = None  # genome key of the parent whose student it inherits (search.inherit_weights)
-    rung: Rung | None = None  # the rung of its latest evaluation (multi-fidelity search); None: single fidelity
-
-    @property
-    def evaluation_seed(self) -> int:
-        """The seed of its latest evaluation: ``seed``, or at a continuation (rung 1 from its
-        rung-0 student) ``fidelity.rung_seed(seed, rung.index)``."""
-        if self.rung is None or not self.rung.continues:
-            return self.seed
-        return rung_seed(self.seed, self.rung.index)
-
-
-def eval_seed(root_seed: int, gen: int, index: int) -> int:
-    """Seed of one evaluation, derived from (root seed, generation, uid counter)."""
-    return int(np.random.SeedSequence([root_seed, gen, index]).generate_state(1)[0])
-
-
-def _points(points) -> list:
-    pts = []
-    for values in np.asarray(points, dtype=float).reshape(-1, len(OBJECTIVES)):
-        p = Individual.__new__(Individual)  # only .fitness is read by DEAP's sorting and hypervolume
-        p.fitness = Fitness(tuple(values))
-        pts.append(p)
-    return pts
-
-
-def points_hypervolume(points) -> float:
-    """``hypervolume`` of plain points: [M, 2] (accuracy, sparsity) fractions, reference (0, 0)."""
-    pts = _points(points)
-    return float(deap_hypervolume(pts, ref=np.zeros(len(OBJECTIVES)))) if pts else 0.0
-
-
-def nondominated(points) -> list[int]:
-    """Indices (ascending) of the non-dominated rows of [M, 2] (accuracy, sparsity),
-    both maximised (DEAP ``sortNondominated``, first front; equal points all stay)."""
-    pts = _points(points)
-    if not pts:
-        return []
-    first = sortNondominated(pts, len(pts), first_front_only=True)[0]
-    ids = {id(p) for p in first}
-    return [i for i, p in enumerate(pts) if id(p) in ids]
 
 
 def initial_genomes(ops: GenomeOps, cfg: GenomeConfig, n: int, rng: np.random.Generator) -> list[Genome]:
@@ -203,7 +110,7 @@ class StructureSearch:
       with ``rung`` a ``fidelity.Rung``: train ``rung.spent`` x kd.epochs; at a
       continuation (``rung.continues``) init_state is the genome's own rung-0 student.
     evaluator: ``map(fn, jobs)`` yielding ``(index, result | Exception)``
-      (``evo_snn.evaluator``; default ``SerialEvaluator()``).
+      (``evo_snn.evaluation.evaluator``; default ``SerialEvaluator()``).
     store: where students go as results arrive and are read from (``StudentStore``;
       default in memory). The search keeps metrics only (``results``).
     sampling(n, rng) -> n genomes of generation 0 (default ``initial_genomes``).
@@ -252,14 +159,14 @@ class StructureSearch:
         self.elapsed_s = 0.0  # search wall time up to the end of generation `gen`, over all sessions
         self._counter = 0
         self._grouped = None  # GroupedJobs(fitness), built on the first grouped map
-        # multi-fidelity (evo_snn.fidelity): (rung 0, rung 1), or None for one fidelity
+        # multi-fidelity (evo_snn.evaluation.fidelity): (rung 0, rung 1), or None for one fidelity
         self.rungs = rungs(search.fidelity_fraction) if fidelity_enabled(search) else None
         self.promote_fraction = float(getattr(search, "promote_fraction", 0.5))
         self._screened: dict[str, dict] = {}  # genome key -> rung-0 metrics, this generation only
-        # forward-only screening (search.screen, evo_snn.screening): the screener and the run's counted screening compute
+        # forward-only screening (search.screen, evo_snn.evaluation.screening): the screener and the run's counted screening compute
         self.screener = screener
         if self.screener is None and str(getattr(search, "screen", "none") or "none") != "none":
-            from .screening import Screener, context_of
+            from evo_snn.evaluation.screening import Screener, context_of
 
             ctx = context_of(fitness)
             if ctx is None:
@@ -370,7 +277,7 @@ class StructureSearch:
         return [c for c in children if id(c) in ids], n
 
     def screen(self, children: list[Individual], gen: int) -> list[Individual]:
-        """Forward-only multi-step screening (``search.screen``, ``evo_snn.screening``) of
+        """Forward-only multi-step screening (``search.screen``, ``evo_snn.evaluation.screening``) of
         children not in the cache; returns those promoted to the KD rung (with their twins),
         in children order.
 
@@ -388,7 +295,7 @@ class StructureSearch:
         (forward_samples x ratio, training-sample equivalents), ``seconds``, ``sparsity``,
         ``promoted`` (on the last row of a candidate). Adds to ``screen_forward_samples``,
         ``screen_compute_samples`` and ``screen_evals``."""
-        from .screening import promote_count
+        from evo_snn.evaluation.screening import promote_count
 
         sc, cfg = self.screener, self.search
         distinct, seen = [], {}
@@ -486,14 +393,14 @@ class StructureSearch:
 
     def _map(self, jobs: list[tuple]):
         """``evaluator.map(fitness, jobs)``; with ``search.students_per_batch`` K > 1 the jobs
-        go in groups of K, in order (``evo_snn.grouped.GroupedJobs``: one grouped network
+        go in groups of K, in order (``evo_snn.evaluation.grouped.GroupedJobs``: one grouped network
         trains the K students), and each member's result (or the group's exception) is
         yielded under the member's own index, as the ungrouped map does."""
         K = int(getattr(self.search, "students_per_batch", 1) or 1)
         if K <= 1:
             yield from self.evaluator.map(self.fitness, jobs)
             return
-        from .grouped import GroupedJobs
+        from evo_snn.evaluation.grouped import GroupedJobs
 
         if getattr(self, "_grouped", None) is None:  # one wrapper per search: a Ray actor receives (and builds) it once
             self._grouped = GroupedJobs(self.fitness)

@@ -35,10 +35,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import allocation as al
-from .allocation import zeros_for  # noqa: F401  (genome.zeros_for, as before)
-from .atomic import atomic_write_bytes
-from .config import GenomeConfig
+from evo_snn.structure import allocation as al
+from evo_snn.structure.allocation import zeros_for  # noqa: F401  (genome.zeros_for, as before)
+from evo_snn.atomic import atomic_write_bytes
+from evo_snn.config import GenomeConfig
 
 
 
@@ -109,7 +109,7 @@ class Genome:
         """Inverse of ``save``; raises ValueError if the files disagree, and
         ``evo_snn.names.UnsafeNameError`` (a ValueError) when ``masks_file`` is not a plain
         name inside ``directory``."""
-        from .names import plain_name
+        from evo_snn.names import plain_name
 
         d = Path(directory)
         meta = json.loads((d / "genome.json").read_text())

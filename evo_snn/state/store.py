@@ -32,7 +32,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
-from .names import plain_name
+from evo_snn.names import plain_name
 
 SUFFIX = ".pt"
 
@@ -68,7 +68,7 @@ class StudentStore:
         if self.directory is None:
             self._memory[key] = state
             return
-        from .rundir import save_state_dict  # torch only where a file is written
+        from evo_snn.state.rundir import save_state_dict  # torch only where a file is written
 
         save_state_dict(self.path(key), state)
 

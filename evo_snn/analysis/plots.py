@@ -1,5 +1,5 @@
 """Run plots (matplotlib, Agg backend): Pareto front, hypervolume, per-layer sparsity,
-overlaid fronts of several runs (``evo_snn.pareto``) and the reproduction figure."""
+overlaid fronts of several runs (``evo_snn.analysis.pareto``) and the reproduction figure."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import pandas as pd  # noqa: E402
 from matplotlib.colors import BoundaryNorm  # noqa: E402
 from matplotlib.ticker import EngFormatter, FormatStrFormatter, LogLocator, MaxNLocator, NullFormatter, NullLocator  # noqa: E402
 
-from .fidelity import full_rows  # noqa: E402
-from .rundir import atomic_write_bytes  # noqa: E402
+from evo_snn.evaluation.fidelity import full_rows  # noqa: E402
+from evo_snn.state.rundir import atomic_write_bytes  # noqa: E402
 
 METHOD_COLOURS = {"search": "crimson", "global": "tab:blue", "uniform": "tab:green", "random": "tab:orange",
                   "global_long": "tab:purple", "lamp": "tab:olive", "lamp_long": "tab:brown", "erk": "tab:cyan",
@@ -75,7 +75,7 @@ def pareto_figure(evaluations: pd.DataFrame, pareto: pd.DataFrame, dense_teacher
         cb.ax.yaxis.set_major_formatter(FormatStrFormatter("%d"))
     front = pareto.sort_values("sparsity")
     if len(front):  # with energy as an objective the archive is a 3-D front: its (accuracy, sparsity) front is the line
-        from .nsga import nondominated
+        from evo_snn.front import nondominated
 
         flat = front.iloc[nondominated(front[["accuracy", "sparsity"]].to_numpy())]
         others = front.drop(index=flat.index)
@@ -118,7 +118,7 @@ def _readable_log_ticks(axis, lo: float, hi: float) -> None:
 
 def energy_figure(evaluations: pd.DataFrame, pareto: pd.DataFrame, exported: list[dict]):
     """The figure of energy.png (returned open): validation accuracy against the effective
-    ACs per sample (``evo_snn.energy``, NeuroBench definitions; log scale) of every
+    ACs per sample (``evo_snn.evaluation.energy``, NeuroBench definitions; log scale) of every
     evaluated genome, coloured by its sparsity, with the archive's members (crimson rings)
     and the exported members (gold stars). Columns: accuracy, sparsity, effective_acs."""
     fig, ax = plt.subplots(figsize=(7, 5))
@@ -152,7 +152,7 @@ def plot_run(plots_dir: Path, evaluations: pd.DataFrame, pareto: pd.DataFrame, g
     evaluations: columns gen, accuracy, sparsity (status 'ok' rows); pareto: uid,
     accuracy, sparsity; generations: gen, hypervolume; accuracies/sparsities are fractions.
     exported: the exported members' metrics.json records (uid, roles, accuracy,
-    sparsity, layer_sparsity): labelled on pareto.png. baselines: ``evo_snn.baselines``'
+    sparsity, layer_sparsity): labelled on pareto.png. baselines: ``evo_snn.analysis.baselines``'
     table (method, selected, sparsity, val_accuracy): each baseline's validation front
     is drawn on pareto.png in its own colour. Rows of a multi-fidelity search's rung 0
     (``fidelity`` < 1) are left out of every figure (``fidelity.full_rows``).
@@ -217,7 +217,7 @@ def plot_fronts(path: Path, fronts: dict[str, pd.DataFrame], teacher_accuracy: d
 
 def plot_reproduction(summary: pd.DataFrame, path: Path) -> None:
     """reproduce.png: student test accuracy per KD variant vs teacher prune ratio, and the
-    pruned teacher's, mean ± std over seeds (``evo_snn.reproduce.summarise`` columns)."""
+    pruned teacher's, mean ± std over seeds (``evo_snn.analysis.reproduce.summarise`` columns)."""
     fig, ax = plt.subplots(figsize=(6, 4))
     for kd, part in summary.groupby("kd", sort=False):
         part = part.sort_values("teacher_ratio")
@@ -234,7 +234,7 @@ def plot_reproduction(summary: pd.DataFrame, path: Path) -> None:
 
 def plot_comparison(path: Path, table: pd.DataFrame, dense_teacher_accuracy: float | None, val: bool,
                     dense_teacher_energy: float | None = None) -> None:
-    """Fronts of the search and each baseline (``evo_snn.baselines``): accuracy against
+    """Fronts of the search and each baseline (``evo_snn.analysis.baselines``): accuracy against
     sparsity of each method's selected members, as a staircase from sparse to dense; and,
     when the table has energy columns, a second panel: accuracy against the energy fraction
     (estimated energy per sample over the dense bound) of each method's energy-front members.

@@ -37,7 +37,8 @@ z_l / n_l and the masks). The rules:
   costs more energy per unit of magnitude, so the layers with most SynOps per weight
   are pruned first.
 
-All rules are numpy, deterministic, and torch-free except ``synops_per_weight``.
+All rules are numpy, deterministic, and torch-free (the SynOps per weight of ``energy_aware`` come from
+``evo_snn.evaluation.energy.synops_per_weight``).
 ``allocation_masks(method, weights, sparsity, ...)`` gives the keep-masks of any rule.
 """
 
@@ -318,32 +319,6 @@ def allocation_masks(method: str, weights, sparsity: float, **kwargs) -> list[np
     return masks_from_counts(weights, allocation_counts(method, weights, sparsity, **kwargs))
 
 
-def synops_per_weight(model, x_seq, names: Sequence[str]) -> dict[str, float]:
-    """{name: dense SynOps per weight per sample} of the named connection layers of ``model``.
-
-    Measured with ``energy.count_energy`` (forward hooks, NeuroBench dense SynOps: every
-    (input element, weight) product, whatever the values; zero padding not counted) on
-    ``x_seq: [T, N, ...]`` (spikingjelly multi-step layout, on the model's device), divided by
-    each layer's number of weights: about T x output positions for a conv without groups,
-    T for a linear layer. Dense counts depend on the input's shape only, so an all-zero
-    ``x_seq`` of the data's frame shape measures the same as real data.
-    raises KeyError for a name that is not a connection layer of ``model``, ValueError when
-    a layer performed no operation."""
-    from .energy import count_energy
-
-    report = count_energy(model, x_seq)
-    modules = dict(model.named_modules())
-    out = {}
-    for name in names:
-        if name not in report.layers:
-            raise KeyError(f"{name!r} is not a connection layer of {type(model).__name__}")
-        ops = report.layers[name].synops
-        if not ops > 0:
-            raise ValueError(f"layer {name!r} performed no synaptic operation on x_seq {tuple(x_seq.shape)}")
-        out[name] = float(ops) / modules[name].weight.numel()
-    return out
-
-
 __all__ = ["METHODS", "allocation_counts", "allocation_masks", "energy_aware", "erk",
            "erk_densities", "global_magnitude", "lamp", "lamp_scores", "mask_from_count", "masks_from_counts",
-           "round_to_total", "synops_per_weight", "target_count", "uniform", "zeros_for"]
+           "round_to_total", "target_count", "uniform", "zeros_for"]

@@ -26,9 +26,9 @@ from spikingjelly.activation_based import functional
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
 from tqdm.auto import tqdm
 
-from . import threads
-from .config import AMP_MODES, ConfigError, TrainConfig
-from .data import FrameSet
+from evo_snn import threads
+from evo_snn.config import AMP_MODES, ConfigError, TrainConfig
+from evo_snn.data import FrameSet
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 """``train.amp`` -> the autocast dtype ('none' runs float32 without autocast)."""

@@ -1,7 +1,7 @@
 """``PerWorker``: a callable built from its factory once per process, in the process that
 uses it (a Ray actor, or the driver for the serial evaluator).
 
-Below the evaluator (``evo_snn.evaluator``) and the grouped jobs (``evo_snn.grouped``),
+Below the evaluator (``evo_snn.evaluation.evaluator``) and the grouped jobs (``evo_snn.evaluation.grouped``),
 which both build on it: this module imports nothing of evo_snn (torch only inside
 ``build``, for a device).
 """

@@ -14,12 +14,12 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from .atomic import atomic_write_bytes
-from .config import Config
-from .data import Splits
-from .kd import kd_mode
-from .models import build_model
-from .train import accuracy, ce_loss, cpu_state, eval_batch_size, train_steps
+from evo_snn.atomic import atomic_write_bytes
+from evo_snn.config import Config
+from evo_snn.data import Splits
+from evo_snn.training.kd import kd_mode
+from evo_snn.models import build_model
+from evo_snn.training.train import accuracy, ce_loss, cpu_state, eval_batch_size, train_steps
 
 
 class TeacherLoadError(ValueError):

@@ -9,7 +9,7 @@ Layout (every file written atomically: tmp + ``os.replace``)::
                             {genome key: metrics}), plus "logbook" (generations.csv rows)
       torch_rng.pt          {"cpu": torch.get_rng_state()} (uint8 tensor)
     genomes/<key>/          genome.json + masks.npz (``Genome.save``) of every live genome
-    students/<key>.pt       the run's ``StudentStore`` (``evo_snn.store``): the search puts each
+    students/<key>.pt       the run's ``StudentStore`` (``evo_snn.state.store``): the search puts each
                             student there as its result arrives; a checkpoint references them
 
 A generation is written into ``checkpoints/tmp-<pid>/`` first, renamed to a fresh
@@ -47,11 +47,11 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .atomic import atomic_write_bytes, json_default
-from .genome import Genome
-from .names import plain_name
-from .rundir import now_iso, save_state_dict
-from .store import StudentStore
+from evo_snn.atomic import atomic_write_bytes, json_default
+from evo_snn.structure.genome import Genome
+from evo_snn.names import plain_name
+from evo_snn.state.rundir import now_iso, save_state_dict
+from evo_snn.state.store import StudentStore
 
 CHECKPOINT_FORMAT = 1
 POINTER = "state.json"

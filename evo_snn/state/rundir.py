@@ -3,7 +3,7 @@
 Layout::
 
   config.json  manifest.json  evaluations.jsonl  generations.csv  pareto.csv
-  teacher/  checkpoints/ (evo_snn.checkpoint)  exported/<uid>/  plots/
+  teacher/  checkpoints/ (evo_snn.state.checkpoint)  exported/<uid>/  plots/
 
 ``RunDir.create`` makes a new run directory; ``RunDir.open`` an existing one, for
 ``--resume`` (``RunDir.resume`` then records the resume in manifest.json).
@@ -35,9 +35,9 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .atomic import atomic_write_bytes, json_default, read_jsonl
-from .front import hypervolume, objective_value
-from .train import cpu_state
+from evo_snn.atomic import atomic_write_bytes, json_default, read_jsonl
+from evo_snn.front import hypervolume, objective_value
+from evo_snn.training.train import cpu_state
 
 PACKAGES = ("evo_snn", "torch", "spikingjelly", "deap", "ray", "numpy", "pandas")
 
@@ -179,8 +179,8 @@ class RunDir:
 
     def save_teachers(self, teachers) -> None:
         """teacher/teacher.pt, metrics.json, split.json (when known) and, for kd.mode 'ann',
-        ann_teacher.pt + ann_metrics.json of an ``evo_snn.teacher.Teachers``; then deletes
-        teacher/partial.pt (``evo_snn.teacher.train_teacher``'s epoch checkpoint)."""
+        ann_teacher.pt + ann_metrics.json of an ``evo_snn.training.teacher.Teachers``; then deletes
+        teacher/partial.pt (``evo_snn.training.teacher.train_teacher``'s epoch checkpoint)."""
         save_state_dict(self.teacher / "teacher.pt", teachers.dense.state_dict())
         self.write_json("teacher/metrics.json", teachers.metrics)
         if teachers.split is not None:
@@ -299,10 +299,10 @@ def row_metrics(row: dict) -> dict:
 
 
 class RunLogger:
-    """Search callback of ``evo_snn.search``: writes evaluations.jsonl (``on_evaluation``, as each result arrives),
+    """Search callback of ``evo_snn.search.run``: writes evaluations.jsonl (``on_evaluation``, as each result arrives),
     generations.csv and pareto.csv (``logger(search)``, after each generation).
 
-    In a multi-fidelity search (``evo_snn.fidelity``) every row carries ``fidelity``,
+    In a multi-fidelity search (``evo_snn.evaluation.fidelity``) every row carries ``fidelity``,
     ``rung`` and ``fidelity_spent``; a promoted child has two rows with its uid, rung 0
     and rung 1, each with the seed of that evaluation and its own ``train_samples``."""
 
@@ -315,7 +315,7 @@ class RunLogger:
         self.failed_streak = 0  # generations in a row without a successful evaluation
 
     def on_evaluation(self, ind, metrics) -> None:
-        seed = getattr(ind, "evaluation_seed", ind.seed)  # a multi-fidelity continuation's own seed (evo_snn.fidelity)
+        seed = getattr(ind, "evaluation_seed", ind.seed)  # a multi-fidelity continuation's own seed (evo_snn.evaluation.fidelity)
         row = {"gen": ind.gen, "uid": ind.uid, "parents": list(ind.parents), "genome_key": ind.genome.key,
                "status": ind.status, "seed": seed, "ratios": [round(r, 6) for r in ind.genome.ratios], **ind.metrics}
         self.rows.append(row)
@@ -386,7 +386,7 @@ def duration(seconds: float) -> str:
 
 
 ENERGY_COLUMNS = ("effective_acs", "effective_macs", "synops", "energy_pj", "energy_fraction", "firing_rate")
-"""pareto.csv's energy columns (``evo_snn.energy``, per sample on the validation pass),
+"""pareto.csv's energy columns (``evo_snn.evaluation.energy``, per sample on the validation pass),
 written when the members' metrics have them."""
 
 

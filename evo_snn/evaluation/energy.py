@@ -41,14 +41,14 @@ computed once per layer (see ``_Fanout``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 from spikingjelly.activation_based import functional
 
-from .models.neurons import ANN_ACTIVATIONS, spiking_nodes
+from evo_snn.models.neurons import ANN_ACTIVATIONS, spiking_nodes
 
 E_AC_PJ = 0.9
 """Energy of one accumulate, pJ: 32-bit float add at 45 nm (Horowitz, ISSCC 2014)."""
@@ -389,5 +389,29 @@ def layer_table(report: EnergyReport):
     return pd.DataFrame(rows)
 
 
+def synops_per_weight(model, x_seq, names: Sequence[str]) -> dict[str, float]:
+    """{name: dense SynOps per weight per sample} of the named connection layers of ``model``.
+
+    Measured with ``count_energy`` (forward hooks, NeuroBench dense SynOps: every
+    (input element, weight) product, whatever the values; zero padding not counted) on
+    ``x_seq: [T, N, ...]`` (spikingjelly multi-step layout, on the model's device), divided by
+    each layer's number of weights: about T x output positions for a conv without groups,
+    T for a linear layer. Dense counts depend on the input's shape only, so an all-zero
+    ``x_seq`` of the data's frame shape measures the same as real data.
+    raises KeyError for a name that is not a connection layer of ``model``, ValueError when
+    a layer performed no operation."""
+    report = count_energy(model, x_seq)
+    modules = dict(model.named_modules())
+    out = {}
+    for name in names:
+        if name not in report.layers:
+            raise KeyError(f"{name!r} is not a connection layer of {type(model).__name__}")
+        ops = report.layers[name].synops
+        if not ops > 0:
+            raise ValueError(f"layer {name!r} performed no synaptic operation on x_seq {tuple(x_seq.shape)}")
+        out[name] = float(ops) / modules[name].weight.numel()
+    return out
+
+
 __all__ = ["CONNECTION_TYPES", "E_AC_PJ", "E_MAC_PJ", "EnergyCounter", "EnergyReport", "LayerOps", "NeuronActivity",
-           "connection_layers", "count_energy", "layer_table", "neuron_layers"]
+           "connection_layers", "count_energy", "layer_table", "neuron_layers", "synops_per_weight"]

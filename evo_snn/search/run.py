@@ -6,9 +6,9 @@ teacher -> KD-trained student -> validation accuracy and sparsity) -> Pareto fro
 measured once, here, at the end).
 
 Each trained student goes to the run's ``StudentStore`` (``<run>/checkpoints/students/``,
-``evo_snn.store``) as its result arrives; the run logger and the checkpoint writer are
+``evo_snn.state.store``) as its result arrives; the run logger and the checkpoint writer are
 search callbacks (``cb(search)``). After every generation the search state goes to
-``<run>/checkpoints/`` (``evo_snn.checkpoint``); ``--resume RUN_DIR`` continues an interrupted (or completed,
+``<run>/checkpoints/`` (``evo_snn.state.checkpoint``); ``--resume RUN_DIR`` continues an interrupted (or completed,
 with a larger ``--generations``) run from its last checkpoint with the run's own
 config.json, data root and teacher.
 """
@@ -28,8 +28,8 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .atomic import DISK_ERRNOS
-from .checkpoint import (
+from evo_snn.atomic import DISK_ERRNOS
+from evo_snn.state.checkpoint import (
     Checkpoint,
     CheckpointError,
     CheckpointWriter,
@@ -37,24 +37,24 @@ from .checkpoint import (
     load_checkpoint,
     student_store,
 )
-from .cli import show_progress
-from .config import Config, ConfigError, load_config, read_run_config
-from .data import DATASETS, DatasetFormatError, load_splits
-from .evaluator import ReplayEvaluator, genome_fitness, make_evaluator
-from .export import finalize
-from .fitness import FitnessContext, default_device
-from .genome import GenomeOps
-from .kd import kd_mode
-from .models import build_model, check_backend_request, model_names, select_backend
-from .nsga import StructureSearch
-from .plots import plot_run
-from .pruning import prunable_layers, weight_magnitudes
-from .rundir import (RunDir, RunDirError, RunLogger, SearchFailedError, failure_summary, pareto_frame, reclaim_sigterm,
+from evo_snn.cli import show_progress
+from evo_snn.config import Config, ConfigError, load_config, read_run_config
+from evo_snn.data import DATASETS, DatasetFormatError, load_splits
+from evo_snn.evaluation.evaluator import ReplayEvaluator, genome_fitness, make_evaluator
+from evo_snn.deploy.export import finalize
+from evo_snn.evaluation.fitness import FitnessContext, default_device
+from evo_snn.structure.genome import GenomeOps
+from evo_snn.training.kd import kd_mode
+from evo_snn.models import build_model, check_backend_request, model_names, select_backend
+from evo_snn.search.nsga import StructureSearch
+from evo_snn.analysis.plots import plot_run
+from evo_snn.structure.pruning import prunable_layers, weight_magnitudes
+from evo_snn.state.rundir import (RunDir, RunDirError, RunLogger, SearchFailedError, failure_summary, pareto_frame, reclaim_sigterm,
                      row_metrics, sigterm_as_interrupt)
-from . import threads
-from .teacher import PARTIAL_FILE, TeacherLoadError
-from .teacher import prepare as prepare_teachers
-from .train import check_hot_path, cpu_state
+from evo_snn import threads
+from evo_snn.training.teacher import PARTIAL_FILE, TeacherLoadError
+from evo_snn.training.teacher import prepare as prepare_teachers
+from evo_snn.training.train import check_hot_path, cpu_state
 
 EXIT_USAGE = 2
 
