@@ -36,7 +36,7 @@ class RayEvaluator:
     gpus_per_worker: None = ``gpu_share`` of the cluster's GPUs. cpus_per_worker: CPUs
     reserved per actor, which is also its number of torch threads.
     max_retries, eval_timeout_s (seconds, 0 = none), faults (``FaultsConfig`` or None):
-    see the module docstring. ``fn`` must be picklable; it is sent to every actor once
+    see ``evo_snn.evaluation.evaluator``. ``fn`` must be picklable; it is sent to every actor once
     (when it differs from the last one) and built there (``build()``, with the actor's
     device) before any job runs, so an error building it raises here.
 
@@ -112,7 +112,7 @@ class RayEvaluator:
         """``(index, result | Exception)`` of every job, in completion order: each attempt is
         submitted to an idle actor (``_submit``), a finished one collected (``_collect``)
         or an expired one ended (``_expire``), and a failed one run again until
-        ``max_retries`` (``_retry_or_fail``); see the module docstring."""
+        ``max_retries`` (``_retry_or_fail``); see ``evo_snn.evaluation.evaluator``."""
         pending = deque(Task(i, job) for i, job in enumerate(jobs))
         if not pending:
             return
