@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from evo_snn.analysis import baselines as B
+from evo_snn.analysis import comparison as C  # Comparison.measure: the test measurement
 from evo_snn.analysis.baselines import (FINETUNED, Member, finetune_budget, finetune_targets, main as baselines_main,
                                select_finetune)
 from evo_snn.config import ConfigError, GenomeConfig, SearchConfig, load_config
@@ -188,7 +189,7 @@ def test_finetuned_members_are_chosen_on_validation_never_on_test(run_dir, monke
     picked = []
     for seed in (1, 2):
         rng = np.random.default_rng(seed)
-        monkeypatch.setattr(B, "accuracy", lambda model, split: float(rng.random()))
+        monkeypatch.setattr(C, "accuracy", lambda model, split: float(rng.random()))
         assert baselines_main([str(run_dir), "--finetune-share", "0.5", "--methods", "none", "--ratios",
                                ",".join(map(str, RATIOS)), "--suffix", f"poison{seed}", "--no-progress"]) == 0
         doc = json.loads((run_dir / f"comparison-poison{seed}.json").read_text())

@@ -170,7 +170,7 @@ def run_summary(view: RunView) -> dict:
     their objectives), ``search_hypervolume`` (generations.csv: the run's own objectives and
     reference point), best validation accuracy at sparsity >= 0.5 / 0.8 / 0.9 (NaN when no
     member is that sparse), dense teacher validation accuracy."""
-    from evo_snn.analysis.baselines import accuracy_at_sparsity
+    from evo_snn.analysis.fronts import accuracy_at_sparsity
     from evo_snn.front import points_hypervolume
 
     pts = view.front[["accuracy", "sparsity"]].to_numpy(float) if len(view.front) else np.zeros((0, 2))

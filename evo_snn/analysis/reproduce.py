@@ -78,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args, argv: list[str]) -> int:
+    """The protocol of ``args`` (``build_parser``) in a new run directory; 0 when done, 2 for
+    a bad config, data set or run directory, 130 when interrupted."""
     try:
         overrides = list(args.overrides) + ([f"model.name={args.model}"] if args.model else [])
         cfg = load_config(args.dataset, args.config, overrides)
@@ -98,55 +100,9 @@ def run(args, argv: list[str]) -> int:
     rows: list[dict] = []
     try:
         for s in range(args.seeds):
-            seed = cfg.search.seed + s
-            teacher, _ = train_teacher(cfg, splits, seed, device, progress=False)
-            dense_acc = accuracy(teacher, splits.test)
-            save_state_dict(run.teacher / f"teacher_seed{seed}.pt", teacher.state_dict())
-            ann = None
-            if "ann" in args.kd:
-                ann, _ = train_teacher(replace(cfg, model=cfg.model.ann_twin()), splits, seed, device, progress=False)
-            layers = tuple(prunable_layers(teacher, cfg.genome.prunable))
-            ops = GenomeOps(weight_magnitudes(teacher, layers), replace(cfg.genome, ratio_min=0.0, ratio_max=0.999))
-            cache: dict[tuple[str, float], float] = {}
-
-            # every student of this seed starts from the same init (a paired comparison),
-            # drawn from a stream distinct from the teacher's so no student replays it
-            student_seed = int(np.random.SeedSequence([seed, 1]).generate_state(1)[0])
-
-            def student_accuracy(mode: str, ratio: float, teaching) -> float:
-                key = (mode, ratio if kd_mode(mode).ratio_dependent else 0.0)
-                if key not in cache:
-                    torch.manual_seed(student_seed)
-                    student = build_model(cfg.model, splits.frame_shape, splits.num_classes).to(device)
-                    loss = student_loss(replace(cfg.kd, mode=mode), splits.num_classes, teaching)
-                    train_steps(student, splits.train, epochs=epochs, batch_size=cfg.teacher.batch_size,
-                                lr=cfg.teacher.lr, weight_decay=cfg.teacher.weight_decay, loss_fn=loss, seed=student_seed,
-                                hot_path=cfg.train)
-                    cache[key] = accuracy(student, splits.test)
-                return cache[key]
-
-            bar = tqdm(total=len(args.ratios) * len(args.kd), desc=f"seed {seed}", disable=not progress, leave=False)
-            for ratio in args.ratios:
-                pruned = sparse_copy(teacher, ops.magnitude([ratio] * len(layers)).mask_dict())
-                t_acc = accuracy(pruned, splits.test)
-                for mode in args.kd:
-                    rows.append({"seed": seed, "student_seed": student_seed, "kd": mode, "teacher_ratio": ratio, "teacher_accuracy": t_acc,
-                                 "student_accuracy": student_accuracy(mode, ratio, teacher_for(mode, sparse=pruned, dense=teacher, ann=ann)),
-                                 "dense_teacher_accuracy": dense_acc})
-                    bar.update(1)
-            bar.close()
-            none_acc = student_accuracy("none", 0.0, None)
-            for r in rows:
-                if r["seed"] == seed:
-                    r["improvement_over_none"] = r["student_accuracy"] - none_acc
-            tqdm.write(f"seed {seed}: dense teacher test accuracy {dense_acc:.3f}, student with 'none' {none_acc:.3f} "
-                       f"({time.perf_counter() - t0:.0f} s)")
+            rows += seed_rows(cfg, splits, cfg.search.seed + s, args.ratios, args.kd, epochs, device, run, progress, t0)
             run.write_csv("reproduce.csv", pd.DataFrame(rows))
-        summary = summarise(pd.DataFrame(rows))
-        run.write_csv("reproduce_summary.csv", summary)
-        plot_reproduction(summary, run.plots / "reproduce.png")
-        with pd.option_context("display.width", 160, "display.max_columns", 20):
-            print(summary.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+        write_summary(run, pd.DataFrame(rows))
         run.finish("completed", wall_s=time.perf_counter() - t0)
         print(f"done: {run.path}")
         return 0
@@ -156,3 +112,70 @@ def run(args, argv: list[str]) -> int:
     except Exception as e:
         run.finish("failed", error=f"{type(e).__name__}: {e}")
         raise
+
+
+def seed_rows(cfg, splits, seed: int, ratios, modes, epochs: float, device, run: RunDir, progress: bool,
+              t0: float) -> list[dict]:
+    """The reproduce.csv rows of one seed, one per (teacher prune ratio, KD variant): the dense
+    teacher trained (and saved in ``run``), pruned at each ratio, and a student trained with each
+    variant of ``modes`` (``epochs`` epochs); test accuracies. ``t0``: the run's start (the note
+    printed at the end of the seed)."""
+    teacher, _ = train_teacher(cfg, splits, seed, device, progress=False)
+    dense_acc = accuracy(teacher, splits.test)
+    save_state_dict(run.teacher / f"teacher_seed{seed}.pt", teacher.state_dict())
+    ann = None
+    if "ann" in modes:
+        ann, _ = train_teacher(replace(cfg, model=cfg.model.ann_twin()), splits, seed, device, progress=False)
+    layers = tuple(prunable_layers(teacher, cfg.genome.prunable))
+    ops = GenomeOps(weight_magnitudes(teacher, layers), replace(cfg.genome, ratio_min=0.0, ratio_max=0.999))
+    cache: dict[tuple[str, float], float] = {}
+
+    # every student of this seed starts from the same init (a paired comparison),
+    # drawn from a stream distinct from the teacher's so no student replays it
+    student_seed = int(np.random.SeedSequence([seed, 1]).generate_state(1)[0])
+
+    def student_accuracy(mode: str, ratio: float, teaching) -> float:
+        key = (mode, ratio if kd_mode(mode).ratio_dependent else 0.0)
+        if key not in cache:
+            cache[key] = train_student(cfg, splits, mode, teaching, epochs, student_seed, device)
+        return cache[key]
+
+    rows = []
+    bar = tqdm(total=len(ratios) * len(modes), desc=f"seed {seed}", disable=not progress, leave=False)
+    for ratio in ratios:
+        pruned = sparse_copy(teacher, ops.magnitude([ratio] * len(layers)).mask_dict())
+        t_acc = accuracy(pruned, splits.test)
+        for mode in modes:
+            rows.append({"seed": seed, "student_seed": student_seed, "kd": mode, "teacher_ratio": ratio, "teacher_accuracy": t_acc,
+                         "student_accuracy": student_accuracy(mode, ratio, teacher_for(mode, sparse=pruned, dense=teacher, ann=ann)),
+                         "dense_teacher_accuracy": dense_acc})
+            bar.update(1)
+    bar.close()
+    none_acc = student_accuracy("none", 0.0, None)
+    for r in rows:
+        r["improvement_over_none"] = r["student_accuracy"] - none_acc
+    tqdm.write(f"seed {seed}: dense teacher test accuracy {dense_acc:.3f}, student with 'none' {none_acc:.3f} "
+               f"({time.perf_counter() - t0:.0f} s)")
+    return rows
+
+
+def train_student(cfg, splits, mode: str, teaching, epochs: float, student_seed: int, device) -> float:
+    """Test accuracy of a student of the config's model trained from the init of ``student_seed``
+    for ``epochs`` epochs with KD variant ``mode`` taught by ``teaching`` (the teacher's batch
+    size, lr and weight decay)."""
+    torch.manual_seed(student_seed)
+    student = build_model(cfg.model, splits.frame_shape, splits.num_classes).to(device)
+    loss = student_loss(replace(cfg.kd, mode=mode), splits.num_classes, teaching)
+    train_steps(student, splits.train, epochs=epochs, batch_size=cfg.teacher.batch_size,
+                lr=cfg.teacher.lr, weight_decay=cfg.teacher.weight_decay, loss_fn=loss, seed=student_seed,
+                hot_path=cfg.train)
+    return accuracy(student, splits.test)
+
+
+def write_summary(run: RunDir, rows: pd.DataFrame) -> None:
+    """reproduce_summary.csv (``summarise`` of the rows of all seeds), plots/reproduce.png, and the summary printed."""
+    summary = summarise(rows)
+    run.write_csv("reproduce_summary.csv", summary)
+    plot_reproduction(summary, run.plots / "reproduce.png")
+    with pd.option_context("display.width", 160, "display.max_columns", 20):
+        print(summary.to_string(index=False, float_format=lambda v: f"{v:.4f}"))

@@ -40,7 +40,8 @@ import numpy as np
 import pandas as pd
 
 from evo_snn.atomic import atomic_write_bytes
-from evo_snn.analysis.baselines import FIXED_ENERGY_FRACTIONS, FIXED_SPARSITIES, LONG
+from evo_snn.analysis.fronts import FIXED_ENERGY_FRACTIONS, FIXED_SPARSITIES
+from evo_snn.analysis.methods import LONG
 
 _VARIANT = re.compile(r"-s\d+-(?P<variant>[^/]+)$")
 
