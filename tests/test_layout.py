@@ -35,7 +35,6 @@ PENDING_MODULES: set[str] = {
 PENDING_FUNCTIONS: set[str] = {
     "evo_snn/analysis/baselines.py::compare",
     "evo_snn/analysis/reproduce.py::run",
-    "evo_snn/data/aedat.py::parse_aedat31",
     "evo_snn/deploy/export.py::export_member",
     "evo_snn/deploy/export.py::model_card",
     "evo_snn/evaluation/evaluator.py::RayEvaluator.map",
