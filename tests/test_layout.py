@@ -23,7 +23,6 @@ MAX_SEARCH_ENTRY_LINES = 200
 PENDING_MODULES: set[str] = {
     "evo_snn/analysis/baselines.py",
     "evo_snn/config.py",
-    "evo_snn/deploy/export.py",
     "evo_snn/evaluation/energy.py",
     "evo_snn/evaluation/evaluator.py",
     "evo_snn/evaluation/screening.py",
@@ -35,8 +34,6 @@ PENDING_MODULES: set[str] = {
 PENDING_FUNCTIONS: set[str] = {
     "evo_snn/analysis/baselines.py::compare",
     "evo_snn/analysis/reproduce.py::run",
-    "evo_snn/deploy/export.py::export_member",
-    "evo_snn/deploy/export.py::model_card",
     "evo_snn/evaluation/evaluator.py::RayEvaluator.map",
     "evo_snn/evaluation/fitness.py::GenomeFitness.group",
     "evo_snn/search/nsga.py::StructureSearch.screen",
