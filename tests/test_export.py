@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from evo_snn.deploy import export
+from evo_snn.deploy import export, writer
 from evo_snn.state.checkpoint import SparseFormatError, load_sparse_state, save_sparse_state
 from evo_snn.deploy.export import ExportError, choose_member, knee_index, parse_pick
 
@@ -297,7 +297,7 @@ def test_export_errors_exit_2_and_leave_nothing(run_copy, tmp_path, capsys, monk
     def boom(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr(export, "save_sparse_state", boom)
+    monkeypatch.setattr(writer, "save_sparse_state", boom)  # where export_member writes the files
     with pytest.raises(OSError, match="disk full"):
         export.main([str(run_copy), "--pick", "knee", "--out", str(out), "--no-progress"])
     assert [p.name for p in out.iterdir()] == [uid]

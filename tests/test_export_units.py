@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from evo_snn.deploy import export
+from evo_snn.deploy import command, export
 from evo_snn.deploy.export import ExportError, build_parser, retrained_metrics
 
 
@@ -52,7 +52,7 @@ def test_export_run_reads_the_runs_manifest_if_it_has_one(tmp_path):
 
 def test_export_run_passes_its_defaults_and_the_data_root_on(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(export, "_export_locked", lambda run, *args: calls.append((run.path, *args)) or {})
+    monkeypatch.setattr(command, "_export_locked", lambda run, *args: calls.append((run.path, *args)) or {})
     run, out = _run_folder(tmp_path), tmp_path / "out"
     export.export_run(run, "knee", out=out)  # the Python API's defaults: no retraining, no NIR, the recorded data root
     export.export_run(run, "knee", out=out, data_root="/elsewhere/data")
@@ -119,7 +119,7 @@ def test_the_export_records_the_dense_teachers_accuracies_and_the_search_command
     _last_checkpoint(monkeypatch, [{"uid": "00-0001", "status": "ok", "metrics": member.metrics}])
     monkeypatch.setattr("evo_snn.analysis.baselines.Comparison", lambda *a, **k: _Comparison([member], tiny_cfg, tiny_splits))
     written = []
-    monkeypatch.setattr(export, "export_member", lambda *args, **kwargs: written.append(kwargs["context"]) or {})
+    monkeypatch.setattr(command, "export_member", lambda *args, **kwargs: written.append(kwargs["context"]) or {})
     run = _run_folder(tmp_path)
     (run / "manifest.json").write_text(json.dumps({"argv": ["python", "-m", "evo_snn.search", "--seed", "5"]}))
     (run / "teacher").mkdir()

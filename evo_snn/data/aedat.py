@@ -82,7 +82,28 @@ def parse_aedat31(data: bytes, name: str = "<bytes>", sensor: tuple[int, int] | 
     The timestamp is read as uint32, like spikingjelly (identical for valid
     31-bit timestamps). raises DatasetFormatError.
     """
-    off = _header_end(data, name)
+    starts, counts, overflows = _polarity_packets(data, _header_end(data, name), name)
+    if not starts:
+        return Events.empty()
+    view = memoryview(data)
+    raw = b"".join(view[s : s + n * POLARITY_EVENT_SIZE] for s, n in zip(starts, counts))
+    ev = np.frombuffer(raw, dtype=_POLARITY_DTYPE)
+    word = ev["data"]
+    ovf = np.repeat(np.asarray(overflows, dtype=np.int64), counts)
+    t = ev["ts"].astype(np.int64) | (ovf << 31)
+    x = ((word >> 17) & 0x7FFF).astype(np.int32)
+    y = ((word >> 2) & 0x7FFF).astype(np.int32)
+    p = ((word >> 1) & 1).astype(np.int8)
+    if sensor is not None:
+        _check_sensor(x, y, sensor, starts, counts, name)
+    return Events(t=t, x=x, y=y, p=p)
+
+
+def _polarity_packets(data: bytes, off: int, name: str) -> tuple[list[int], list[int], list[int]]:
+    """Walk the packets from byte ``off`` (just past the header) to the end of ``data``:
+    (payload offsets, ``eventNumber`` and ``eventTSOverflow`` of each non-empty polarity
+    packet), in file order; other packet types are skipped. raises DatasetFormatError
+    (truncated header or payload, bad header fields, polarity events not 8 bytes)."""
     total = len(data)
     starts: list[int] = []  # payload offsets of polarity packets
     counts: list[int] = []  # eventNumber of each
@@ -117,28 +138,22 @@ def parse_aedat31(data: bytes, name: str = "<bytes>", sensor: tuple[int, int] | 
             counts.append(e_num)
             overflows.append(e_ovf)
         off = end
-    if not starts:
-        return Events.empty()
-    view = memoryview(data)
-    raw = b"".join(view[s : s + n * POLARITY_EVENT_SIZE] for s, n in zip(starts, counts))
-    ev = np.frombuffer(raw, dtype=_POLARITY_DTYPE)
-    word = ev["data"]
-    ovf = np.repeat(np.asarray(overflows, dtype=np.int64), counts)
-    t = ev["ts"].astype(np.int64) | (ovf << 31)
-    x = ((word >> 17) & 0x7FFF).astype(np.int32)
-    y = ((word >> 2) & 0x7FFF).astype(np.int32)
-    p = ((word >> 1) & 1).astype(np.int8)
-    if sensor is not None:
-        height, width = sensor
-        bad = np.flatnonzero((x >= width) | (y >= height))
-        if bad.size:
-            i = int(bad[0])
-            cum = np.cumsum(counts)
-            k = int(np.searchsorted(cum, i, side="right"))  # packet holding event i
-            offset = starts[k] + (i - (int(cum[k - 1]) if k else 0)) * POLARITY_EVENT_SIZE
-            raise DatasetFormatError(
-                f"{name}: byte {offset}: polarity event at x={int(x[i])}, y={int(y[i])}; "
-                f"expected x < {width} and y < {height} for this {height}x{width} sensor"
-            )
-    return Events(t=t, x=x, y=y, p=p)
+    return starts, counts, overflows
 
+
+def _check_sensor(x: np.ndarray, y: np.ndarray, sensor: tuple[int, int], starts: list[int], counts: list[int],
+                  name: str) -> None:
+    """Raise DatasetFormatError at the first event outside ``sensor`` (height, width),
+    naming its byte offset in the file (``starts``, ``counts``: the polarity packets of
+    ``_polarity_packets``, whose events ``x``, ``y`` [n] are, in order)."""
+    height, width = sensor
+    bad = np.flatnonzero((x >= width) | (y >= height))
+    if bad.size:
+        i = int(bad[0])
+        cum = np.cumsum(counts)
+        k = int(np.searchsorted(cum, i, side="right"))  # packet holding event i
+        offset = starts[k] + (i - (int(cum[k - 1]) if k else 0)) * POLARITY_EVENT_SIZE
+        raise DatasetFormatError(
+            f"{name}: byte {offset}: polarity event at x={int(x[i])}, y={int(y[i])}; "
+            f"expected x < {width} and y < {height} for this {height}x{width} sensor"
+        )
