@@ -27,9 +27,6 @@ PENDING_MODULES: set[str] = {
     "evo_snn/evaluation/energy.py",
     "evo_snn/evaluation/evaluator.py",
     "evo_snn/evaluation/screening.py",
-    "evo_snn/search/nsga.py",
-    "evo_snn/search/run.py",
-    "evo_snn/state/rundir.py",
     "evo_snn/structure/genome.py",
 }
 PENDING_FUNCTIONS: set[str] = {
@@ -40,10 +37,6 @@ PENDING_FUNCTIONS: set[str] = {
     "evo_snn/deploy/export.py::model_card",
     "evo_snn/evaluation/evaluator.py::RayEvaluator.map",
     "evo_snn/evaluation/fitness.py::GenomeFitness.group",
-    "evo_snn/search/nsga.py::StructureSearch.screen",
-    "evo_snn/search/run.py::_execute",
-    "evo_snn/search/run.py::resume_search",
-    "evo_snn/state/checkpoint.py::load_checkpoint",
     "evo_snn/training/train.py::train_steps",
 }
 
