@@ -1,22 +1,18 @@
 """How a search run ends: for each ending, the status recorded in manifest.json
 (``RunDir.finish``), the lines printed and the exit code that ``python -m evo_snn.search``
-returns.
+returns:
 
-======================================  =========================  ====
-ending                                  status                     exit
-======================================  =========================  ====
-exported and plotted (``completed``)    completed                  0
-every evaluation failed (``no_front``)  failed                     1
-search.max_failed_generations (``failed``)  failed                 1
-a disk full (``disk_full``)             failed                     1
-a teacher or checkpoint that does not   failed (a resumed          2
-fit (``not_loaded``)                    completed run stays so)
-Ctrl-C / SIGTERM (``interrupted``)      interrupted                130
-any other exception (``crashed``)       failed, with traceback     raised
-======================================  =========================  ====
+- ``completed``: exported and plotted; 'completed', the next steps printed; exit 0;
+- ``no_front``: every evaluation failed; 'failed'; exit 1;
+- ``failed``: ``search.max_failed_generations`` generations without a success; 'failed'; exit 1;
+- ``disk_full``: a full disk or quota; 'failed', the ``--resume`` command printed; exit 1;
+- ``not_loaded``: a teacher or checkpoint that does not load or fit; 'failed' (a resumed
+  completed run stays 'completed'); exit 2 (``EXIT_USAGE``);
+- ``interrupted``: Ctrl-C or SIGTERM; 'interrupted', where the run stands and the
+  ``--resume`` command printed; exit 130;
+- ``crashed``: any other exception; 'failed' with its traceback; the exception is raised on.
 
-Errors are one line on stderr (``error: ...``); an interrupted or full-disk run prints
-the ``--resume`` command that continues it.
+Errors are one line on stderr (``error: ...``).
 """
 
 from __future__ import annotations
