@@ -516,18 +516,18 @@ def test_cli_run_records_fidelity_and_fronts_are_full_fidelity(fid_straight):
 
 @pytest.mark.parametrize("at", [(2, 0, 1), (2, 1, 1)])  # (gen, rung, rows of that rung logged) at the kill
 def test_cli_interrupt_then_resume_equals_the_straight_run(at, fid_straight, tmp_path, monkeypatch, one_torch_thread):
-    import evo_snn.search.run as search_mod
+    import evo_snn.state.runlog as runlog_mod
     from evo_snn.search.run import main
 
     out = tmp_path / "r"
-    original = search_mod.RunLogger.on_evaluation
+    original = runlog_mod.RunLogger.on_evaluation
 
     def interrupt(self, ind, result):
         original(self, ind, result)
         if sum(r["gen"] == at[0] and r["rung"] == at[1] for r in self.rows) == at[2]:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(search_mod.RunLogger, "on_evaluation", interrupt)
+    monkeypatch.setattr(runlog_mod.RunLogger, "on_evaluation", interrupt)
     assert main([*FID, "--generations", "2", "--out", str(out)]) == 130
     monkeypatch.undo()
     assert main(["--resume", str(out), "--no-progress"]) == 0

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import evo_snn.state.checkpoint as checkpoint_mod
-import evo_snn.search.run as search_mod
+import evo_snn.state.runlog as runlog_mod
 from evo_snn.state.checkpoint import CheckpointError, CheckpointWriter, load_checkpoint, student_store
 from evo_snn.config import GenomeConfig, SearchConfig
 from evo_snn.evaluation.fitness import FitnessResult
@@ -135,14 +135,14 @@ def test_resume_after_generation_1_equals_the_straight_run(split, straight):
 
 def test_resume_after_ctrl_c_in_the_middle_of_a_generation(straight, tmp_path, monkeypatch, one_torch_thread, capsys):
     out = tmp_path / "r"
-    original = search_mod.RunLogger.on_evaluation
+    original = runlog_mod.RunLogger.on_evaluation
 
     def interrupt_in_gen_2(self, ind, result):
         original(self, ind, result)
         if ind.gen == 2 and len(self.rows) == 10:  # two of generation 2's four evaluations are logged
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(search_mod.RunLogger, "on_evaluation", interrupt_in_gen_2)
+    monkeypatch.setattr(runlog_mod.RunLogger, "on_evaluation", interrupt_in_gen_2)
     assert _run(out, 3) == 130
     monkeypatch.undo()
     err = capsys.readouterr().err  # where the run stands and the exact command that continues it

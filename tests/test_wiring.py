@@ -145,11 +145,12 @@ def test_exported_test_accuracy_is_measured_on_the_test_split(tmp_path, monkeypa
     with rotated labels*: a model that learnt anything scores differently on the two.
     """
     import evo_snn.search.run as search_cli
+    import evo_snn.search.setup as search_setup  # where the run's data stage looks load_splits up
     from evo_snn.data import FrameSet
     from evo_snn.models import build_model
     from evo_snn.training.train import accuracy
 
-    real = search_cli.load_splits
+    real = search_setup.load_splits
     seen = {}
 
     def load_splits(*args, **kwargs):
@@ -158,7 +159,7 @@ def test_exported_test_accuracy_is_measured_on_the_test_split(tmp_path, monkeypa
         seen["splits"] = sp = replace(sp, test=test)
         return sp
 
-    monkeypatch.setattr(search_cli, "load_splits", load_splits)
+    monkeypatch.setattr(search_setup, "load_splits", load_splits)
     tiny = {"data.synthetic_classes": 3, "data.synthetic_train_per_class": 16, "data.synthetic_test_per_class": 2,
             "data.synthetic_size": 8, "data.frames": 4, "data.val_fraction": 0.25, "model.channels": "[4]",
             "teacher.epochs": 10, "teacher.lr": 0.01, "teacher.batch_size": 8, "kd.epochs": 1}

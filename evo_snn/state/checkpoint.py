@@ -205,15 +205,8 @@ def load_checkpoint(directory: str | Path, verify_students: bool = True) -> Chec
             raise CheckpointError(f"{current}: format {pointer.get('format')!r}, expected {CHECKPOINT_FORMAT}")
         folder = root / plain_name(pointer["dir"], "checkpoint folder", current)
         current = folder / "search.json"
-        doc = json.loads(current.read_text())
-        for rec in doc["population"] + doc["archive"]:
-            plain_name(rec["genome_key"], "genome key", current)
-            plain_name(rec["uid"], "uid", current)
-        for key in doc["results"]:
-            plain_name(key, "genome key", current)
+        doc = _read_search_doc(current, pointer.get("gen"), root / POINTER)
         gen = int(doc["gen"])
-        if gen != pointer.get("gen"):
-            raise ValueError(f"generation {gen}, but {root / POINTER} says {pointer.get('gen')!r}")
         keys = {rec["genome_key"] for rec in doc["population"] + doc["archive"]}
         genomes = {}
         for key in sorted(keys):
@@ -226,10 +219,7 @@ def load_checkpoint(directory: str | Path, verify_students: bool = True) -> Chec
                 raise FileNotFoundError("not found")
             if not verify_students:
                 continue
-            state = students.get(key)
-            if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-                raise ValueError("not a state_dict of tensors")
-            signatures[current] = tuple(sorted((k, tuple(v.shape)) for k, v in state.items()))
+            signatures[current] = _signature(students.get(key))
         if signatures:
             common = Counter(signatures.values()).most_common(1)[0][0]
             for current, sig in signatures.items():
@@ -251,6 +241,31 @@ def load_checkpoint(directory: str | Path, verify_students: bool = True) -> Chec
     logbook = doc.pop("logbook", [])
     state = {**doc, "genomes": genomes}
     return Checkpoint(gen, state, logbook, torch_rng, students)
+
+
+def _read_search_doc(path: Path, pointer_gen, pointer_path: Path) -> dict:
+    """A generation folder's ``search.json`` (at ``path``), its uids and genome keys checked
+    as plain names (``names.plain_name``) and its generation against ``pointer_gen``, the
+    one ``state.json`` (at ``pointer_path``) names; raises what the read or a check raises
+    (OSError, ValueError, KeyError, ...)."""
+    doc = json.loads(path.read_text())
+    for rec in doc["population"] + doc["archive"]:
+        plain_name(rec["genome_key"], "genome key", path)
+        plain_name(rec["uid"], "uid", path)
+    for key in doc["results"]:
+        plain_name(key, "genome key", path)
+    gen = int(doc["gen"])
+    if gen != pointer_gen:
+        raise ValueError(f"generation {gen}, but {pointer_path} says {pointer_gen!r}")
+    return doc
+
+
+def _signature(state) -> tuple:
+    """A stored student's ``(name, shape)`` pairs, sorted: the same for every student of
+    one run (D4 of issue 27); raises ValueError when ``state`` is not a state_dict of tensors."""
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError("not a state_dict of tensors")
+    return tuple(sorted((k, tuple(v.shape)) for k, v in state.items()))
 
 
 def _read_pointer(root: Path) -> dict:
