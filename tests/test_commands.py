@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMAND = re.compile(r"python -m (evo_snn(?:\.[a-z_]+)*)")
+COMMAND = re.compile(r"python -m (evo_snn(?:\.[a-z_]+)+)")
 
 
 def documented_commands() -> list[str]:
