@@ -62,7 +62,7 @@ def test_export_run_passes_its_defaults_and_the_data_root_on(tmp_path, monkeypat
 
 
 def _last_checkpoint(monkeypatch, archive):
-    """export_run reads ``archive`` (records as ``nsga._record`` writes them) as the run's last checkpoint (generation 1)."""
+    """export_run reads ``archive`` (records as ``search.snapshot._record`` writes them) as the run's last checkpoint (generation 1)."""
     monkeypatch.setattr("evo_snn.state.checkpoint.load_checkpoint", lambda d, **kw: SimpleNamespace(state={"archive": archive}, gen=1))
 
 

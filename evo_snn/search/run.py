@@ -32,7 +32,7 @@ from evo_snn.config import Config
 from evo_snn.deploy.export import finalize
 from evo_snn.evaluation.evaluator import ReplayEvaluator
 from evo_snn.search import endings
-from evo_snn.search.options import EXIT_USAGE, build_parser  # noqa: F401 (EXIT_USAGE re-exported)
+from evo_snn.search.options import build_parser
 from evo_snn.search.resume import resume_search
 from evo_snn.search.setup import new_search
 from evo_snn.search.stages import (evaluator_stage, fitness_context, plot_stage, report_data, restore, search_stage,
