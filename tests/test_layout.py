@@ -39,12 +39,10 @@ PENDING_FUNCTIONS: set[str] = {
     "evo_snn/deploy/export.py::export_member",
     "evo_snn/deploy/export.py::model_card",
     "evo_snn/evaluation/evaluator.py::RayEvaluator.map",
-    "evo_snn/evaluation/fitness.py::GenomeFitness.group",
     "evo_snn/search/nsga.py::StructureSearch.screen",
     "evo_snn/search/run.py::_execute",
     "evo_snn/search/run.py::resume_search",
     "evo_snn/state/checkpoint.py::load_checkpoint",
-    "evo_snn/training/train.py::train_steps",
 }
 
 

@@ -56,6 +56,7 @@ import torch.nn.functional as F
 from spikingjelly.activation_based import functional, layer
 
 from evo_snn.evaluation.workers import PerWorker
+from evo_snn.structure.pruning import MaskHooks
 from evo_snn.training.kd import KDLoss, VirtualTeacherLoss, kd_mode
 
 
@@ -164,13 +165,15 @@ def group(models: Sequence[nn.Module]) -> GroupedNet:
     return GroupedNet(models)
 
 
-def group_masks(net: GroupedNet, masks: Sequence[dict[str, np.ndarray] | None]) -> list:
+def group_masks(net: GroupedNet, masks: Sequence[dict[str, np.ndarray] | None], per_weight: bool = True) -> MaskHooks:
     """Keep each student's pruned weights at zero while the group trains: for every layer
     masked in some member, zero the grouped weight where that member's mask is False and
-    register a gradient hook multiplying its gradient by the stacked mask (a member
-    without a mask for a layer, or ``None``, keeps all of it). Returns the hook handles."""
+    multiply its gradient by the stacked mask (a member without a mask for a layer, or
+    ``None``, keeps all of it): one gradient hook per weight (``per_weight``), or, False,
+    the pairs that the returned ``MaskHooks.mask_grads()`` multiplies in one call
+    (``train_steps(grad_masks=...)``). Iterating the result gives the hook handles."""
     names = sorted({n for m in masks if m for n in m})
-    handles = []
+    handles, params, stacks = [], [], []
     for name in names:
         mod = net.net.get_submodule(name)
         w = mod.weight
@@ -181,8 +184,12 @@ def group_masks(net: GroupedNet, masks: Sequence[dict[str, np.ndarray] | None]) 
         stacked = (torch.stack(per) if isinstance(mod, GroupedLinear) else torch.cat(per)).to(w.device)
         with torch.no_grad():
             w.mul_(stacked)
-        handles.append(w.register_hook(lambda g, s=stacked: g * s))
-    return handles
+        if per_weight:
+            handles.append(w.register_hook(lambda g, s=stacked: g * s))
+        else:
+            params.append(w)
+            stacks.append(stacked)
+    return MaskHooks(handles, params, stacks)
 
 
 def member_losses(kd_cfg, z_s: torch.Tensor, z_t: torch.Tensor | None, y: torch.Tensor) -> torch.Tensor:
