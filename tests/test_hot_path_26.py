@@ -104,3 +104,81 @@ def test_mask_grads_without_pairs_or_gradients_is_a_no_op(setup):
     hooks.mask_grads()
     assert list(hooks) == []
     train_steps(net, train, epochs=0.5, batch_size=8, lr=0.01, loss_fn=ce_loss, seed=0)  # no masks passed: trains
+
+
+# ---------------------------------------------------------------------- item 2: batches where the frames are
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def _sets():
+    """An event set (translation, flip, event drop) and a direct-encoded image set (crop,
+    flip, normalisation, T = 3), uint8, as a memory-map-like numpy-backed view."""
+    import numpy as np
+
+    from evo_snn.data.augment import SeqTransform
+
+    g = np.random.default_rng(0)
+    ev = g.integers(0, 4, (20, T, 2, H, W), dtype=np.uint8)
+    im = g.integers(0, 256, (20, 3, H, W), dtype=np.uint8)
+    y = np.arange(20) % C
+    return {
+        "events": FrameSet.from_array(ev, y, SeqTransform("events", translate_px=2, hflip=True, event_drop=0.3)),
+        "direct": FrameSet.from_array(im, y, SeqTransform("direct", steps=3, translate_px=2, hflip=True,
+                                                           mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3))),
+    }
+
+
+def _todays_batches(fs, seed, steps, device="cpu"):
+    """The batches of train_steps before issue 26: prepared on the host, then sent."""
+    from evo_snn.training.train import loader, to_device
+
+    dl, g, out = loader(fs, 8, shuffle=True, seed=seed), torch.Generator().manual_seed(seed + 1), []
+    while len(out) < steps:
+        for x, y in dl:
+            out.append((to_device(fs.to_seq(x, train=True, generator=g), device), y))
+            if len(out) == steps:
+                break
+    return out
+
+
+def _fed_batches(fs, seed, steps):
+    """What train_steps feeds the loss today (x_seq, y), captured."""
+    seen = []
+    net = torch.nn.Sequential(torch.nn.Flatten(0, 1), torch.nn.Flatten(), torch.nn.LazyLinear(C))
+
+    def loss_fn(z, y, x_seq):
+        seen.append((x_seq.detach().clone(), y.clone()))
+        return z.sum() * 0
+
+    net(fs.to_seq(fs[[0]][0]))  # materialise the lazy layer
+    train_steps(net, fs, epochs=steps / -(-len(fs) // 8), batch_size=8, lr=0.1, loss_fn=loss_fn, seed=seed)
+    return seen
+
+
+@pytest.mark.parametrize("kind", ["events", "direct"])
+def test_training_batches_are_todays_bit_for_bit(kind):
+    """Catches: batch preparation moved to the device that changes a value or the order of
+    the random draws (translation, flip, event drop, normalisation, repeat over T)."""
+    fs = _sets()[kind]
+    fed, today = _fed_batches(fs, 5, 6), _todays_batches(fs, 5, 6)
+    assert len(fed) == len(today) == 6
+    for (a, ya), (b, yb) in zip(fed, today):
+        assert torch.equal(bits(a), bits(b)) and torch.equal(ya, yb)
+    assert fs.to("cpu") is fs  # on the CPU the frames stay where they are (a memory map stays one)
+
+
+@CUDA
+@pytest.mark.parametrize("kind", ["events", "direct"])
+def test_batches_of_a_gpu_resident_set_are_the_hosts(kind):
+    """On a GPU: the frames held there (uint8), batches gathered, converted and augmented
+    there with the CPU generator's draws, equal the host-prepared batches bit for bit."""
+    from evo_snn.training.train import loader
+
+    fs = _sets()[kind]
+    dev = fs.to("cuda")
+    assert dev.frames.device.type == "cuda" and dev.frames.dtype == torch.uint8 and dev.labels.device.type == "cpu"
+    today = _todays_batches(fs, 5, 4, "cuda")
+    dl, g = loader(dev, 8, shuffle=True, seed=5), torch.Generator().manual_seed(6)
+    for (x, _), (ref, _) in zip(dl, today):
+        assert torch.equal(bits(dev.to_seq(x, train=True, generator=g)), bits(ref))
+    assert fs.to("cuda", max_bytes=1) is fs  # too large: stays on the host

@@ -59,6 +59,17 @@ def with_epochs(ctx: FitnessContext, epochs: float) -> FitnessContext:
     return replace(ctx, cfg=replace(cfg, kd=replace(cfg.kd, epochs=epochs)))
 
 
+def resident(ctx: FitnessContext, device: torch.device) -> FitnessContext:
+    """``ctx`` with the training and validation frames (storage dtype) held on a CUDA
+    ``device`` (``FrameSet.to``: batches gathered and prepared there, the same values) when
+    each takes at most a quarter of the device's free memory; ``ctx`` itself elsewhere."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return ctx
+    budget = torch.cuda.mem_get_info(device)[0] // 4
+    return replace(ctx, train=ctx.train.to(device, budget), val=ctx.val.to(device, budget))
+
+
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -67,8 +78,8 @@ class GenomeFitness:
     """Callable evaluating genomes against one dense teacher (built once per worker)."""
 
     def __init__(self, ctx: FitnessContext, device: torch.device | None = None):
-        self.ctx = ctx
         self.device = device or default_device()
+        self.ctx = resident(ctx, self.device)
         self.teacher = self.build()
         self.teacher.load_state_dict(ctx.teacher_state)
         self.teacher.requires_grad_(False).eval()

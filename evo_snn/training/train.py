@@ -110,7 +110,7 @@ def predict_logits(model: nn.Module, fs: FrameSet, batch_size: int = 64, *, chan
     model.eval()
     out = []
     for x, _ in loader(fs, batch_size, shuffle=False):
-        x_seq = to_device(fs.to_seq(x, train=False), device)
+        x_seq = fs.to_seq(to_device(x, device), train=False)  # the stored batch sent, prepared there
         out.append(model(channels_last_seq(x_seq) if channels_last else x_seq))
         functional.reset_net(model)
         threads.tick()
@@ -200,8 +200,9 @@ class _Run:
                               "loader_rng": self.dl.generator.get_state(), "aug_rng": self.aug_gen.get_state()})
 
     def batch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """A training batch ``(x_seq [T, N, ...] float32, y [N])`` on the model's device."""
-        x_seq = to_device(self.fs.to_seq(x, train=True, generator=self.aug_gen), self.device)
+        """A training batch ``(x_seq [T, N, ...] float32, y [N])`` on the model's device: the
+        stored batch (e.g. uint8) is sent there, then converted, augmented and repeated over T."""
+        x_seq = self.fs.to_seq(to_device(x, self.device), train=True, generator=self.aug_gen)  # prepared on the device
         return (channels_last_seq(x_seq) if self.hot_path.channels_last else x_seq), to_device(y, self.device)
 
     def update(self, x_seq: torch.Tensor, y: torch.Tensor, loss_fn) -> torch.Tensor:
