@@ -182,3 +182,55 @@ def test_batches_of_a_gpu_resident_set_are_the_hosts(kind):
     for (x, _), (ref, _) in zip(dl, today):
         assert torch.equal(bits(dev.to_seq(x, train=True, generator=g)), bits(ref))
     assert fs.to("cuda", max_bytes=1) is fs  # too large: stays on the host
+
+
+# ---------------------------------------------------------------------- item 5: grouped students
+@pytest.mark.parametrize("mode", ["sparse", "default", "none"])
+@pytest.mark.parametrize("form", ["paper", "hinton"])
+def test_vectorised_member_losses_are_the_solo_losses_bit_for_bit(mode, form):
+    """Catches: a batched reduction whose order differs from the solo loss's (KL summed over
+    another layout, a batch mean that is not nll_loss's), or a coefficient multiplied in
+    another order: then a group's member would not train exactly as its solo run."""
+    from types import SimpleNamespace
+
+    from evo_snn.evaluation.grouped import member_losses, solo_member_losses
+
+    g = torch.Generator().manual_seed(1)
+    for n in (8, 17, 64):
+        for alpha, tau in ((0.7, 3.0), (0.3, 1.7), (0.9, 4.0)):
+            cfg = SimpleNamespace(mode=mode, alpha=alpha, temperature=tau, default_prob=0.9, default_form=form)
+            z_s, z_t = torch.randn(n, 4, 10, generator=g), torch.randn(n, 4, 10, generator=g)
+            y = torch.randint(0, 10, (n,), generator=g)
+            assert torch.equal(bits(member_losses(cfg, z_s, z_t, y)), bits(solo_member_losses(cfg, z_s, z_t, y)))
+
+
+@pytest.mark.parametrize("model", ["conv_snn", "resnet18_tiny"])
+def test_grouped_input_conv_takes_the_batch_once(model, monkeypatch):
+    """The grouped net's input convolution is fed the batch once (no K-fold copy): its
+    logits equal those of the grouped net that repeats the input K times, to float64
+    rounding, and each member's solo logits."""
+    import evo_snn.evaluation.grouped as grouped
+    from spikingjelly.activation_based import functional
+
+    cfg = load_config("synthetic", overrides=["model.channels=[4,6]", "model.hidden=10", f"model.name={model}",
+                                              "model.width=0.5"])
+    nets = []
+    for s in range(3):
+        torch.manual_seed(s)
+        nets.append(build_model(cfg.model, (T, 2, H, W), C).double().eval())
+    x = torch.rand(T, 5, 2, H, W, dtype=torch.float64) * 3
+    shared = grouped.group(nets).eval()
+    first = shared.net.get_submodule(shared.shared_input)
+    assert first.in_channels == 2 and first.out_channels == 3 * nets[0].get_submodule(shared.shared_input).out_channels
+    monkeypatch.setattr(grouped, "_input_conv", lambda m: None)
+    repeated = grouped.group(nets).eval()
+    assert repeated.shared_input is None
+    with torch.no_grad():
+        a, b = shared(x), repeated(x)
+        functional.reset_net(shared), functional.reset_net(repeated)
+        solo = torch.stack([n(x) for n in nets], 1)
+        for n in nets:
+            functional.reset_net(n)
+    assert torch.allclose(a, b, rtol=0, atol=1e-12) and torch.allclose(a, solo, rtol=0, atol=1e-12)
+    for k in range(3):
+        assert all(torch.equal(v, nets[k].state_dict()[key]) for key, v in shared.member_state(k).items())
