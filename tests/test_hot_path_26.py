@@ -234,3 +234,53 @@ def test_grouped_input_conv_takes_the_batch_once(model, monkeypatch):
     assert torch.allclose(a, b, rtol=0, atol=1e-12) and torch.allclose(a, solo, rtol=0, atol=1e-12)
     for k in range(3):
         assert all(torch.equal(v, nets[k].state_dict()[key]) for key, v in shared.member_state(k).items())
+
+
+# ---------------------------------------------------------------------- item 4: compiled students
+def _curve(model, train, teacher, cfg, grad_masks, seed=4):
+    losses = []
+    base = student_loss(cfg.kd, C, teacher)
+
+    def loss_fn(z, y, x_seq):
+        loss = base(z, y, x_seq)
+        losses.append(loss.item())
+        return loss
+
+    train_steps(model, train, epochs=2, batch_size=8, lr=0.01, loss_fn=loss_fn, seed=seed, grad_masks=grad_masks)
+    return losses
+
+
+@pytest.mark.slow
+def test_compiled_student_follows_the_eager_loss_curve(setup):
+    """train.compile: a persistent compiled student (and sparse teacher), loaded in place
+    with two genomes in turn, trains along the eager student's loss curve (float rounding
+    of fused kernels only), and the second genome reuses the first one's compilation."""
+    from evo_snn.training.compiled import Persistent
+
+    cfg, teacher, train, genome = setup
+    layers = tuple(prunable_layers(teacher))
+    other = GenomeOps(weight_magnitudes(teacher, layers), cfg.genome).magnitude([0.8] * len(layers))
+    build = lambda: build_model(cfg.model, (T, 2, H, W), C)  # noqa: E731
+    stu, tea = Persistent(build, "cpu"), Persistent(build, "cpu")
+    for g in (genome, other):
+        sparse = sparse_copy(teacher, g.mask_dict())
+        eager = copy.deepcopy(sparse).requires_grad_(True)
+        want = _curve(eager, train, sparse, cfg, fold_masks(eager, g.mask_dict(), per_weight=False))
+        run = stu.load(copy.deepcopy(sparse).requires_grad_(True), trainable=True)
+        got = _curve(run, train, tea.load(sparse, trainable=False), cfg, fold_masks(stu.module, g.mask_dict(), per_weight=False))
+        assert len(got) == len(want) == 6
+        assert got == pytest.approx(want, rel=1e-4, abs=1e-5)
+        for name, mask in g.mask_dict().items():
+            assert (stu.module.get_submodule(name).weight.detach()[torch.from_numpy(~mask)] == 0).all()
+        for name, p in stu.module.named_parameters():
+            assert torch.allclose(p.detach(), eager.state_dict()[name], rtol=1e-4, atol=1e-5), name
+
+
+def test_persistent_refuses_another_architecture(setup):
+    from evo_snn.training.compiled import Persistent
+
+    cfg, teacher, _, _ = setup
+    p = Persistent(lambda: build_model(cfg.model, (T, 2, H, W), C), "cpu")
+    other = load_config("synthetic", overrides=["model.channels=[5]"])
+    with pytest.raises(ValueError, match="differs from the persistent module"):
+        p.load(build_model(other.model, (T, 2, H, W), C), trainable=True)

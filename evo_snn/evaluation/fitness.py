@@ -31,6 +31,7 @@ from evo_snn.training.kd import kd_mode, student_loss, teacher_for
 from evo_snn.models import build_model, select_backend
 from evo_snn.evaluation.outcome import FitnessResult  # noqa: F401  (re-exported: evaluators and tests import it here)
 from evo_snn.structure.pruning import MaskHooks, fold_masks, sparse_copy, weight_sparsity
+from evo_snn.training.compiled import Persistent
 from evo_snn.training.train import accuracy, channels_last, cpu_state, eval_batch_size, predict_logits, samples_processed, train_steps
 
 
@@ -89,6 +90,9 @@ class GenomeFitness:
         self._teacher_acc: dict[str, float] = {}  # genome key -> its sparse teacher's validation accuracy
         if self.hot_path.channels_last:
             channels_last(self.teacher)  # its sparse copies and the students copied from them inherit the layout
+        self.compiled: dict[str, Persistent] | None = None  # train.compile (evo_snn.training.compiled); grouped students run eager
+        if getattr(self.hot_path, "compile", False):
+            self.compiled = {"student": Persistent(self.build, self.device), "teacher": Persistent(self.build, self.device)}
         self.ann_teacher = None
         if kd_mode(ctx.cfg.kd.mode).needs_ann:
             if ctx.ann_teacher_state is None:
@@ -160,11 +164,18 @@ class GenomeFitness:
         own, epochs = self._budget(rung)
         student, teacher, hooks = self._prepare(genome, seed, init_state, rung)
         teacher_acc = self.teacher_accuracy(teacher, genome.key)
+        run_student, run_teacher = student, teacher
+        if self.compiled is not None:  # train.compile: the worker's persistent modules, compiled once
+            hooks.remove()
+            run_student = self.compiled["student"].load(student, trainable=True)
+            run_teacher = self.compiled["teacher"].load(teacher, trainable=False)
+            student = self.compiled["student"].module  # eager: trained in place, scored, its state returned
+            hooks = fold_masks(student, genome.mask_dict(), per_weight=False) if kd.student_mask == "genome" else MaskHooks([])
 
-        teaching = teacher_for(kd.mode, sparse=teacher, dense=self.teacher, ann=self.ann_teacher)
+        teaching = teacher_for(kd.mode, sparse=run_teacher, dense=self.teacher, ann=self.ann_teacher)
         kd_loss = student_loss(kd, self.ctx.num_classes, teaching)
-        train_loss = train_steps(student, self.ctx.train, hot_path=self.hot_path, epochs=epochs, batch_size=kd.batch_size, lr=kd.lr,
-                                 loss_fn=kd_loss, seed=seed, grad_masks=hooks)
+        train_loss = train_steps(run_student, self.ctx.train, hot_path=self.hot_path, epochs=epochs, batch_size=kd.batch_size,
+                                 lr=kd.lr, loss_fn=kd_loss, seed=seed, grad_masks=hooks)
         hooks.remove()
         metrics = self._score(student, genome, teacher_acc, train_loss, init_state is not None and not own, epochs=epochs)
         metrics["wall_s"] = time.perf_counter() - t0
