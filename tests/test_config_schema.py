@@ -16,6 +16,7 @@ import pytest
 
 from evo_snn import config as C
 from evo_snn.config import Config, ConfigError, DataConfig, config_keys, load_config
+from evo_snn.schema import key_parts, section_class
 
 ROOT = Path(__file__).resolve().parents[1]
 OLD_RUN_CONFIG = ROOT / "tests" / "golden" / "config_before_schema.json"  # a run's, written before the schema
@@ -57,10 +58,10 @@ def _base_types() -> dict[str, type]:
     """{dotted key: its declared type without Annotated and None} for every plain key."""
     out = {}
     for f in dataclasses.fields(Config):
-        cls = C._section_class(Config, f.name)
+        cls = section_class(Config, f.name)
         for owner, g, prefix in ([(cls, g, f.name + ".") for g in dataclasses.fields(cls)] if cls else
                                  [(Config, f, "")]):
-            tp = C._parts(owner, g.name)[0]
+            tp = key_parts(owner, g.name)[0]
             args = [a for a in typing.get_args(tp) if a is not type(None)]
             out[prefix + g.name] = args[0] if typing.get_origin(tp) is typing.Union and len(args) == 1 else tp
     return out
@@ -190,7 +191,7 @@ def test_lists_become_tuples_and_set_keys_keep_their_names():
     assert cfg.search.hv_reference == {"accuracy": 0.0, "sparsity": 0.0, "energy": 0.5}
     assert [k.key for k in config_keys()] == ["dataset"] + [
         f"{s.name}.{g.name}" for s in dataclasses.fields(Config) if s.name != "dataset"
-        for g in dataclasses.fields(C._section_class(Config, s.name))]
+        for g in dataclasses.fields(section_class(Config, s.name))]
 
 
 # ------------------------------------------------------------------ one place per key

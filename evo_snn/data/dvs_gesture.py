@@ -23,6 +23,7 @@ DatasetFormatError here.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from tqdm import tqdm
 from evo_snn.data.aedat import read_aedat31
 from evo_snn.data.errors import DatasetFormatError, where_data_comes_from
 from evo_snn.data.events import Events, downsample_frames, integrate_frames, stack_counts, to_storage
-from evo_snn.data.registry import DatasetSpec, register_dataset
+from evo_snn.data.registry import EventReaderSpec, register_dataset
 
 NAME = "dvs_gesture"
 HEIGHT = 128
@@ -216,28 +217,19 @@ def read_split(
 
 
 @register_dataset("dvs_gesture")
-class DVSGestureSpec(DatasetSpec):
+class DVSGestureSpec(EventReaderSpec):
     """DVS128 Gesture: event counts ``[T, 2, 128/downsample, 128/downsample]``, 11 classes.
 
     No horizontal flip by default: left- and right-hand gestures are different classes.
     """
 
-    encoding = "events"
     sensor_size = (HEIGHT, WIDTH)
     num_classes = NUM_CLASSES
 
-    def resolve_root(self, data_root):
-        return resolve_root(data_root)
+    reader = sys.modules[__name__]  # resolve_root, source_files and read_split below
 
     def layout(self, root):
         return "aedat3.1"
-
-    def source_files(self, root, cfg):
-        return source_files(root)
-
-    def read_split(self, root, split, cfg, progress=False, *, seed=0):
-        return read_split(root, split, frames=cfg.frames, split_by=cfg.split_by, downsample=cfg.downsample,
-                          progress=progress)
 
     def class_names(self, root, cfg, extra):
         return list(CLASS_NAMES)

@@ -6,13 +6,14 @@ polarity, bits 22-0 timestamp (µs). Sensor 34 x 34 (x = column, y = row).
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from evo_snn.data.errors import DatasetFormatError, where_data_comes_from
-from evo_snn.data.registry import DatasetSpec, register_dataset
+from evo_snn.data.registry import EventReaderSpec, register_dataset
 from evo_snn.data.events import Events, downsample_frames, integrate_frames, stack_counts, to_storage
 
 NAME = "nmnist"
@@ -126,25 +127,16 @@ def read_split(
 
 
 @register_dataset("nmnist")
-class NMNISTSpec(DatasetSpec):
+class NMNISTSpec(EventReaderSpec):
     """N-MNIST: event counts ``[T, 2, 34/downsample, 34/downsample]``, 10 digit classes, no augmentation by default."""
 
-    encoding = "events"
     sensor_size = (HEIGHT, WIDTH)
     num_classes = NUM_CLASSES
 
-    def resolve_root(self, data_root):
-        return resolve_root(data_root)
+    reader = sys.modules[__name__]  # resolve_root, source_files and read_split below
 
     def layout(self, root):
         return "nmnist_bin"
-
-    def source_files(self, root, cfg):
-        return source_files(root)
-
-    def read_split(self, root, split, cfg, progress=False, *, seed=0):
-        return read_split(root, split, frames=cfg.frames, split_by=cfg.split_by, downsample=cfg.downsample,
-                          progress=progress)
 
     def class_names(self, root, cfg, extra):
         return [str(d) for d in range(NUM_CLASSES)]

@@ -155,6 +155,27 @@ _loaded = False
 S = TypeVar("S", bound=type)
 
 
+class EventReaderSpec(DatasetSpec):
+    """An event-camera data set whose reader module (``reader``, the module that declares
+    the subclass) provides ``resolve_root(data_root) -> Path``, ``source_files(root)`` and
+    ``read_split(root, split, frames=, split_by=, downsample=, progress=)`` returning
+    ``(counts [N, T, 2, H, W], labels [N] int64)``; frames as ``data.frames``,
+    ``data.split_by`` and ``data.downsample`` say."""
+
+    encoding = "events"
+    reader: Any = None
+
+    def resolve_root(self, data_root):
+        return self.reader.resolve_root(data_root)
+
+    def source_files(self, root, cfg):
+        return self.reader.source_files(root)
+
+    def read_split(self, root, split, cfg, progress=False, *, seed=0):
+        return self.reader.read_split(root, split, frames=cfg.frames, split_by=cfg.split_by,
+                                      downsample=cfg.downsample, progress=progress)
+
+
 def register_dataset(name: str) -> Callable[[S], S]:
     """Class decorator: register an instance of the decorated :class:`DatasetSpec` subclass as ``name``.
 

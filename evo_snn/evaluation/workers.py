@@ -1,5 +1,6 @@
 """``PerWorker``: a callable built from its factory once per process, in the process that
-uses it (a Ray actor, or the driver for the serial evaluator).
+uses it (a Ray actor, or the driver for the serial evaluator); ``build``: what an
+evaluator runs before its first job.
 
 Below the evaluator (``evo_snn.evaluation.evaluator``) and the grouped jobs (``evo_snn.evaluation.grouped``),
 which both build on it: this module imports nothing of evo_snn (torch only inside
@@ -54,3 +55,14 @@ class PerWorker:
 
     def __setstate__(self, state):
         self.factory, self._fn = state["factory"], None
+
+
+def build(fn, device: str | None = None) -> None:
+    """``fn.build()`` where ``fn`` has one; a ``PerWorker`` whose factory takes ``device``
+    gets ``device`` (a torch device string) when it is given."""
+    if isinstance(fn, PerWorker):
+        fn.build(device)
+        return
+    method = getattr(fn, "build", None)
+    if callable(method):
+        method()

@@ -30,6 +30,8 @@ z_l / n_l and the masks). The rules:
   the weights sorted by w^2 ascending (index u), score(u) = w_u^2 / sum_{v >= u} w_v^2;
   then one global threshold on the scores (the round(s * N) smallest are pruned). The
   largest weight of every layer scores 1, so no layer is emptied before s = 1.
+  ``tempered_lamp`` goes from global magnitude (tau = 0) to LAMP (tau = 1): the law
+  'lamp' of the smooth genomes (``GenomeOps.law``).
 - ``energy_aware``: one global threshold on |W| / c_l, c_l being the dense synaptic
   operations per weight per sample of layer l (``synops_per_weight``: NeuroBench dense
   SynOps of the layer on the teacher, divided by its weights: about T x the layer's
@@ -242,6 +244,21 @@ def lamp(weights, sparsity: float) -> np.ndarray:
     return _threshold_counts([lamp_scores(w) for w in _abs_list(weights)], sparsity)
 
 
+def tempered_lamp(weights, sparsity: float, tau: float) -> np.ndarray:
+    """Pruned counts [L] of the density law 'lamp' of a smooth genome (``GenomeOps.law``):
+    one global threshold on lamp_score ** tau x |W| ** (1 - tau) (in logs; a weight with a
+    zero score or a zero |W| scores -inf, pruned first), so tau = 0 is global magnitude and
+    tau = 1 is LAMP. weights: a sequence or {name: array} of L layers (used as given, not
+    checked as ``_abs_list`` does)."""
+    scores = []
+    for a in (weights.values() if isinstance(weights, Mapping) else weights):
+        ls, w = lamp_scores(a), np.abs(a).astype(np.float64)
+        ok = (ls > 0) & (w > 0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            scores.append(np.where(ok, tau * np.log(np.where(ok, ls, 1.0)) + (1.0 - tau) * np.log(np.where(ok, w, 1.0)), -np.inf))
+    return _threshold_counts(scores, sparsity)
+
+
 def _capped_threshold_counts(scores: list[np.ndarray], sparsity: float, max_ratio: float) -> np.ndarray:
     """``_threshold_counts`` with no layer pruned beyond ceil(max_ratio * n_l): the
     round(s * N) smallest scores among each layer's ceil(max_ratio * n_l) smallest (exact
@@ -321,4 +338,4 @@ def allocation_masks(method: str, weights, sparsity: float, **kwargs) -> list[np
 
 __all__ = ["METHODS", "allocation_counts", "allocation_masks", "energy_aware", "erk",
            "erk_densities", "global_magnitude", "lamp", "lamp_scores", "mask_from_count", "masks_from_counts",
-           "round_to_total", "target_count", "uniform", "zeros_for"]
+           "round_to_total", "target_count", "tempered_lamp", "uniform", "zeros_for"]

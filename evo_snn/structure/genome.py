@@ -237,14 +237,7 @@ class GenomeOps:
         elif law == "erk":
             counts = al.erk(self.abs, sparsity, max(0.0, float(param)))
         elif law == "lamp":
-            tau = float(param)
-            scores = []
-            for a in self.abs.values():
-                ls, w = al.lamp_scores(a), np.abs(a).astype(np.float64)
-                ok = (ls > 0) & (w > 0)
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    scores.append(np.where(ok, tau * np.log(np.where(ok, ls, 1.0)) + (1.0 - tau) * np.log(np.where(ok, w, 1.0)), -np.inf))
-            counts = al._threshold_counts(scores, sparsity)
+            counts = al.tempered_lamp(self.abs, sparsity, float(param))
         else:
             raise ValueError(f"unknown density law {law!r}; known: ['erk', 'lamp']")
         g = self.from_counts(counts)
