@@ -284,3 +284,29 @@ def test_persistent_refuses_another_architecture(setup):
     other = load_config("synthetic", overrides=["model.channels=[5]"])
     with pytest.raises(ValueError, match="differs from the persistent module"):
         p.load(build_model(other.model, (T, 2, H, W), C), trainable=True)
+
+
+@pytest.mark.slow
+def test_train_compile_fitness_is_close_to_eager_and_reuses_its_modules(setup):
+    """train.compile through GenomeFitness: two genomes on one worker train the same
+    persistent modules (one compilation), with the eager run's metrics up to rounding."""
+    from dataclasses import replace
+
+    from evo_snn.evaluation.fitness import FitnessContext, GenomeFitness
+
+    cfg, teacher, train, genome = setup
+    layers = tuple(prunable_layers(teacher))
+    state = {k: v.detach().clone() for k, v in teacher.state_dict().items()}
+    ctx = FitnessContext(cfg, train, train, (T, 2, H, W), C, state, layers)
+    on = replace(ctx, cfg=replace(cfg, train=replace(cfg.train, compile=True)))
+    eager, compiled = GenomeFitness(ctx, torch.device("cpu")), GenomeFitness(on, torch.device("cpu"))
+    assert eager.compiled is None and set(compiled.compiled) == {"student", "teacher"}
+    other = GenomeOps(weight_magnitudes(teacher, layers), cfg.genome).magnitude([0.8] * len(layers))
+    module = compiled.compiled["student"].module
+    for g in (genome, other):
+        a, b = eager(g, seed=3), compiled(g, seed=3)
+        assert compiled.compiled["student"].module is module
+        assert b.metrics["sparsity"] == a.metrics["sparsity"]
+        assert b.metrics["train_loss"] == pytest.approx(a.metrics["train_loss"], rel=1e-4)
+        for k, v in a.student_state.items():
+            assert torch.allclose(b.student_state[k].float(), v.float(), rtol=1e-4, atol=1e-5), k

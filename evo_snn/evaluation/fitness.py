@@ -91,7 +91,7 @@ class GenomeFitness:
         if self.hot_path.channels_last:
             channels_last(self.teacher)  # its sparse copies and the students copied from them inherit the layout
         self.compiled: dict[str, Persistent] | None = None  # train.compile (evo_snn.training.compiled); grouped students run eager
-        if getattr(self.hot_path, "compile", False):
+        if self.hot_path.compile:
             self.compiled = {"student": Persistent(self.build, self.device), "teacher": Persistent(self.build, self.device)}
         self.ann_teacher = None
         if kd_mode(ctx.cfg.kd.mode).needs_ann:
