@@ -4,6 +4,15 @@
         [--datasets synthetic nmnist] [--data-root ../shared/data/nmnist_subset]
         [--amp bf16] [--channels-last] [--no-teacher-acc] [--each] [--no-stages]
 
+    OMP_NUM_THREADS=1 python benchmarks/fitness_overhead.py --breakdown --datasets nmnist cifar10 [--rounds 3]
+        [--changes 'adam single' 'hook per weight'] [--compile]
+
+``--breakdown`` (issue 26): per stage (data, training steps, validation, energy, teacher
+validation, copies; see ``stages``) the median seconds of today's defaults, and, timed
+in the same rounds interleaved, the ratio of each change on its own (``change``: the
+code before one issue 26 change, or ``--compile``: train.compile=true), < 1 = faster
+than the defaults, for each data set's shipped space (CIFAR-10 from ``--cifar-root``).
+
 Hot-path options (issue 12; ``train.amp``, ``train.channels_last``,
 ``search.measure_teacher=false``): with any of them the fitness runs with them (the plain
 loop with the same AMP and layout, so that ``fitness / plain`` stays the overhead), and a
@@ -39,7 +48,9 @@ little). Prints one line per figure and the ratio ``fitness / plain``. Not a tes
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import functools
 import math
 import statistics
 import time
@@ -59,15 +70,18 @@ from evo_snn.models import build_model
 from evo_snn.structure.pruning import (
     apply_masks,
     fold_masks,
-    make_permanent,
     prunable_layers,
     sparse_copy,
     weight_magnitudes,
     weight_sparsity,
 )
-from evo_snn.training.train import accuracy, autocast, channels_last, channels_last_seq, cpu_state, loader, train_steps
+import evo_snn.evaluation.fitness as fitness_mod
+import evo_snn.training.train as train_mod
+from evo_snn.training.train import (accuracy, autocast, channels_last, channels_last_seq, cpu_state, eval_batch_size, loader,
+                                    to_device, train_steps)
 
 DEFAULT_NMNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "nmnist_subset"
+DEFAULT_CIFAR = DEFAULT_NMNIST.parent / "cifar10_jpeg"
 
 
 def context(dataset: str, data_root: Path | None, overrides: list[str] | None = None) -> tuple[FitnessContext, torch.nn.Module]:
@@ -149,29 +163,103 @@ def timed(fn, *args):
 
 
 def stages(fit: GenomeFitness, genome, seed: int) -> dict[str, float]:
-    """Seconds of each stage of ``GenomeFitness.__call__`` (same calls, in the same order)."""
+    """Seconds of each stage of ``GenomeFitness.__call__`` (same calls, in the same order),
+    under the issue 26 names: copies (sparse teacher, student, masks, the state to the
+    host), teacher validation, data (the training batches alone: DataLoader + ``to_seq``),
+    training steps (``train_steps`` less its data), validation (the student's pass without
+    hooks) and energy (the same pass with the energy hooks, less the plain one)."""
     ctx, kd, out = fit.ctx, fit.ctx.cfg.kd, {}
     torch.manual_seed(seed)
     masks = genome.mask_dict()
-    out["sparse teacher (deepcopy + masks)"], teacher = timed(sparse_copy, fit.teacher, masks)
-    out["teacher_accuracy pass"], _ = timed(fit.teacher_accuracy, teacher)  # None, at once, with --no-teacher-acc
+    t_copy, teacher = timed(sparse_copy, fit.teacher, masks)
+    fit._teacher_acc.clear()
+    out["teacher validation"], _ = timed(fit.teacher_accuracy, teacher, genome.key)  # None, at once, without measure_teacher
     t0 = time.perf_counter()
     student = copy.deepcopy(teacher).requires_grad_(True)
-    apply_masks(student, masks)
-    out["student copy + masks"] = time.perf_counter() - t0
+    hooks = fitness_mod.fold_masks(student, masks, per_weight=False)
+    t_copy += time.perf_counter() - t0
     loss = student_loss(kd, ctx.num_classes, teacher)
-    out["train_steps (KD training)"], _ = timed(lambda: train_steps(student, ctx.train, epochs=kd.epochs, batch_size=kd.batch_size,
-                                                                    lr=kd.lr, loss_fn=loss, seed=seed, hot_path=fit.hot_path))
-    out["make_permanent"], _ = timed(make_permanent, student)
+    t_train, _ = timed(lambda: train_steps(student, ctx.train, epochs=kd.epochs, batch_size=kd.batch_size, lr=kd.lr,
+                                           loss_fn=loss, seed=seed, hot_path=fit.hot_path, grad_masks=hooks))
+    out["data"] = batches_only(fit, seed)
+    out["training steps"] = t_train - out["data"]
     e = ctx.cfg.energy
     t0 = time.perf_counter()
     with EnergyCounter(student, e.e_ac_pj, e.e_mac_pj) as counter:
-        accuracy(student, ctx.val, channels_last=fit.hot_path.channels_last)
+        accuracy(student, ctx.val, eval_batch_size(fit.hot_path, fit.device), channels_last=fit.hot_path.channels_last)
     counter.report().metrics()
-    out["validation pass with energy hooks"] = time.perf_counter() - t0
-    out["(control) validation pass, no hooks"], _ = timed(accuracy, student, ctx.val)
-    out["weight_sparsity + cpu_state"], _ = timed(lambda: (weight_sparsity(student, ctx.layers), cpu_state(student)))
+    with_hooks = time.perf_counter() - t0
+    out["validation"], _ = timed(accuracy, student, ctx.val, eval_batch_size(fit.hot_path, fit.device))
+    out["energy"] = with_hooks - out["validation"]
+    t, _ = timed(lambda: (weight_sparsity(student, ctx.layers), cpu_state(student)))
+    out["copies"] = t_copy + t
     return out
+
+
+def batches_only(fit: GenomeFitness, seed: int) -> float:
+    """Seconds to make the training batches of one evaluation (DataLoader + ``to_seq``, no model)."""
+    ctx, kd = fit.ctx, fit.ctx.cfg.kd
+    t0 = time.perf_counter()
+    dl = loader(ctx.train, kd.batch_size, shuffle=True, seed=seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    steps = max(1, math.ceil(kd.epochs * len(dl)))
+    for i, (x, y) in enumerate(dl):
+        ctx.train.to_seq(to_device(x, fit.device), train=True, generator=g)
+        if i + 1 >= steps:
+            break
+    return time.perf_counter() - t0
+
+
+@contextlib.contextmanager
+def change(name: str):
+    """Today's defaults with one issue 26 change undone (the code before it, still
+    reachable): 'adam single' (the per-parameter Adam loop instead of foreach / fused),
+    'hook per weight' (one gradient hook per masked weight instead of one
+    ``torch._foreach_mul_``); 'defaults' changes nothing."""
+    saved = (train_mod.adam, fitness_mod.fold_masks)
+    if name == "adam single":
+        train_mod.adam = functools.partial(saved[0], impl="single")
+    elif name == "hook per weight":
+        fitness_mod.fold_masks = lambda model, masks, per_weight=True: saved[1](model, masks, per_weight=True)
+    elif name != "defaults":
+        raise ValueError(f"unknown change {name!r}")
+    try:
+        yield
+    finally:
+        train_mod.adam, fitness_mod.fold_masks = saved
+
+
+def breakdown(dataset: str, data_root: Path | None, rounds: int, seed: int, device: torch.device,
+              changes: list[str], compiled: bool = False) -> None:
+    """The stage breakdown of today's defaults and, interleaved in the same rounds, of each
+    change on its own (``change``; ``compiled``: ``train.compile=true`` too): medians, and
+    each one's whole-evaluation and per-stage ratio to the defaults (< 1 = faster)."""
+    ctx, _ = context(dataset, data_root)
+    fits = {name: GenomeFitness(ctx, device) for name in ["defaults", *changes]}
+    if compiled:
+        fits["compile"] = GenomeFitness(context(dataset, data_root, ["train.compile=true"])[0], device)
+    genome = GenomeOps(weight_magnitudes(fits["defaults"].teacher, ctx.layers), ctx.cfg.genome).global_magnitude(0.5)
+    names = list(fits)
+    for name in names:  # warm-up (first-call costs, compilation)
+        with change(name if name != "compile" else "defaults"):
+            fits[name](genome, seed)
+    whole = {n: [] for n in names}
+    st = {n: [] for n in names}
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            with change(name if name != "compile" else "defaults"):
+                fits[name]._teacher_acc.clear()
+                whole[name].append(timed(fits[name], genome, seed)[0])
+                st[name].append(stages(fits[name], genome, seed))
+    med = {n: statistics.median(whole[n]) for n in names}
+    print(f"\n== {dataset}: stage breakdown, device {device}, threads {torch.get_num_threads()}, {rounds} rounds "
+          f"interleaved (medians; each change on its own against the defaults)")
+    print(f"{'stage':20s} {'defaults s':>10s} " + " ".join(f"{n:>16s}" for n in names[1:]))
+    for stage in st["defaults"][0]:
+        base = statistics.median(row[stage] for row in st["defaults"])
+        ratios = [statistics.median(row[stage] for row in st[n]) / base if base > 0 else float("nan") for n in names[1:]]
+        print(f"{stage:20s} {base:10.3f} " + " ".join(f"{r:16.3f}" for r in ratios))
+    print(f"{'whole evaluation':20s} {med['defaults']:10.3f} " + " ".join(f"{med[n] / med['defaults']:16.3f}" for n in names[1:]))
 
 
 def train_controls(fit: GenomeFitness, genome, seed: int) -> dict[str, float]:
@@ -188,16 +276,7 @@ def train_controls(fit: GenomeFitness, genome, seed: int) -> dict[str, float]:
         if hasattr(handle, "remove"):
             handle.remove()
 
-    def batches_only():
-        dl = loader(ctx.train, kd.batch_size, shuffle=True, seed=seed)
-        g = torch.Generator().manual_seed(seed + 1)
-        steps = max(1, math.ceil(kd.epochs * len(dl)))
-        for i, (x, y) in enumerate(dl):
-            ctx.train.to_seq(x, train=True, generator=g)
-            if i + 1 >= steps:
-                break
-
-    out["batches alone (DataLoader + to_seq)"], _ = timed(batches_only)
+    out["batches alone (DataLoader + to_seq)"] = batches_only(fit, seed)
     return out
 
 
@@ -298,12 +377,21 @@ def main(argv=None) -> None:
     ap.add_argument("--no-teacher-acc", action="store_true", help="search.measure_teacher=false (no sparse-teacher validation pass)")
     ap.add_argument("--each", action="store_true", help="with several options: also time each option alone")
     ap.add_argument("--no-stages", action="store_true", help="skip the per-stage breakdown and the training controls")
+    ap.add_argument("--cifar-root", type=Path, default=DEFAULT_CIFAR, help="CIFAR-10 root (skipped when absent)")
+    ap.add_argument("--breakdown", action="store_true", help="issue 26: the stage breakdown of the defaults and of each "
+                    "change on its own (--changes, --compile), as ratios, instead of the fitness / plain comparison")
+    ap.add_argument("--changes", nargs="*", default=["adam single", "hook per weight"],
+                    help="with --breakdown: the changes undone one at a time (see change())")
+    ap.add_argument("--compile", action="store_true", help="with --breakdown: also train.compile=true")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     for ds in args.datasets:
-        root = None if ds == "synthetic" else args.data_root
+        root = {"synthetic": None, "cifar10": args.cifar_root}.get(ds, args.data_root)
         if root is not None and not root.exists():
             print(f"\n== {ds}: skipped, data root {root} is absent")
+            continue
+        if args.breakdown:
+            breakdown(ds, root, args.rounds, args.seed, torch.device(args.device), args.changes, args.compile)
             continue
         run(ds, root, args.rounds, args.seed, args.profile, variants_of(args), not args.no_stages, torch.device(args.device))
 

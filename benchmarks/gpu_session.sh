@@ -3,6 +3,11 @@
 # a larger compute budget), run from the repository root on the GPU machine:
 #   benchmarks/gpu_session.sh env            # install the carried wheels, print versions
 #   benchmarks/gpu_session.sh checks         # CUDA tests + students_per_batch + fitness_overhead
+#   benchmarks/gpu_session.sh hotpath        # issue 26, <= 8 min: sync audit, stage breakdown, per-step ms of
+#                                            # each change, 1/2/4/8 workers per GPU at K=1 and 4, full-size
+#                                            # DVS fp32 vs bf16 + channels_last; every ratio against a baseline
+#                                            # timed in the same call. Without CUDA (or nvidia-smi) it runs
+#                                            # to the end with the GPU parts skipped, each with its reason
 #   benchmarks/gpu_session.sh search EPOCHS [GENERATIONS [SEARCH ARGS...]]
 #                                            # issue 9: 3 seeds of the multi-fidelity search at
 #                                            # kd.epochs=EPOCHS and global_long at its compute
@@ -71,6 +76,53 @@ overhead() {
     --channels-last --no-teacher-acc --each --no-stages 2>&1 | grep -v Triton | tee "$OUT/fitness_overhead.log"
 }
 
+hotpath() {  # issue 26; timeouts sum to 470 s
+  local gpu=1 log="$OUT/hotpath.log"
+  $py -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" || gpu=0
+  : > "$log"
+  say() { echo "$*" | tee -a "$log"; }
+  skip() { say "== $1: skipped, no CUDA device (this machine: $(uname -n), torch CPU build or no GPU)"; }
+  run() {
+    local t=$1; shift
+    timeout "$t" "$@" > /tmp/hot-step.log 2>&1; local rc=$?
+    grep -v Triton /tmp/hot-step.log | tee -a "$log"
+    [ $rc = 124 ] && say "   (stopped after ${t} s: $*)"
+    return 0
+  }
+  say "== hotpath $(date -u +%FT%TZ) gpu=$gpu"
+  # 1. the hot-path tests, the CUDA ones included (skipped without CUDA): 60 s
+  run 60 $py -m pytest -q -p no:cacheprovider -rs tests/test_hot_path.py tests/test_hot_path_26.py -m "not slow"
+  # 2. host syncs per phase: 30 s
+  run 30 $py benchmarks/gpu_hotpath.py sync --net nmnist
+  if [ $gpu = 1 ]; then
+    # 3. the stage breakdown, each change on its own against the defaults, same call: 90 s
+    local nm=.gpudata/nmnist_subset; [ -d $nm ] || nm=/nonexistent
+    run 90 $py benchmarks/fitness_overhead.py --breakdown --device cuda --datasets synthetic nmnist --data-root $nm \
+      --rounds 2 --compile
+    # 4. per-step ms: baseline, fused Adam, one-call masks, device data, all, compiled: 2 x 60 s
+    run 60 $py benchmarks/gpu_hotpath.py steps --net nmnist --steps 30
+    run 60 $py benchmarks/gpu_hotpath.py steps --net cifar10 --steps 30
+    # 5. 1, 2, 4 and 8 evaluations per GPU side by side at K = 1 and 4 (students_per_batch): 4 x 25 s
+    for p in 1 2 4 8; do
+      for i in $(seq "$p"); do
+        timeout 25 $py benchmarks/students_per_batch.py --nets nmnist --ks 1 4 --rounds 1 --train-samples 256 \
+          --val-samples 64 > "/tmp/hot-w$p-$i.log" 2>&1 &
+      done
+      wait
+      say "== $p workers on one GPU (per worker: K, evaluations/s):"
+      grep -h "^ *[14] " /tmp/hot-w"$p"-*.log | tee -a "$log"
+    done
+    # 6. full-size DVS: fp32 vs bf16 + channels_last: 90 s
+    run 90 $py benchmarks/gpu_hotpath.py dvs --steps 10 --samples 64
+  else
+    skip "stage breakdown on the GPU (the CPU one: benchmarks/fitness_overhead.py --breakdown, BENCHMARKS.md)"
+    run 90 $py benchmarks/gpu_hotpath.py steps --net nmnist --steps 2 --samples 64 --no-compile  # the CPU smoke check
+    skip "workers per GPU (1, 2, 4, 8 at K = 1 and 4)"
+    run 10 $py benchmarks/gpu_hotpath.py dvs
+  fi
+  say "== hotpath done"
+}
+
 search() {
   # each seed's search then its global_long, the 3 seeds side by side on the one GPU; a run
   # still going after LIMIT seconds (default 420) is stopped and what it wrote comes back
@@ -101,11 +153,13 @@ search() {
   done
 }
 
-[ -n "${SKIP_ENV:-}" ] || env_setup
+if [ -z "${SKIP_ENV:-}" ] && { [ "${1:-}" != hotpath ] || command -v nvidia-smi > /dev/null; }; then env_setup; fi
+[ "${1:-}" = hotpath ] && export PYTHONPATH=${PYTHONPATH:-$PWD}
 case "${1:-}" in
   env) ;;
+  hotpath) hotpath ;;
   checks) checks ;;
   recheck) recheck ;;
   search) shift; search "$@" ;;
-  *) echo "usage: $0 env|checks|search EPOCHS [GENERATIONS]" >&2; exit 2 ;;
+  *) echo "usage: $0 env|checks|hotpath|search EPOCHS [GENERATIONS]" >&2; exit 2 ;;
 esac

@@ -168,4 +168,10 @@ class TrainConfig:
         "a GPU, where a validation pass is otherwise mostly kernel launches (issue 26). Logits, accuracies and "
         "energy counts do not depend on it (each sample's neurons start from rest; tested).",
         null="64 on the CPU, 512 on a GPU", ge=1)] = None
+    compile: Annotated[bool, key(
+        "train every genome's student (and run its sparse teacher) through ``torch.compile`` (issue 26; default "
+        "false): one persistent module per worker, compiled once, each genome's weights and masks copied in "
+        "place (``evo_snn.training.compiled``); on CUDA with CUDA graphs (mode 'reduce-overhead', untested until "
+        "a GPU run). Values equal the eager ones up to float rounding, so a run does not reproduce one without "
+        "it; grouped students (search.students_per_batch > 1) run eager.")] = False
 

@@ -18,15 +18,6 @@ MAX_FUNCTION_LINES = 60
 SEARCH_ENTRY = ROOT / "search" / "run.py"
 MAX_SEARCH_ENTRY_LINES = 200
 
-# Files and functions still over a limit while issue 24 is worked on: each entry goes as
-# its module is split. Empty when the issue is done.
-PENDING_MODULES: set[str] = set()
-PENDING_FUNCTIONS: set[str] = {
-    "evo_snn/evaluation/fitness.py::GenomeFitness.group",
-    "evo_snn/training/train.py::train_steps",
-}
-
-
 def sources() -> dict[str, str]:
     return {str(p.relative_to(ROOT.parent)): p.read_text(encoding="utf-8") for p in sorted(ROOT.rglob("*.py"))}
 
@@ -57,30 +48,18 @@ def long_functions(files: dict[str, str], limit: int = MAX_FUNCTION_LINES) -> di
 
 
 def test_no_module_over_400_lines():
-    over = {p: n for p, n in long_modules(sources()).items() if p not in PENDING_MODULES}
+    over = long_modules(sources())
     assert not over, f"modules over {MAX_MODULE_LINES} lines (split them): {over}"
 
 
 def test_no_function_over_60_lines():
-    over = {f: n for f, n in long_functions(sources()).items() if f not in PENDING_FUNCTIONS}
+    over = long_functions(sources())
     assert not over, f"functions over {MAX_FUNCTION_LINES} lines: {over}"
 
 
 def test_search_entry_is_a_screen_of_stage_calls():
     n = len(SEARCH_ENTRY.read_text(encoding="utf-8").splitlines())
-    assert n <= MAX_SEARCH_ENTRY_LINES or str(SEARCH_ENTRY.relative_to(ROOT.parent)) in PENDING_MODULES, \
-        f"{SEARCH_ENTRY.relative_to(ROOT.parent)} has {n} lines (at most {MAX_SEARCH_ENTRY_LINES})"
-
-
-def test_pending_entries_are_still_over_their_limit():
-    """An entry that no longer needs its exemption must go (the lists only shrink)."""
-    files = sources()
-    modules = set(long_modules(files)) | ({str(SEARCH_ENTRY.relative_to(ROOT.parent))}
-                                          if len(files[str(SEARCH_ENTRY.relative_to(ROOT.parent))].splitlines())
-                                          > MAX_SEARCH_ENTRY_LINES else set())
-    assert PENDING_MODULES <= modules, f"no longer over the limit, remove: {sorted(PENDING_MODULES - modules)}"
-    functions = set(long_functions(files))
-    assert PENDING_FUNCTIONS <= functions, f"no longer over the limit, remove: {sorted(PENDING_FUNCTIONS - functions)}"
+    assert n <= MAX_SEARCH_ENTRY_LINES, f"{SEARCH_ENTRY.relative_to(ROOT.parent)} has {n} lines (at most {MAX_SEARCH_ENTRY_LINES})"
 
 
 def test_checker_counts_nested_functions_and_methods():

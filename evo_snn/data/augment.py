@@ -1,6 +1,9 @@
 """Batch transforms: stored samples -> ``x_seq: [T, N, C, H, W]`` float32, with training augmentation.
 
-:class:`SeqTransform` is what :meth:`evo_snn.data.FrameSet.to_seq` applies.
+:class:`SeqTransform` is what :meth:`evo_snn.data.FrameSet.to_seq` applies, on the batch's
+device (the training loop sends the stored uint8 batch first, or the frames live there:
+``FrameSet.to``); every random draw comes from a CPU generator, so a batch prepared on
+a GPU holds the host's values.
 
 Event frames (``encoding='events'``): a batch ``[N, T, 2, H, W]`` of counts
 becomes ``x_seq: [T, N, 2, H, W]`` float32 spike counts. Training batches may be
@@ -97,8 +100,8 @@ class SeqTransform:
         if train:
             x = self._geometric(x.unsqueeze(1), generator)[:, 0]
         if self.mean is not None and self.std is not None:
-            mean = torch.tensor(self.mean, dtype=x.dtype).view(1, -1, 1, 1)
-            std = torch.tensor(self.std, dtype=x.dtype).view(1, -1, 1, 1)
+            mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+            std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
             x = (x - mean) / std
         return x.unsqueeze(0).expand(self.steps, *x.shape).contiguous()
 
@@ -151,10 +154,14 @@ def random_hflip(x: torch.Tensor, generator: torch.Generator | None = None, p: f
 def drop_events(x: torch.Tensor, q: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """Binomial thinning of counts: every event of ``x`` (float counts >= 0) survives with probability ``1 - q``.
 
-    Returns float32 counts ``<= x``, with expectation ``(1 - q) * x``.
+    Returns float32 counts ``<= x``, with expectation ``(1 - q) * x``. The draws come from
+    ``generator`` (CPU): a batch on another device is thinned on the CPU and sent back (the
+    same counts as the host's; boolean indexing on a GPU would sync anyway).
     """
     if q <= 0:
         return x
+    if x.device.type != "cpu":
+        return drop_events(x.cpu(), q, generator).to(x.device)
     out = x.clone()
     nz = out > 0
     counts = out[nz]

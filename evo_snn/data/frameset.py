@@ -213,6 +213,20 @@ class FrameSet:
             self._source,
         )
 
+    def to(self, device: torch.device | str, max_bytes: int | None = None) -> "FrameSet":
+        """This set with its frames (storage dtype, e.g. uint8) held on ``device``, so that a
+        batch is gathered, converted to float, augmented and repeated over T there
+        (``to_seq`` runs on the batch's device; the random draws stay on the CPU generator,
+        so the batches equal the host's). Labels stay on the CPU. Returns ``self`` for the
+        CPU, and when the frames take more than ``max_bytes`` (they then stay on the host
+        and each batch is copied). Pickles with its frames (moved back to the host)."""
+        device = torch.device(device)
+        n, t, c, h, w = self.shape
+        nbytes = n * t * c * h * w * self._data.dtype.itemsize
+        if device.type == "cpu" or (max_bytes is not None and nbytes > max_bytes):
+            return self
+        return FrameSet(self.frames.to(device), self.labels, self.transform)
+
     def in_memory(self) -> "FrameSet":
         """This set with its frames copied into memory, so that it pickles with them
         (for processes that cannot open the cache file, e.g. other nodes of a cluster)."""
@@ -226,7 +240,7 @@ class FrameSet:
         if self._source is not None:
             state.update(source=self._source, index=self._index)
         else:
-            state.update(frames=self.frames)
+            state.update(frames=self.frames.cpu())
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:

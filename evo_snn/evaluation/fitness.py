@@ -31,6 +31,7 @@ from evo_snn.training.kd import kd_mode, student_loss, teacher_for
 from evo_snn.models import build_model, select_backend
 from evo_snn.evaluation.outcome import FitnessResult  # noqa: F401  (re-exported: evaluators and tests import it here)
 from evo_snn.structure.pruning import MaskHooks, fold_masks, sparse_copy, weight_sparsity
+from evo_snn.training.compiled import Persistent
 from evo_snn.training.train import accuracy, channels_last, cpu_state, eval_batch_size, predict_logits, samples_processed, train_steps
 
 
@@ -59,6 +60,17 @@ def with_epochs(ctx: FitnessContext, epochs: float) -> FitnessContext:
     return replace(ctx, cfg=replace(cfg, kd=replace(cfg.kd, epochs=epochs)))
 
 
+def resident(ctx: FitnessContext, device: torch.device) -> FitnessContext:
+    """``ctx`` with the training and validation frames (storage dtype) held on a CUDA
+    ``device`` (``FrameSet.to``: batches gathered and prepared there, the same values) when
+    each takes at most a quarter of the device's free memory; ``ctx`` itself elsewhere."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return ctx
+    budget = torch.cuda.mem_get_info(device)[0] // 4
+    return replace(ctx, train=ctx.train.to(device, budget), val=ctx.val.to(device, budget))
+
+
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -67,8 +79,8 @@ class GenomeFitness:
     """Callable evaluating genomes against one dense teacher (built once per worker)."""
 
     def __init__(self, ctx: FitnessContext, device: torch.device | None = None):
-        self.ctx = ctx
         self.device = device or default_device()
+        self.ctx = resident(ctx, self.device)
         self.teacher = self.build()
         self.teacher.load_state_dict(ctx.teacher_state)
         self.teacher.requires_grad_(False).eval()
@@ -78,6 +90,9 @@ class GenomeFitness:
         self._teacher_acc: dict[str, float] = {}  # genome key -> its sparse teacher's validation accuracy
         if self.hot_path.channels_last:
             channels_last(self.teacher)  # its sparse copies and the students copied from them inherit the layout
+        self.compiled: dict[str, Persistent] | None = None  # train.compile (evo_snn.training.compiled); grouped students run eager
+        if self.hot_path.compile:
+            self.compiled = {"student": Persistent(self.build, self.device), "teacher": Persistent(self.build, self.device)}
         self.ann_teacher = None
         if kd_mode(ctx.cfg.kd.mode).needs_ann:
             if ctx.ann_teacher_state is None:
@@ -149,10 +164,18 @@ class GenomeFitness:
         own, epochs = self._budget(rung)
         student, teacher, hooks = self._prepare(genome, seed, init_state, rung)
         teacher_acc = self.teacher_accuracy(teacher, genome.key)
+        run_student, run_teacher = student, teacher
+        if self.compiled is not None:  # train.compile: the worker's persistent modules, compiled once
+            hooks.remove()
+            run_student = self.compiled["student"].load(student, trainable=True)
+            run_teacher = self.compiled["teacher"].load(teacher, trainable=False)
+            student = self.compiled["student"].module  # eager: trained in place, scored, its state returned
+            hooks = fold_masks(student, genome.mask_dict(), per_weight=False) if kd.student_mask == "genome" else MaskHooks([])
 
-        teaching = teacher_for(kd.mode, sparse=teacher, dense=self.teacher, ann=self.ann_teacher)
+        teaching = teacher_for(kd.mode, sparse=run_teacher, dense=self.teacher, ann=self.ann_teacher)
         kd_loss = student_loss(kd, self.ctx.num_classes, teaching)
-        train_loss = train_steps(student, self.ctx.train, hot_path=self.hot_path, epochs=epochs, batch_size=kd.batch_size, lr=kd.lr, loss_fn=kd_loss, seed=seed)
+        train_loss = train_steps(run_student, self.ctx.train, hot_path=self.hot_path, epochs=epochs, batch_size=kd.batch_size,
+                                 lr=kd.lr, loss_fn=kd_loss, seed=seed, grad_masks=hooks)
         hooks.remove()
         metrics = self._score(student, genome, teacher_acc, train_loss, init_state is not None and not own, epochs=epochs)
         metrics["wall_s"] = time.perf_counter() - t0
@@ -167,8 +190,8 @@ class GenomeFitness:
         return rung.continues, kd_epochs * rung.spent
 
     def _prepare(self, genome: Genome, seed: int, init_state: dict | None, rung: Rung | None = None):
-        """(student with the genome's masks folded in and kept by hooks, sparse teacher, the
-        hooks): ``torch.manual_seed(seed)`` first, then the sparse teacher, then the
+        """(student with the genome's masks folded in, sparse teacher, the ``MaskHooks`` that
+        keep them: ``train_steps(grad_masks=...)``): ``torch.manual_seed(seed)`` first, then the sparse teacher, then the
         student (a copy of it, a parent's student, or a seeded fresh net; at a continuation
         ``rung``, ``init_state`` loaded as it is: the genome's own partly trained student).
         raises ValueError for a continuation without ``init_state``."""
@@ -189,10 +212,10 @@ class GenomeFitness:
             student = copy.deepcopy(teacher).requires_grad_(True)
         else:
             student = self.build()  # seeded above
-        # masks folded in once, kept by gradient hooks: the same weights, bit for bit, as
-        # prune's re-parametrisation, without its product on every forward (6 % of an
-        # N-MNIST evaluation, benchmarks/fitness_overhead.py)
-        hooks = fold_masks(student, masks) if kd.student_mask == "genome" else MaskHooks([])
+        # masks folded in once, their gradient products in one call per step (train_steps'
+        # grad_masks): the same weights, bit for bit, as prune's re-parametrisation, without
+        # its product on every forward (6 % of an N-MNIST evaluation) or a hook per weight
+        hooks = fold_masks(student, masks, per_weight=False) if kd.student_mask == "genome" else MaskHooks([])
         return student, teacher, hooks
 
     def _score(self, student: nn.Module, genome: Genome, teacher_acc: float, train_loss: float, inherited: bool,
@@ -245,46 +268,76 @@ class GenomeFitness:
                 return [self(*jobs[0])]
             except Exception as e:  # noqa: BLE001 - reported per job
                 return [e]
-        from evo_snn.evaluation.grouped import group, group_masks, last_epoch_steps, member_losses
+        from evo_snn.evaluation.grouped import group, group_masks
 
         t0 = time.perf_counter()
-        kd = self.ctx.cfg.kd
-        out: list = [None] * len(jobs)
-        ok: list[int] = []
-        students, teachers, masks = [], [], []
-        rung_of = {job[3] if len(job) > 3 else None for job in jobs}
-        if len(rung_of) != 1:
-            raise ValueError(f"a group's jobs must share one rung, got {sorted(map(str, rung_of))}")
-        rung = rung_of.pop()
+        rung = _shared_rung(jobs)
         own, epochs = self._budget(rung)
+        out, ok, students, teachers, masks = self._prepare_members(jobs, rung)
+        if not ok:
+            return out
+        seed0 = int(jobs[0][1])
+        net = group(students)
+        hooks = group_masks(net, masks, per_weight=False)
+        sparse_group = group(teachers).requires_grad_(False).eval()
+        if self.hot_path.channels_last:
+            channels_last(sparse_group)
+        teacher_accs = self._group_teacher_accuracy(sparse_group, len(ok))
+        per_step: list[torch.Tensor] = []
+        kd = self.ctx.cfg.kd
+        train_steps(net, self.ctx.train, hot_path=self.hot_path, epochs=epochs, batch_size=kd.batch_size, lr=kd.lr,
+                    loss_fn=self._group_loss(sparse_group, per_step), seed=seed0, grad_masks=hooks)
+        hooks.remove()
+        losses = self._member_train_losses(per_step, len(ok))
+        for k, (i, student) in enumerate(zip(ok, students)):
+            student.load_state_dict({key: v.detach().clone() for key, v in net.member_state(k).items()})
+            job = jobs[i]  # noqa: PLR1736 - i indexes jobs, k the group's members
+            inherited = len(job) > 2 and job[2] is not None and not own
+            out[i] = FitnessResult(self._score(student, job[0], teacher_accs[k], losses[k], inherited, epochs=epochs), cpu_state(student))
+        wall = time.perf_counter() - t0
+        for i in ok:
+            out[i].metrics.update(wall_s=wall / len(jobs), group_wall_s=wall, group_size=len(jobs), group_seed=seed0)
+        return out
+
+    def _prepare_members(self, jobs: list[tuple], rung: Rung | None):
+        """(results so far: an Exception for each job whose genome does not fit, else None;
+        the indices of the jobs that train; their students, sparse teachers and masks)."""
+        out: list = [None] * len(jobs)
+        ok, students, teachers, masks = [], [], [], []
         for i, job in enumerate(jobs):
             genome, seed, init_state = job[0], job[1], job[2] if len(job) > 2 else None
             try:
                 student, teacher, hooks = self._prepare(genome, seed, init_state, rung)
-                hooks.remove()  # the group keeps the zeros with its own hooks
+                hooks.remove()  # the group keeps the zeros with its own masks
             except Exception as e:  # noqa: BLE001 - a genome that does not fit: that member fails
                 out[i] = e
                 continue
             ok.append(i)
             students.append(student)
             teachers.append(teacher)
-            masks.append(jobs[i][0].mask_dict() if kd.student_mask == "genome" else None)
-        if not ok:
-            return out
-        seed0 = int(jobs[0][1])
-        net = group(students)
-        handles = group_masks(net, masks)
-        sparse_group = group(teachers).requires_grad_(False).eval()
-        if self.hot_path.channels_last:
-            channels_last(sparse_group)
-        teacher_accs: list[float | None] = [None] * len(ok)
-        if self.ctx.cfg.search.measure_teacher:
-            val_logits = predict_logits(sparse_group, self.ctx.val, channels_last=self.hot_path.channels_last)  # (N_val, K, classes)
-            teacher_accs = [(val_logits[:, k].argmax(1) == self.ctx.val.labels).float().mean().item() if len(self.ctx.val)
-                            else float("nan") for k in range(len(ok))]
+            masks.append(genome.mask_dict() if self.ctx.cfg.kd.student_mask == "genome" else None)
+        return out, ok, students, teachers, masks
+
+    def _group_teacher_accuracy(self, sparse_group: nn.Module, k: int) -> list[float | None]:
+        """Each of the K sparse teachers' validation accuracy, from one grouped pass (None
+        for each with ``search.measure_teacher`` false: no pass)."""
+        if not self.ctx.cfg.search.measure_teacher:
+            return [None] * k
+        val = self.ctx.val
+        if not len(val):
+            return [float("nan")] * k
+        logits = predict_logits(sparse_group, val, channels_last=self.hot_path.channels_last)  # (N_val, K, classes)
+        return [(logits[:, m].argmax(1) == val.labels).float().mean().item() for m in range(k)]
+
+    def _group_loss(self, sparse_group: nn.Module, per_step: list):
+        """The grouped training loss ``loss_fn(z_s [N, K, C], y, x_seq)``: the sum of the K
+        members' losses (``grouped.member_losses``) against their own sparse teachers (one
+        grouped forward) or the one shared teacher; each step's ``[K]`` losses go to ``per_step``."""
+        from evo_snn.evaluation.grouped import member_losses
+
+        kd = self.ctx.cfg.kd
         mode = kd_mode(kd.mode)
         single = teacher_for(kd.mode, sparse=None, dense=self.teacher, ann=self.ann_teacher) if mode.teacher != "sparse" else None
-        per_step: list[torch.Tensor] = []
 
         def loss_fn(z_s, y, x_seq):
             z_t = None
@@ -300,19 +353,22 @@ class GenomeFitness:
             per_step.append(losses.detach())
             return losses.sum()
 
-        train_steps(net, self.ctx.train, hot_path=self.hot_path, epochs=epochs, batch_size=kd.batch_size, lr=kd.lr, loss_fn=loss_fn, seed=seed0)
-        for h in handles:
-            h.remove()
-        per_epoch = math.ceil(len(self.ctx.train) / kd.batch_size)
+        return loss_fn
+
+    def _member_train_losses(self, per_step: list[torch.Tensor], k: int) -> list[float]:
+        """Each member's mean loss over the steps of the last (possibly partial) epoch, as
+        ``train_steps`` returns it for one student."""
+        from evo_snn.evaluation.grouped import last_epoch_steps
+
+        per_epoch = math.ceil(len(self.ctx.train) / self.ctx.cfg.kd.batch_size)
         last = per_step[len(per_step) - last_epoch_steps(len(per_step), per_epoch):]
-        for k, (i, student) in enumerate(zip(ok, students)):
-            student.load_state_dict({key: v.detach().clone() for key, v in net.member_state(k).items()})
-            train_loss = float(sum(v[k].item() for v in last) / max(len(last), 1))
-            job = jobs[i]  # noqa: PLR1736 - i indexes jobs, k the group's members
-            metrics = self._score(student, job[0], teacher_accs[k], train_loss, len(job) > 2 and job[2] is not None and not own,
-                                  epochs=epochs)
-            out[i] = FitnessResult(metrics, cpu_state(student))
-        wall = time.perf_counter() - t0
-        for i in ok:
-            out[i].metrics.update(wall_s=wall / len(jobs), group_wall_s=wall, group_size=len(jobs), group_seed=seed0)
-        return out
+        return [float(sum(v[m].item() for v in last) / max(len(last), 1)) for m in range(k)]
+
+
+def _shared_rung(jobs: list[tuple]) -> Rung | None:
+    """The one rung of a group's jobs ``(genome, seed, init_state, rung)`` (None without
+    rungs). raises ValueError when they differ."""
+    rung_of = {job[3] if len(job) > 3 else None for job in jobs}
+    if len(rung_of) != 1:
+        raise ValueError(f"a group's jobs must share one rung, got {sorted(map(str, rung_of))}")
+    return rung_of.pop()

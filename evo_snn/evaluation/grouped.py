@@ -15,8 +15,12 @@ forward runs all K on the same batch at once:
   are kept as they are: they act per element or per channel, so on the k-major layout
   each student's slice is that student's solo computation.
 
-``GroupedNet(x_seq [T, N, C, H, W]) -> [N, K, num_classes]``: the input is repeated K times
-on the channel axis. Refused (ValueError naming the module): a module with parameters
+``GroupedNet(x_seq [T, N, C, H, W]) -> [N, K, num_classes]``: the input convolution (the
+net's first parametrised layer, a Conv2d with groups 1) is one ``Conv2d(c_in, K*c_out)``
+fed the input once (issue 26: no K-fold copy of the batch, for the students and the
+grouped sparse teachers alike; the same weight tensor, outputs equal up to float
+rounding of the convolution kernel); for another first layer the input is repeated K
+times on the channel axis. Refused (ValueError naming the module): a module with parameters
 or buffers of its own other than the three above, e.g. PLIF's learnable tau (one per
 layer, which the K students would share). ``Dropout`` runs (its masks are drawn for the
 K*C channels at once, so a student's masks differ from its solo run's: with dropout a
@@ -56,7 +60,8 @@ import torch.nn.functional as F
 from spikingjelly.activation_based import functional, layer
 
 from evo_snn.evaluation.workers import PerWorker
-from evo_snn.training.kd import KDLoss, VirtualTeacherLoss, kd_mode
+from evo_snn.structure.pruning import MaskHooks
+from evo_snn.training.kd import KDLoss, VirtualTeacherLoss, kd_mode, virtual_teacher_probs
 
 
 class GroupedLinear(nn.Module):
@@ -81,12 +86,15 @@ class GroupedLinear(nn.Module):
 _KEPT = (nn.Dropout, layer.Dropout)  # modules with no state of their own that still run per element
 
 
-def _grouped_module(mods: list[nn.Module]) -> nn.Module | None:
-    """The grouped replacement of one leaf module of the K nets, or None to keep it."""
+def _grouped_module(mods: list[nn.Module], shared_input: bool = False) -> nn.Module | None:
+    """The grouped replacement of one leaf module of the K nets, or None to keep it.
+    shared_input: a Conv2d (groups 1) fed the net's input once, not K times: one
+    ``Conv2d(c_in, K*c_out)`` (the same weight tensor as the grouped one)."""
     m0, K = mods[0], len(mods)
     if isinstance(m0, nn.Conv2d):
-        new = layer.Conv2d(K * m0.in_channels, K * m0.out_channels, m0.kernel_size, stride=m0.stride, padding=m0.padding,
-                           dilation=m0.dilation, groups=K * m0.groups, bias=m0.bias is not None,
+        c_in, groups = (m0.in_channels, 1) if shared_input else (K * m0.in_channels, K * m0.groups)
+        new = layer.Conv2d(c_in, K * m0.out_channels, m0.kernel_size, stride=m0.stride, padding=m0.padding,
+                           dilation=m0.dilation, groups=groups, bias=m0.bias is not None,
                            padding_mode=m0.padding_mode, step_mode="m")
         with torch.no_grad():
             new.weight.copy_(torch.cat([m.weight for m in mods]))
@@ -129,17 +137,20 @@ class GroupedNet(nn.Module):
         self.net = copy.deepcopy(models[0])
         self._keys = list(models[0].state_dict())
         names = [n for n, _ in models[0].named_modules() if n]
+        self.shared_input = _input_conv(models[0])
         for name in names:
-            new = _grouped_module([m.get_submodule(name) for m in models])
+            new = _grouped_module([m.get_submodule(name) for m in models], shared_input=name == self.shared_input)
             if new is not None:
                 self.net.set_submodule(name, new)
         functional.set_step_mode(self.net, "m")
         self.train(models[0].training)
 
     def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
-        reps = [1] * x_seq.dim()
-        reps[2] = self.k
-        z = self.net(x_seq.repeat(*reps))  # (N, K * num_classes)
+        if self.shared_input is None:  # the input repeated K times on the channel axis
+            reps = [1] * x_seq.dim()
+            reps[2] = self.k
+            x_seq = x_seq.repeat(*reps)
+        z = self.net(x_seq)  # (N, K * num_classes)
         return z.reshape(z.shape[0], self.k, -1)
 
     def member_state(self, k: int) -> dict[str, torch.Tensor]:
@@ -158,19 +169,33 @@ class GroupedNet(nn.Module):
         return out
 
 
+def _input_conv(model: nn.Module) -> str | None:
+    """The name of the net's input convolution when the input can be fed to it once (no
+    K-fold copy): the first module with parameters or buffers, in registration order (the
+    forward order of this project's nets), is a Conv2d with groups 1; else None. A net that
+    called another parametrised layer first would fail loudly (its grouped layer expects
+    K times the channels it gets), never silently."""
+    for name, mod in model.named_modules():
+        if any(t is not None for t in list(mod._parameters.values()) + list(mod._buffers.values())):
+            return name if isinstance(mod, nn.Conv2d) and mod.groups == 1 else None
+    return None
+
+
 def group(models: Sequence[nn.Module]) -> GroupedNet:
     """``GroupedNet(models)``: K nets of one architecture (same ``build_model`` config) as
     one. raises ValueError for a module that cannot be grouped (see the module docstring)."""
     return GroupedNet(models)
 
 
-def group_masks(net: GroupedNet, masks: Sequence[dict[str, np.ndarray] | None]) -> list:
+def group_masks(net: GroupedNet, masks: Sequence[dict[str, np.ndarray] | None], per_weight: bool = True) -> MaskHooks:
     """Keep each student's pruned weights at zero while the group trains: for every layer
     masked in some member, zero the grouped weight where that member's mask is False and
-    register a gradient hook multiplying its gradient by the stacked mask (a member
-    without a mask for a layer, or ``None``, keeps all of it). Returns the hook handles."""
+    multiply its gradient by the stacked mask (a member without a mask for a layer, or
+    ``None``, keeps all of it): one gradient hook per weight (``per_weight``), or, False,
+    the pairs that the returned ``MaskHooks.mask_grads()`` multiplies in one call
+    (``train_steps(grad_masks=...)``). Iterating the result gives the hook handles."""
     names = sorted({n for m in masks if m for n in m})
-    handles = []
+    handles, params, stacks = [], [], []
     for name in names:
         mod = net.net.get_submodule(name)
         w = mod.weight
@@ -181,14 +206,44 @@ def group_masks(net: GroupedNet, masks: Sequence[dict[str, np.ndarray] | None]) 
         stacked = (torch.stack(per) if isinstance(mod, GroupedLinear) else torch.cat(per)).to(w.device)
         with torch.no_grad():
             w.mul_(stacked)
-        handles.append(w.register_hook(lambda g, s=stacked: g * s))
-    return handles
+        if per_weight:
+            handles.append(w.register_hook(lambda g, s=stacked: g * s))
+        else:
+            params.append(w)
+            stacks.append(stacked)
+    return MaskHooks(handles, params, stacks)
 
 
 def member_losses(kd_cfg, z_s: torch.Tensor, z_t: torch.Tensor | None, y: torch.Tensor) -> torch.Tensor:
     """Each student's training loss under ``kd_cfg.mode``, as ``evo_snn.training.kd.student_loss``
     computes it for one student: z_s ``[N, K, C]`` student logits, z_t ``[N, K, C]`` the
-    teaching logits (None for modes without a teacher network), y ``[N]`` -> ``[K]``."""
+    teaching logits (None for modes without a teacher network), y ``[N]`` -> ``[K]``.
+
+    Bit for bit the K solo losses (``solo_member_losses``, tested), with the softmaxes and
+    the KL terms of all K computed at once and each member's KL summed over its own
+    contiguous ``[N*C]`` block (the solo reduction's order). The cross-entropy's batch
+    mean stays one ``nll_loss`` per member on the shared log-softmax: its cascade
+    summation over the batch is not what a batched reduction computes."""
+    mode = kd_mode(kd_cfg.mode)
+    z_s = z_s.float()
+    n, k, c = z_s.shape
+    log_p = F.log_softmax(z_s, dim=2)
+    ce = torch.stack([F.nll_loss(log_p[:, m], y) for m in range(k)])
+    if mode.loss not in ("kd", "virtual"):  # 'ce'
+        return ce
+    a, tau = kd_cfg.alpha, kd_cfg.temperature
+    plain = mode.loss == "virtual" and kd_cfg.default_form == "paper"  # KL to softmax(z_s), no tau^2
+    if mode.loss == "kd":
+        target = F.softmax(z_t.detach().float() / tau, dim=2)
+    else:
+        target = virtual_teacher_probs(y, c, kd_cfg.default_prob, tau, kd_cfg.default_form).unsqueeze(1).expand(n, k, c)
+    log_q = log_p if plain else F.log_softmax(z_s / tau, dim=2)
+    kl = F.kl_div(log_q, target, reduction="none").transpose(0, 1).reshape(k, n * c).sum(1) / n  # 'batchmean'
+    return (a if plain else a * tau * tau) * kl + (1.0 - a) * ce  # the solo losses' float order
+
+
+def solo_member_losses(kd_cfg, z_s: torch.Tensor, z_t: torch.Tensor | None, y: torch.Tensor) -> torch.Tensor:
+    """``member_losses`` as K solo loss calls (the loop it replaces; the reference of its test)."""
     mode = kd_mode(kd_cfg.mode)
     K = z_s.shape[1]
     if mode.loss == "kd":

@@ -6,11 +6,15 @@ trains (their gradient through the mask is zero). ``make_permanent`` folds the m
 back into a plain ``weight`` so a ``state_dict`` has ordinary keys.
 
 ``fold_masks`` is the cheaper equivalent that the fitness trains with: the mask is
-multiplied into ``weight`` once and a gradient hook multiplies the weight's gradient by
-it, instead of recomputing ``weight_orig * weight_mask`` in a forward pre-hook on every
-forward. Element-wise this is the same arithmetic (forward: ``w * 1`` or ``w * 0`` once
-instead of per forward; backward: the same ``grad * mask``), so a student trained either
-way has bit-for-bit the same weights and the same Adam state.
+multiplied into ``weight`` once and the weight's gradient is multiplied by it, instead of
+recomputing ``weight_orig * weight_mask`` in a forward pre-hook on every forward.
+Element-wise this is the same arithmetic (forward: ``w * 1`` or ``w * 0`` once instead of
+per forward; backward: the same ``grad * mask``), so a student trained either way has
+bit-for-bit the same weights and the same Adam state. The gradient product is either one
+gradient hook per weight (``per_weight=True``, the default) or, for a training loop that
+calls ``MaskHooks.mask_grads()`` between ``backward()`` and the optimizer step
+(``evo_snn.training.train.train_steps(grad_masks=...)``), one ``torch._foreach_mul_`` over
+all masked gradients (issue 26: the same products, one call instead of one hook each).
 """
 
 from __future__ import annotations
@@ -61,28 +65,46 @@ def apply_masks(model: nn.Module, masks: dict[str, np.ndarray]) -> nn.Module:
 
 
 class MaskHooks:
-    """The gradient hooks that ``fold_masks`` attached; ``remove()`` detaches them (the
-    zeros stay in the weights)."""
+    """How the masks of ``fold_masks`` (or ``grouped.group_masks``) keep pruned weights at
+    zero: per-weight gradient hooks (``handles``), or the (weight, mask) pairs that
+    ``mask_grads()`` multiplies in one call. ``remove()`` detaches the hooks and forgets
+    the pairs (the zeros stay in the weights). Iterating gives the hook handles."""
 
-    def __init__(self, handles: list):
+    def __init__(self, handles: list, params: list | None = None, masks: list | None = None):
         self.handles = handles
+        self.params = list(params or [])  # weights whose .grad mask_grads() multiplies
+        self.masks = list(masks or [])  # their masks, same shape, dtype and device
+
+    def mask_grads(self) -> None:
+        """``grad *= mask`` for every weight of ``params`` that has a gradient, in one
+        ``torch._foreach_mul_``: what the per-weight hooks compute, bit for bit, once the
+        backward pass has run (call it before the optimizer step). A no-op without pairs."""
+        pairs = [(p.grad, m) for p, m in zip(self.params, self.masks) if p.grad is not None]
+        if pairs:
+            torch._foreach_mul_([g for g, _ in pairs], [m for _, m in pairs])
 
     def remove(self) -> None:
         for h in self.handles:
             h.remove()
-        self.handles = []
+        self.handles, self.params, self.masks = [], [], []
+
+    def __iter__(self):
+        return iter(list(self.handles))
 
 
-def fold_masks(model: nn.Module, masks: dict[str, np.ndarray]) -> MaskHooks:
+def fold_masks(model: nn.Module, masks: dict[str, np.ndarray], per_weight: bool = True) -> MaskHooks:
     """Zero the pruned weights in place (``weight *= mask``) and keep them zero while
-    training: a gradient hook multiplies each masked weight's gradient by its mask, so
-    Adam never moves a pruned weight (its moments stay 0). masks: bool arrays (True =
-    kept) shaped as the weights, by layer name. Returns the hooks (``remove()`` them
-    after training). raises ValueError for an unknown layer or a mask of the wrong shape.
-    Equivalent, bit for bit, to ``apply_masks`` followed by ``make_permanent`` after
-    training (see the module docstring), without the per-forward re-parametrisation."""
+    training: each masked weight's gradient is multiplied by its mask, so Adam never moves
+    a pruned weight (its moments stay 0). masks: bool arrays (True = kept) shaped as the
+    weights, by layer name. per_weight: True registers one gradient hook per weight (any
+    training loop keeps the zeros); False registers none, and the loop must call the
+    returned ``mask_grads()`` after each backward (``train_steps(grad_masks=...)``).
+    Returns the hooks (``remove()`` them after training). raises ValueError for an unknown
+    layer or a mask of the wrong shape. Equivalent, bit for bit, to ``apply_masks``
+    followed by ``make_permanent`` after training (see the module docstring), without the
+    per-forward re-parametrisation."""
     layers = prunable_layers(model, list(masks))
-    handles = []
+    handles, params, tensors = [], [], []
     for name, mask in masks.items():
         w = layers[name].weight
         if tuple(mask.shape) != tuple(w.shape):
@@ -90,9 +112,12 @@ def fold_masks(model: nn.Module, masks: dict[str, np.ndarray]) -> MaskHooks:
         m = torch.as_tensor(mask, device=w.device).to(w.dtype)
         with torch.no_grad():
             w.mul_(m)
-        if w.requires_grad:
+        if w.requires_grad and per_weight:
             handles.append(w.register_hook(lambda g, m=m: g * m))
-    return MaskHooks(handles)
+        elif w.requires_grad:
+            params.append(w)
+            tensors.append(m)
+    return MaskHooks(handles, params, tensors)
 
 
 def make_permanent(model: nn.Module) -> nn.Module:

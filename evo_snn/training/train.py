@@ -110,7 +110,7 @@ def predict_logits(model: nn.Module, fs: FrameSet, batch_size: int = 64, *, chan
     model.eval()
     out = []
     for x, _ in loader(fs, batch_size, shuffle=False):
-        x_seq = to_device(fs.to_seq(x, train=False), device)
+        x_seq = fs.to_seq(to_device(x, device), train=False)  # the stored batch sent, prepared there
         out.append(model(channels_last_seq(x_seq) if channels_last else x_seq))
         functional.reset_net(model)
         threads.tick()
@@ -145,6 +145,90 @@ def samples_processed(n: int, batch_size: int, epochs: float) -> int:
     return full * n + min(rest * batch_size, n)
 
 
+ADAM_IMPLS = ("fused", "foreach", "single")
+"""``adam(impl=...)``: torch's fused kernel (CUDA), its multi-tensor (foreach) path, or the
+per-parameter loop (torch's own choice for CPU parameters, the loop before issue 26)."""
+
+
+def adam(params, *, lr: float, weight_decay: float, device: torch.device | str, impl: str | None = None) -> torch.optim.Adam:
+    """The Adam of ``train_steps`` over ``params``: impl None = 'fused' on a CUDA device
+    (one kernel for all parameters, no host ``.item()`` per parameter), 'foreach'
+    elsewhere (one call per operation over all parameters; on the CPU bit for bit the
+    per-parameter loop's arithmetic, tested). raises ValueError for an unknown impl."""
+    impl = impl or ("fused" if torch.device(device).type == "cuda" else "foreach")
+    if impl not in ADAM_IMPLS:
+        raise ValueError(f"unknown Adam implementation {impl!r}; known: {list(ADAM_IMPLS)}")
+    kw = {"fused": {"fused": True}, "foreach": {"foreach": True}, "single": {"foreach": False}}[impl]
+    return torch.optim.Adam(list(params), lr=lr, weight_decay=weight_decay, **kw)
+
+
+class _Run:
+    """The state of one ``train_steps`` loop: model, optimizer, schedule, GradScaler, batch
+    order and augmentation generators, and where it stands (step, epoch, last loss)."""
+
+    def __init__(self, model: nn.Module, fs: FrameSet, *, epochs: float, batch_size: int, lr: float, seed: int,
+                 weight_decay: float, hot_path: TrainConfig, adam_impl: str | None, grad_masks):
+        self.model, self.fs, self.hot_path, self.grad_masks = model, fs, hot_path, grad_masks
+        self.device = next(model.parameters()).device
+        if hot_path.channels_last:
+            channels_last(model)
+        self.scaler = torch.amp.GradScaler(self.device.type) if hot_path.amp == "fp16" else None
+        self.dl = loader(fs, batch_size, shuffle=True, seed=seed)
+        self.aug_gen = torch.Generator().manual_seed(seed + 1)
+        self.steps = max(1, math.ceil(epochs * len(self.dl)))
+        self.opt = adam([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay,
+                        device=self.device, impl=adam_impl)
+        self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=self.steps)
+        self.step, self.epoch, self.last_loss = 0, 0, None
+
+    def resume(self, state: dict) -> None:
+        """Continue from a ``snapshot`` state (see ``train_steps``)."""
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["opt"])
+        self.sched.load_state_dict(state["sched"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.dl.generator.set_state(state["loader_rng"])
+        self.aug_gen.set_state(state["aug_rng"])
+        self.step, self.epoch, self.last_loss = int(state["step"]), int(state["epoch"]), float(state["loss"])
+
+    def snapshot(self, losses: list[torch.Tensor]) -> dict:
+        """A deep copy of everything the loop needs to go on after a full epoch."""
+        return copy.deepcopy({"epoch": self.epoch, "step": self.step, "loss": mean_loss(losses),
+                              "model": self.model.state_dict(), "opt": self.opt.state_dict(), "sched": self.sched.state_dict(),
+                              "scaler": self.scaler.state_dict() if self.scaler is not None else {},
+                              "loader_rng": self.dl.generator.get_state(), "aug_rng": self.aug_gen.get_state()})
+
+    def batch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A training batch ``(x_seq [T, N, ...] float32, y [N])`` on the model's device: the
+        stored batch (e.g. uint8) is sent there, then converted, augmented and repeated over T."""
+        x_seq = self.fs.to_seq(to_device(x, self.device), train=True, generator=self.aug_gen)  # prepared on the device
+        return (channels_last_seq(x_seq) if self.hot_path.channels_last else x_seq), to_device(y, self.device)
+
+    def update(self, x_seq: torch.Tensor, y: torch.Tensor, loss_fn) -> torch.Tensor:
+        """One optimizer step on a batch; returns the (detached) loss."""
+        with autocast(self.hot_path.amp, self.device):
+            loss = loss_fn(self.model(x_seq).float(), y, x_seq)  # .float(): the loss in float32 (a no-op without amp)
+        self.opt.zero_grad(set_to_none=True)
+        (loss if self.scaler is None else self.scaler.scale(loss)).backward()
+        if self.grad_masks is not None:
+            self.grad_masks.mask_grads()  # the masks' gradient products, one call (pruning.MaskHooks)
+        if self.scaler is None:
+            self.opt.step()
+        else:
+            self.scaler.step(self.opt)
+            self.scaler.update()
+        self.sched.step()
+        functional.reset_net(self.model)
+        threads.tick()  # refit torch's threads to the free cores (evo_snn.threads), at most every 2 s
+        return loss.detach()  # .item() once per epoch, not per step: no device sync per step
+
+
+def mean_loss(losses: list[torch.Tensor]) -> float:
+    """The mean of a pass's step losses (one host read per loss, at the end of the pass)."""
+    return float(sum(v.item() for v in losses) / max(len(losses), 1))
+
+
 def train_steps(
     model: nn.Module,
     fs: FrameSet,
@@ -160,6 +244,7 @@ def train_steps(
     hot_path: TrainConfig | None = None,
     snapshot: Callable[[dict], None] | None = None,
     resume_from: dict | None = None,
+    grad_masks=None, adam_impl: str | None = None,
 ) -> float:
     """Adam with a cosine schedule for ``epochs`` (may be fractional) over ``fs``.
 
@@ -167,75 +252,43 @@ def train_steps(
     inside the ``train.amp`` autocast context (a teacher forward in it runs in mixed
     precision too; the KD losses take float32 of the teacher's logits). Returns the mean
     training loss of the last epoch. ``epoch_end(epoch)`` is called after each full epoch.
-    hot_path: ``train.amp`` / ``train.channels_last`` (None = the defaults: float32, the
-    default layout). With 'fp16' a ``GradScaler`` scales the loss (steps with inf/nan
-    gradients are skipped). channels_last converts ``model`` in place and each batch.
+    hot_path: ``train.amp`` / ``train.channels_last`` (None = float32, the default layout);
+    'fp16' scales the loss by a ``GradScaler`` (steps with inf/nan gradients are skipped);
+    channels_last converts ``model`` in place and each batch.
+    grad_masks: a ``pruning.MaskHooks`` (``fold_masks(..., per_weight=False)``), its
+    ``mask_grads()`` run after each backward. adam_impl: ``adam``'s impl (None: its default).
     snapshot(state) is called after each full epoch but the last with everything the loop
     needs to go on (``epoch``, ``step``, ``loss``, the model's, optimizer's, schedule's and
     GradScaler's state_dicts, and the states of the batch-order and augmentation
     generators: tensors, numbers and dicts only, so ``torch.load(weights_only=True)``
-    reads it; a deep copy, not a view of the live tensors); ``resume_from=state`` continues from it, and the run then ends exactly as
-    the uninterrupted one (same batches, augmentations, updates and returned loss).
-    """
-    hot_path = hot_path or TrainConfig()
-    device = next(model.parameters()).device
-    if hot_path.channels_last:
-        channels_last(model)
-    scaler = torch.amp.GradScaler(device.type) if hot_path.amp == "fp16" else None
-    dl = loader(fs, batch_size, shuffle=True, seed=seed)
-    aug_gen = torch.Generator().manual_seed(seed + 1)
-    steps = max(1, math.ceil(epochs * len(dl)))
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    reads it; a deep copy, not a view of the live tensors); ``resume_from=state`` continues
+    from it, and the run ends exactly as the uninterrupted one (same batches, augmentations,
+    updates and returned loss)."""
+    run = _Run(model, fs, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, weight_decay=weight_decay,
+               hot_path=hot_path or TrainConfig(), adam_impl=adam_impl, grad_masks=grad_masks)
     model.train()
-    step, epoch, losses, last_loss = 0, 0, [], None
     if resume_from is not None:
-        model.load_state_dict(resume_from["model"])
-        opt.load_state_dict(resume_from["opt"])
-        sched.load_state_dict(resume_from["sched"])
-        if scaler is not None and resume_from.get("scaler"):
-            scaler.load_state_dict(resume_from["scaler"])
-        dl.generator.set_state(resume_from["loader_rng"])
-        aug_gen.set_state(resume_from["aug_rng"])
-        step, epoch, last_loss = int(resume_from["step"]), int(resume_from["epoch"]), float(resume_from["loss"])
-    bar = tqdm(total=steps, initial=step, desc=progress, leave=False, disable=progress is None)
-    while step < steps:
+        run.resume(resume_from)
+    losses: list[torch.Tensor] = []
+    bar = tqdm(total=run.steps, initial=run.step, desc=progress, leave=False, disable=progress is None)
+    while run.step < run.steps:
         losses = []
-        for x, y in dl:
-            x_seq, y = to_device(fs.to_seq(x, train=True, generator=aug_gen), device), to_device(y, device)
-            if hot_path.channels_last:
-                x_seq = channels_last_seq(x_seq)
-            with autocast(hot_path.amp, device):
-                loss = loss_fn(model(x_seq).float(), y, x_seq)  # .float(): the loss in float32 (a no-op without amp)
-            opt.zero_grad(set_to_none=True)
-            if scaler is None:
-                loss.backward()
-                opt.step()
-            else:
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-            sched.step()
-            functional.reset_net(model)
-            threads.tick()  # refit torch's threads to the free cores (evo_snn.threads), at most every 2 s
-            losses.append(loss.detach())  # .item() once per epoch, not per step: no device sync per step
-            step += 1
+        for x, y in run.dl:
+            losses.append(run.update(*run.batch(x, y), loss_fn))
+            run.step += 1
             bar.update(1)
-            if step >= steps:
+            if run.step >= run.steps:
                 break
-        if len(losses) == len(dl):  # a full pass over the data
-            epoch += 1
+        if len(losses) == len(run.dl):  # a full pass over the data
+            run.epoch += 1
             if epoch_end is not None:
-                epoch_end(epoch)
-            if snapshot is not None and step < steps:
-                snapshot(copy.deepcopy({"epoch": epoch, "step": step, "loss": float(sum(v.item() for v in losses) / len(losses)),
-                          "model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                          "scaler": scaler.state_dict() if scaler is not None else {},
-                          "loader_rng": dl.generator.get_state(), "aug_rng": aug_gen.get_state()}))
+                epoch_end(run.epoch)
+            if snapshot is not None and run.step < run.steps:
+                snapshot(run.snapshot(losses))
     bar.close()
-    if not losses and last_loss is not None:  # resumed at the end
-        return last_loss
-    return float(sum(v.item() for v in losses) / max(len(losses), 1))
+    if not losses and run.last_loss is not None:  # resumed at the end
+        return run.last_loss
+    return mean_loss(losses)
 
 
 def ce_loss(logits: torch.Tensor, y: torch.Tensor, _x_seq: torch.Tensor) -> torch.Tensor:
