@@ -19,7 +19,7 @@ from evo_snn.search.run import main
 from test_search import TINY
 
 ROOT = str(Path(__file__).resolve().parents[1])
-ARGS = ["--dataset", "synthetic", "--population", "4", "--generations", "20", "--seed", "5", "--no-progress", *TINY,
+ARGS = ["--dataset", "synthetic", "--population", "4", "--generations", "40", "--seed", "5", "--no-progress", *TINY,
         "--set", "kd.epochs=2.0"]
 
 
