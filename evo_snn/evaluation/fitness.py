@@ -32,7 +32,8 @@ from evo_snn.models import build_model, select_backend
 from evo_snn.evaluation.outcome import FitnessResult  # noqa: F401  (re-exported: evaluators and tests import it here)
 from evo_snn.structure.pruning import MaskHooks, fold_masks, sparse_copy, weight_sparsity
 from evo_snn.training.compiled import Persistent
-from evo_snn.training.train import accuracy, channels_last, cpu_state, eval_batch_size, predict_logits, samples_processed, train_steps
+from evo_snn.training.train import (accuracy, channels_last, cpu_state, eval_batch_size, mean_loss, predict_logits,
+                                    samples_processed, train_steps)
 
 
 @dataclass
@@ -362,7 +363,7 @@ class GenomeFitness:
 
         per_epoch = math.ceil(len(self.ctx.train) / self.ctx.cfg.kd.batch_size)
         last = per_step[len(per_step) - last_epoch_steps(len(per_step), per_epoch):]
-        return [float(sum(v[m].item() for v in last) / max(len(last), 1)) for m in range(k)]
+        return [mean_loss([v[m] for v in last]) for m in range(k)]
 
 
 def _shared_rung(jobs: list[tuple]) -> Rung | None:

@@ -119,6 +119,3 @@ def _execute(run: RunDir, cfg: Config, splits, device, args, ckpt: Checkpoint | 
             evaluator.close()
         run.unlock()
 
-
-if __name__ == "__main__":
-    sys.exit(supervised())
