@@ -226,3 +226,112 @@ def test_the_fan_out_follows_weights_changed_between_attaches():
     with counter:
         net(torch.tensor(X))
     assert counter.report().effective_macs == 5 / 2
+
+
+# --- issue 26: the counts in float kernels, against the boolean formulas they replace -------------
+
+SPECIAL = [0.0, -0.0, 1.0, -1.0, 0.5, -0.5, 2.0, -2.0, 1.0 - 2.0 ** -24, 1.0 + 2.0 ** -23, 2.0 ** -149, -(2.0 ** -149),
+           float("inf"), float("-inf"), float("nan"), 3.0]
+
+
+def _tensors():
+    g = torch.Generator().manual_seed(0)
+    spikes = (torch.rand(3, 5, 4, 6, generator=g) < 0.3).float()
+    signed = spikes - (torch.rand(3, 5, 4, 6, generator=g) < 0.2).float()  # -1, 0, 1
+    yield "spikes", spikes
+    yield "signed spikes", signed
+    yield "all zero", torch.zeros(3, 5, 4, 6)
+    yield "event counts", torch.randint(0, 4, (3, 5, 4, 6), generator=g).float()
+    yield "images", torch.randn(3, 5, 4, 6, generator=g)
+    for v in SPECIAL:  # one odd value among spikes
+        t = spikes.clone()
+        t[1, 2, 3, 4] = v
+        yield f"spikes and {v!r}", t
+    yield "float64 spikes", spikes.double()
+    yield "bfloat16 spikes", spikes.bfloat16()
+
+
+@pytest.mark.parametrize("name,x", list(_tensors()), ids=[n for n, _ in _tensors()])
+def test_float_counts_equal_the_boolean_ones(name, x):
+    """spike_check and nonzero_per_input give what ``((x == 0) | (x == 1) | (x == -1)).all()``
+    and ``(x != 0).sum(0)`` give, for spikes, signed spikes, counts, images and every odd float
+    (+-0, subnormals, 1 -+ 1 ulp, +-inf, NaN); the 0/1 shortcut only where it applies."""
+    from evo_snn.evaluation.energy import nonzero_per_input, spike_check
+
+    xs = x.reshape(-1, *x.shape[-2:])
+    want_spiking = bool(((x == 0) | (x == 1) | (x == -1)).all())
+    want_counts = (xs != 0).sum(0, dtype=torch.float64)
+    spiking, non_negative = spike_check(x)
+    assert bool(spiking) == want_spiking
+    assert bool(non_negative) == bool((x >= 0).all())
+    got = nonzero_per_input(xs)
+    assert got.shape == want_counts.shape and torch.equal(got.double(), want_counts)
+    if want_spiking and bool((x >= 0).all()):
+        assert torch.equal(nonzero_per_input(xs, binary=True).double(), want_counts)
+
+
+def test_counts_over_more_vectors_than_float32_holds_exactly_are_float64():
+    from evo_snn.evaluation import energy
+
+    xs = torch.ones(8, 3)
+    old = energy._EXACT_FLOAT32_COUNT
+    try:
+        energy._EXACT_FLOAT32_COUNT = 4  # as if 8 vectors were over 2**24
+        got = energy.nonzero_per_input(xs)
+    finally:
+        energy._EXACT_FLOAT32_COUNT = old
+    assert got.dtype == torch.float64 and torch.equal(got, torch.full((3,), 8.0, dtype=torch.float64))
+
+
+class _BooleanCounter(EnergyCounter):
+    """The hooks before issue 26 (boolean kernels, count_nonzero): the reference the float ones must equal."""
+
+    def _layer_hook(self, name):
+        from evo_snn.evaluation.energy import _sample_dims
+
+        def hook(module, args):
+            x = args[0].detach()
+            shape = tuple(x.shape[-_sample_dims(module):])
+            fan, dense_one = self._fanout[name].get(module, shape, x.device)
+            nonzero = (x != 0).reshape(-1, *shape)
+            effective = float((nonzero.sum(0, dtype=torch.float64) * fan).sum())
+            dense = nonzero.shape[0] * dense_one
+            spiking = bool(((x == 0) | (x == 1) | (x == -1)).all())
+            self._ops[name] += torch.tensor([dense, 0, effective, 0] if spiking else [0, dense, 0, effective],
+                                            dtype=torch.float64)
+        return hook
+
+    def _neuron_hook(self, name):
+        def hook(module, args, out):
+            self._spikes[name] += torch.count_nonzero(out.detach()).double()
+            self._outputs[name] += out.numel()
+        return hook
+
+
+@pytest.mark.parametrize("model", ["conv_snn", "resnet18_tiny"])
+def test_the_float_counters_report_exactly_what_the_boolean_ones_did(model, tiny_cfg):
+    """Every per-layer count and total of the counter equals, to the bit, the boolean
+    reference's, over two batches of event counts through a masked net (MAC first layer,
+    AC layers after spiking nodes)."""
+    from dataclasses import replace
+
+    from evo_snn.models import build_model
+    from evo_snn.structure.pruning import apply_masks, make_permanent, prunable_layers
+
+    torch.manual_seed(0)
+    net = build_model(replace(tiny_cfg.model, name=model), (3, 2, 8, 8), 3).eval()
+    g = torch.Generator().manual_seed(2)
+    masks = {n: (torch.rand(m.weight.shape, generator=g) > 0.5).numpy() for n, m in prunable_layers(net).items()}
+    make_permanent(apply_masks(net, masks))
+    batches = [torch.randint(0, 3, (3, 4, 2, 8, 8), generator=g).float() * 2.0 for _ in range(2)]
+    reports = []
+    for cls in (EnergyCounter, _BooleanCounter):
+        with torch.no_grad(), cls(net) as counter:
+            for x in batches:
+                net(x)
+                functional.reset_net(net)
+        reports.append(counter.report())
+    new, ref = reports
+    assert new.layers == ref.layers and new.neurons == ref.neurons
+    assert new.metrics() == ref.metrics()
+    assert new.effective_acs > 0 and new.effective_macs > 0 and new.spikes > 0
