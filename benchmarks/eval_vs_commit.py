@@ -81,10 +81,10 @@ def worker(dataset: str, root: str, calls: int, seed: int, overrides: list[str])
     print(json.dumps({"times": times, "metrics": metrics}, default=str))
 
 
-def spawn(tree: Path, dataset: str, calls: int, seed: int, data_dir: Path) -> dict:
+def spawn(tree: Path, dataset: str, calls: int, seed: int, data_dir: Path, extra: list[str] = ()) -> dict:
     env = dict(os.environ, PYTHONPATH=str(tree), OMP_NUM_THREADS="1", EVO_SNN_THREADS="1")
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", str(tree), "--datasets", dataset,
-           "--calls", str(calls), "--seed", str(seed), "--data-dir", str(data_dir), "--set", *space_overrides(dataset)]
+           "--calls", str(calls), "--seed", str(seed), "--data-dir", str(data_dir), "--set", *space_overrides(dataset), *extra]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tree)
     if res.returncode:
         raise SystemExit(f"{tree} {dataset}: exit {res.returncode}\n{res.stderr[-3000:]}")
@@ -101,6 +101,8 @@ def main(argv=None) -> None:
     ap.add_argument("--data-dir", type=Path, default=SHARED, help="holds cifar10_jpeg/ and nmnist_subset/ (default ../shared/data)")
     ap.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--set", nargs="*", default=[], help=argparse.SUPPRESS)
+    ap.add_argument("--this-set", nargs="*", default=[], metavar="SECTION.KEY=VALUE",
+                    help="overrides for this checkout only, e.g. search.measure_teacher=true (the reference keeps its defaults)")
     args = ap.parse_args(argv)
     if args.worker:
         worker(args.datasets[0], str(args.data_dir / DATA[args.datasets[0]]), args.calls, args.seed, args.set)
@@ -113,12 +115,13 @@ def main(argv=None) -> None:
         metrics = {}
         for r in range(args.rounds):
             for name in (list(trees) if r % 2 == 0 else list(trees)[::-1]):
-                out = spawn(trees[name], ds, args.calls, args.seed, args.data_dir.resolve())
+                out = spawn(trees[name], ds, args.calls, args.seed, args.data_dir.resolve(),
+                            args.this_set if name == "this" else ())
                 times[name] += out["times"]
                 metrics[name] = out["metrics"]
         this, ref = statistics.median(times["this"]), statistics.median(times["ref"])
         same = metrics["this"] == metrics["ref"]
-        print(f"== {ds}: one evaluation, median of {len(times['this'])} ({args.rounds} rounds x {args.calls} calls, interleaved)")
+        print(f"== {ds}: one evaluation{' with ' + ' '.join(args.this_set) if args.this_set else ''}, median of {len(times['this'])} ({args.rounds} rounds x {args.calls} calls, interleaved)")
         print(f"ref  {args.ref}: {ref:.3f} s   (all: {', '.join(f'{t:.2f}' for t in times['ref'])})")
         print(f"this {HERE}: {this:.3f} s   (all: {', '.join(f'{t:.2f}' for t in times['this'])})")
         print(f"ratio this / ref = {this / ref:.3f}  (speed-up {ref / this:.2f}x); metrics identical: {same}")

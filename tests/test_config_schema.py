@@ -175,8 +175,11 @@ def test_a_run_config_written_before_the_schema_loads_and_round_trips():
 
 def test_old_defaults_load_with_numbers_as_floats():
     cfg = Config.from_dict(OLD_DEFAULTS).validate()
-    assert cfg == Config()
-    assert json.loads(cfg.to_json()) == Config().to_dict()
+    # the one default changed since (issue 26: search.measure_teacher false); an old file keeps its own value
+    now = dataclasses.replace(Config(), search=dataclasses.replace(Config().search, measure_teacher=True))
+    assert cfg.search.measure_teacher is True and Config().search.measure_teacher is False
+    assert cfg == now
+    assert json.loads(cfg.to_json()) == now.to_dict()
     assert isinstance(cfg.kd.epochs, float) and isinstance(cfg.search.fidelity_fraction, float)
     assert all(isinstance(v, float) for v in cfg.search.hv_reference.values())
     assert Config.from_dict(json.loads(Config().to_json())) == Config()

@@ -16,9 +16,12 @@ from evo_snn.training.teacher import train_teacher
 
 @pytest.fixture(scope="module")
 def ctx(tiny_cfg, tiny_splits):
+    from dataclasses import replace
+
     teacher, _ = train_teacher(tiny_cfg, tiny_splits, seed=0, device=torch.device("cpu"), progress=False)
     layers = tuple(prunable_layers(teacher))
-    return FitnessContext(tiny_cfg, tiny_splits.train, tiny_splits.val, tiny_splits.frame_shape, tiny_splits.num_classes,
+    cfg = replace(tiny_cfg, search=replace(tiny_cfg.search, measure_teacher=True))  # off by default; compared below
+    return FitnessContext(cfg, tiny_splits.train, tiny_splits.val, tiny_splits.frame_shape, tiny_splits.num_classes,
                           teacher.state_dict(), layers)
 
 

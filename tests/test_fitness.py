@@ -74,6 +74,11 @@ def _with_kd(ctx, **kd):
     return replace(ctx, cfg=replace(ctx.cfg, kd=replace(ctx.cfg.kd, **kd)))
 
 
+def _measuring_teacher(ctx):
+    """``ctx`` with ``search.measure_teacher`` on (off by default since issue 26)."""
+    return replace(ctx, cfg=replace(ctx.cfg, search=replace(ctx.cfg.search, measure_teacher=True)))
+
+
 def _net(ctx, state):
     net = build_model(ctx.cfg.model, ctx.frame_shape, ctx.num_classes)
     net.load_state_dict(state)
@@ -184,7 +189,7 @@ def test_one_adam_step_moves_every_kept_weight_by_lr(setup):
 def test_accuracies_are_validation_accuracies(setup):
     """Catches: fitness accuracy (student or sparse teacher) measured on the training split."""
     ctx, teacher, ann, genome = setup
-    res = GenomeFitness(_with_kd(ctx, mode="none"), torch.device("cpu"))(genome, seed=5)
+    res = GenomeFitness(_measuring_teacher(_with_kd(ctx, mode="none")), torch.device("cpu"))(genome, seed=5)
     student = _net(ctx, res.student_state)
     sparse = sparse_copy(teacher, genome.mask_dict())
     acc_val, acc_train = accuracy(student, ctx.val), accuracy(student, ctx.train)

@@ -7,7 +7,7 @@ import time
 import torch
 
 from evo_snn.evaluation.fitness import GenomeFitness
-from test_fitness import _with_kd, setup  # noqa: F401  (the module fixture: a tiny teacher, data and genome)
+from test_fitness import _measuring_teacher, _with_kd, setup  # noqa: F401  (the module fixture: a tiny teacher, data and genome)
 
 
 def test_a_students_metrics_record_where_and_how_long_it_ran(setup):  # noqa: F811
@@ -30,7 +30,7 @@ def test_the_sparse_teachers_accuracy_is_measured_once_per_genome_key(setup, mon
     import evo_snn.evaluation.fitness as fitness_mod
 
     ctx, _, _, genome = setup
-    fitness = GenomeFitness(_with_kd(ctx, mode="none"), torch.device("cpu"))
+    fitness = GenomeFitness(_measuring_teacher(_with_kd(ctx, mode="none")), torch.device("cpu"))
     passes = []
     real = fitness_mod.accuracy
     monkeypatch.setattr(fitness_mod, "accuracy", lambda *a, **k: passes.append(a[0]) or real(*a, **k))

@@ -12,6 +12,7 @@ import pytest
 import torch
 from spikingjelly.activation_based import functional
 
+from evo_snn import malloc
 from evo_snn.config import ConfigError, ModelConfig, TrainConfig, load_config
 from evo_snn.data import FrameSet
 from evo_snn.evaluation.fitness import FitnessContext, GenomeFitness
@@ -68,10 +69,10 @@ def _with(ctx, **sections):
 # ---------------------------------------------------------------------- config
 def test_defaults_change_nothing_and_bad_values_are_config_errors():
     cfg = load_config("synthetic")
-    assert (cfg.train.amp, cfg.train.channels_last, cfg.model.neuron_backend, cfg.search.measure_teacher) == ("none", False, "auto", True)
+    assert (cfg.train.amp, cfg.train.channels_last, cfg.model.neuron_backend, cfg.search.measure_teacher) == ("none", False, "auto", False)
     ok = load_config("synthetic", overrides=["train.amp=bf16", "train.channels_last=true", "model.neuron_backend=torch",
-                                             "search.measure_teacher=false"])
-    assert (ok.train.amp, ok.train.channels_last, ok.model.neuron_backend, ok.search.measure_teacher) == ("bf16", True, "torch", False)
+                                             "search.measure_teacher=true"])
+    assert (ok.train.amp, ok.train.channels_last, ok.model.neuron_backend, ok.search.measure_teacher) == ("bf16", True, "torch", True)
     with pytest.raises(ConfigError, match="train.amp must be one of"):
         load_config("synthetic", overrides=["train.amp=fp8"])
     with pytest.raises(ConfigError, match="model.neuron_backend must be one of"):
@@ -237,7 +238,7 @@ def test_to_device_on_the_cpu_is_the_same_tensor_unpinned():
 # ---------------------------------------------------------------------- measure_teacher
 def test_measure_teacher_false_skips_only_the_teacher_pass(setup, monkeypatch):
     ctx, genome = setup
-    on = GenomeFitness(ctx, CPU)(genome, seed=5)
+    on = GenomeFitness(_with(ctx, search={"measure_teacher": True}), CPU)(genome, seed=5)
     fit = GenomeFitness(_with(ctx, search={"measure_teacher": False}), CPU)
     calls = []
     monkeypatch.setattr("evo_snn.evaluation.fitness.accuracy", lambda *a, **k: calls.append(a[0]) or 0.5)
@@ -255,23 +256,35 @@ def test_measure_teacher_false_skips_only_the_teacher_pass(setup, monkeypatch):
     assert all(0 <= r.metrics["accuracy"] <= 1 and r.metrics["group_size"] == 2 for r in grouped)
 
 
-@pytest.mark.parametrize("measure", [True, False])
-def test_a_search_without_teacher_accuracy_writes_every_output(tmp_path, measure):
-    out = tmp_path / "r"
-    rc = main(["--dataset", "synthetic", "--population", "4", "--generations", "1", "--seed", "3", "--out", str(out),
-               "--no-progress", *TINY, "--set", f"search.measure_teacher={str(measure).lower()}"])
-    assert rc == 0
-    rows = [json.loads(line) for line in (out / "evaluations.jsonl").read_text().splitlines()]
-    front = pd.read_csv(out / "pareto.csv")
-    cards = list((out / "exported").glob("*/MODEL_CARD.md"))
-    assert rows and (out / "plots" / "pareto.png").is_file() and cards
-    if measure:
-        assert all(0 <= r["teacher_accuracy"] <= 1 for r in rows) and front["teacher_accuracy"].notna().all()
-    else:
-        assert all(r["teacher_accuracy"] is None for r in rows) and front["teacher_accuracy"].isna().all()
-        assert all("| - |" in c.read_text() for c in cards)  # the card's sparse-teacher cell
+def test_a_search_without_teacher_accuracy_writes_every_output_and_exports_the_same_numbers(tmp_path):
+    runs = {}
+    for measure in (True, False):
+        out = tmp_path / str(measure)
+        rc = main(["--dataset", "synthetic", "--population", "4", "--generations", "1", "--seed", "3", "--out", str(out),
+                   "--no-progress", *TINY, "--set", f"search.measure_teacher={str(measure).lower()}"])
+        assert rc == 0
+        rows = [json.loads(line) for line in (out / "evaluations.jsonl").read_text().splitlines()]
+        front = pd.read_csv(out / "pareto.csv")
+        exported = {d.name: json.loads((d / "metrics.json").read_text()) for d in sorted((out / "exported").iterdir())}
+        assert rows and exported and (out / "plots" / "pareto.png").is_file()
+        if measure:
+            assert all(0 <= r["teacher_accuracy"] <= 1 for r in rows) and front["teacher_accuracy"].notna().all()
+        else:
+            assert all(r["teacher_accuracy"] is None for r in rows) and front["teacher_accuracy"].isna().all()
+        runs[measure] = rows, exported, {u: (out / "exported" / u / "MODEL_CARD.md").read_text() for u in exported}
+    (on_rows, on_exp, on_cards), (off_rows, off_exp, off_cards) = runs[True], runs[False]
+    drop = ("teacher_accuracy", "wall_s", "worker", "eval_wall_s")
+    assert [{k: v for k, v in r.items() if k not in drop} for r in off_rows] == \
+        [{k: v for k, v in r.items() if k not in drop} for r in on_rows]  # the search never reads it
+    assert sorted(off_exp) == sorted(on_exp)
+    for uid, rec in off_exp.items():  # measured at export instead: the same sparse teacher, the same number
+        assert rec["teacher_accuracy_measured"] == "at export" and "teacher_accuracy_measured" not in on_exp[uid]
+        assert rec["teacher_accuracy"] == on_exp[uid]["teacher_accuracy"]
+        assert "measured at export" in off_cards[uid] and "measured at export" not in on_cards[uid]
     # the neuron backend the run used: 'torch' on the CPU; on CUDA whatever 'auto' chose there
-    used = json.loads((out / "manifest.json").read_text())["backend"]
+    manifest = json.loads((tmp_path / "True" / "manifest.json").read_text())
+    assert manifest["malloc_thresholds"] == malloc.APPLIED  # evo_snn.malloc, as set at import
+    used = manifest["backend"]
     assert used == "torch" if not torch.cuda.is_available() else used in ("cuda", "triton", "torch")
 
 

@@ -145,7 +145,8 @@ def _export_locked(run: RunDir, pick: str, retrain_epochs: float, out, nir: bool
             except ValueError:
                 pass
         rec = export_member(run, uid, roles, member.genome, metrics, state, cmp.teacher, model_args, cmp.splits.test,
-                            cmp.layers, out_root=None if out is None else Path(out), context=context, nir=nir)
+                            cmp.layers, out_root=None if out is None else Path(out), context=context, nir=nir,
+                            val=cmp.splits.val)
     finally:
         cmp.close()
     rec["export_dir"] = str((Path(out) if out is not None else run.exported) / uid)

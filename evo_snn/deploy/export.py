@@ -82,7 +82,7 @@ def finalize(run: RunDir, ctx: FitnessContext, archive, students: StudentStore, 
             student_state = res.student_state
             metrics = retrained_metrics(metrics, res.metrics, cfg.search.final_epochs)
         rec = export_member(run, uid, r, ind.genome, metrics, student_state, dense_teacher, model_args, splits.test, ctx.layers,
-                            context=context)
+                            context=context, val=splits.val)
         exported.append(rec)
         tqdm.write(f"exported {uid} ({', '.join(r)}): val acc {rec['accuracy']:.3f}, test acc {rec['test_accuracy']:.3f}, "
                    f"sparsity {rec['sparsity']:.3f} -> {run.exported / uid}")

@@ -33,7 +33,7 @@ from evo_snn.training.train import accuracy
 
 def export_member(run: RunDir, uid: str, roles: list[str], genome: Genome, metrics: dict, student_state: dict,
                   dense_teacher: nn.Module, model_args: tuple, test: FrameSet, layers, *, out_root: Path | None = None,
-                  context: dict | None = None, nir: bool = False) -> dict:
+                  context: dict | None = None, nir: bool = False, val: FrameSet | None = None) -> dict:
     """Write ``<out_root or run.exported>/<uid>/`` (see ``evo_snn.deploy.export``); returns
     the metrics written.
 
@@ -48,7 +48,10 @@ def export_member(run: RunDir, uid: str, roles: list[str], genome: Genome, metri
     ``dense_teacher``, ``val_samples``). The folder is built under a hidden temporary
     name and renamed into place (an older export of ``uid`` is replaced); on any error
     nothing is left. nir: also write ``student.nir`` (raises ExportError when
-    ``evo_snn.nir`` is missing or cannot map a layer).
+    ``evo_snn.nir`` is missing or cannot map a layer). val: the validation split; where
+    ``metrics`` has no ``teacher_accuracy`` (``search.measure_teacher`` false, the
+    default), the sparse teacher's validation accuracy is measured on it here, once, and
+    recorded as ``teacher_accuracy`` with ``teacher_accuracy_measured: "at export"``.
     """
     root = Path(out_root) if out_root is not None else run.exported
     try:  # read from the run directory: never a path out of it
@@ -65,7 +68,7 @@ def export_member(run: RunDir, uid: str, roles: list[str], genome: Genome, metri
     student = build_model(model_cfg, frame_shape, num_classes).to(device)
     student.load_state_dict(student_state)
     student.eval()
-    record = member_record(uid, roles, genome, metrics, student, sparse_teacher, model_args, test, layers, context)
+    record = member_record(uid, roles, genome, metrics, student, sparse_teacher, model_args, test, layers, context, val)
     if tmp.exists():
         shutil.rmtree(tmp)
     try:
@@ -88,11 +91,14 @@ def export_member(run: RunDir, uid: str, roles: list[str], genome: Genome, metri
 
 
 def member_record(uid: str, roles: list[str], genome: Genome, metrics: dict, student: nn.Module,
-                  sparse_teacher: nn.Module, model_args: tuple, test: FrameSet, layers, context: dict | None) -> dict:
+                  sparse_teacher: nn.Module, model_args: tuple, test: FrameSet, layers, context: dict | None,
+                  val: FrameSet | None = None) -> dict:
     """The metrics.json record of an export (``export_member``'s arguments, with the
     student and the sparse teacher built), its one test measurement included; without
     ``file_bytes``, which ``write_files`` adds."""
     ctx = dict(context or {})
+    if metrics.get("teacher_accuracy") is None and val is not None:  # not measured during the search
+        metrics = {**metrics, "teacher_accuracy": accuracy(sparse_teacher, val), "teacher_accuracy_measured": "at export"}
     model_cfg, frame_shape, num_classes = model_args
     sparsity, per_layer = weight_sparsity(student, layers)
     test_metrics = {

@@ -25,7 +25,7 @@ from __future__ import annotations
 import sys
 import time
 
-from evo_snn import threads
+from evo_snn import malloc, threads
 from evo_snn.atomic import DISK_ERRNOS
 from evo_snn.cli import show_progress
 from evo_snn.config import Config
@@ -49,6 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     ``sys.argv[1:]``), run with SIGTERM as Ctrl-C; returns the exit code."""
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    try:  # before any output: a bad EVO_SNN_THREADS / EVO_SNN_MALLOC is one line, exit 2
+        threads.env_mode()
+        malloc.env_mode()
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     with sigterm_as_interrupt():
         return run_search(args, ["python", "-m", "evo_snn.search", *argv])
 

@@ -18,7 +18,7 @@ ARGS = ["--dataset", "synthetic", "--population", "8", "--generations", "2", "--
         "--set", "data.synthetic_classes=3", "--set", "data.synthetic_train_per_class=16",
         "--set", "data.synthetic_test_per_class=6", "--set", "data.synthetic_size=8", "--set", "data.frames=4",
         "--set", "data.val_fraction=0.25", "--set", "model.channels=[4]", "--set", "teacher.epochs=2",
-        "--set", "kd.epochs=0.5"]
+        "--set", "kd.epochs=0.5", "--set", "search.measure_teacher=true"]  # pinned: the golden file records it
 PARETO_KEYS = ("uid", "accuracy", "sparsity", "teacher_accuracy", "genome_sparsity", "gen", "genome_key", "parents")
 EVAL_KEYS = ("gen", "uid", "parents", "genome_key", "status", "seed", "accuracy", "sparsity", "teacher_accuracy",
              "genome_sparsity", "train_loss")
