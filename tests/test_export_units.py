@@ -218,3 +218,36 @@ def test_load_exported_refuses_a_weights_file_that_is_not_a_plain_state_dict(exp
     torch.save(_NotAStateDict(state), d / "student.pt")  # the same weights, but unpickling it runs this module's code
     with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
         export.load_exported(d)
+
+
+def test_the_sparse_teachers_validation_accuracy_is_measured_at_export_only_when_the_search_did_not(tiny_cfg, tiny_splits,
+                                                                                                    monkeypatch):
+    """Issue 26: with ``search.measure_teacher`` false (the default) the record gets the sparse
+    teacher's validation accuracy from one pass at export; a measured one is kept as it is."""
+    from evo_snn.config import GenomeConfig
+    from evo_snn.deploy.writer import member_record
+    from evo_snn.models import build_model
+    from evo_snn.structure.genome import GenomeOps
+    from evo_snn.structure.pruning import prunable_layers, sparse_copy, weight_magnitudes
+    from evo_snn.training.train import accuracy
+
+    torch.manual_seed(0)
+    teacher = build_model(tiny_cfg.model, tiny_splits.frame_shape, tiny_splits.num_classes)
+    layers = list(prunable_layers(teacher))
+    genome = GenomeOps(weight_magnitudes(teacher, layers), GenomeConfig()).uniform_magnitude(0.5)
+    sparse = sparse_copy(teacher, genome.mask_dict())
+    args = (tiny_cfg.model, tiny_splits.frame_shape, tiny_splits.num_classes)
+
+    def record(metrics, val):
+        return member_record("00-0001", ["knee"], genome, metrics, sparse, sparse, args, tiny_splits.test, layers, None, val)
+
+    base = {"accuracy": 0.5, "sparsity": genome.sparsity, "teacher_accuracy": None}
+    seen = []
+    monkeypatch.setattr("evo_snn.deploy.writer.accuracy", lambda net, fs, *a, **k: seen.append((net, fs)) or accuracy(net, fs))
+    at_export = record(base, tiny_splits.val)
+    assert at_export["teacher_accuracy"] == accuracy(sparse, tiny_splits.val)
+    assert (sparse, tiny_splits.val) in seen and seen.count((sparse, tiny_splits.val)) == 1  # one pass, on validation
+    assert at_export["teacher_accuracy_measured"] == "at export" and base["teacher_accuracy"] is None  # input untouched
+    kept = record({**base, "teacher_accuracy": 0.25}, tiny_splits.val)
+    assert kept["teacher_accuracy"] == 0.25 and "teacher_accuracy_measured" not in kept
+    assert record(base, None)["teacher_accuracy"] is None  # no validation split given: nothing measured

@@ -83,7 +83,7 @@ def _accuracy_section(rec: dict) -> list[str]:
     return lines + [f"| test (once, here) | {_fmt(rec.get('test_accuracy'))} | {_fmt(rec.get('teacher_test_accuracy'))} | "
                     f"{_fmt(dt.get('test_accuracy'))} |", "",
                     f"Validation samples: {rec.get('val_samples', '?')}; test samples: {rec.get('test_samples', '?')}."
-                    + (" The sparse teacher's validation accuracy was measured at export (``search.measure_teacher`` "
+                    + (" The sparse teacher's validation accuracy was measured at export (`search.measure_teacher` "
                        "false); the genome fixes that net, so the search would have recorded the same number."
                        if rec.get("teacher_accuracy_measured") == "at export" else "")]
 
