@@ -152,3 +152,25 @@ def test_help_has_no_markup(capsys):
         pareto.main(["--help"])
     out = capsys.readouterr().out
     assert "``" not in out and "--plot" in out and "read-only" in out.lower()
+
+
+def test_a_run_without_the_teacher_pass_shows_the_exported_members_at_export_accuracy(tmp_path, capsys):
+    """search.measure_teacher false (the default since issue 26): pareto.csv has no sparse-teacher
+    accuracy; the front takes an exported member's from its metrics.json, the others stay empty,
+    and the table drops the column when no member has one."""
+    run = _write_run(tmp_path, "a", EVALS_A, {"a1", "a2", "a3"}, exported={"a2": ["knee"]})
+    front = pd.read_csv(run / "pareto.csv")
+    front["teacher_accuracy"] = float("nan")
+    front.to_csv(run / "pareto.csv", index=False)
+    rec = json.loads((run / "exported" / "a2" / "metrics.json").read_text())
+    rec.update(teacher_accuracy=0.77, teacher_accuracy_measured="at export")
+    (run / "exported" / "a2" / "metrics.json").write_text(json.dumps(rec))
+    table = pareto.front_table(pareto.read_run(run))
+    got = dict(zip(table["uid"], table["sparse_teacher_val_accuracy"]))
+    assert got["a2"] == 0.77 and math.isnan(got["a1"]) and math.isnan(got["a3"])
+    assert pareto.main([str(run), "--format", "csv"]) == 0
+    assert list(csv.DictReader(capsys.readouterr().out.splitlines()))[1]["sparse_teacher_val_accuracy"] == "0.77"
+    (run / "exported" / "a2" / "metrics.json").write_text(json.dumps({**rec, "teacher_accuracy": None}))
+    assert pareto.main([str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "sparse_teacher_val_accuracy" not in out and "a2" in out  # nothing measured: no column of NaN

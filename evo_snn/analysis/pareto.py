@@ -191,10 +191,15 @@ def run_summary(view: RunView) -> dict:
 
 def front_table(view: RunView) -> pd.DataFrame:
     """The front of one run as printed: uid, gen, accuracy (validation), sparsity, the sparse
-    teacher's validation accuracy, energy columns, exported roles; sorted by sparsity."""
+    teacher's validation accuracy, energy columns, exported roles; sorted by sparsity. The
+    sparse teacher's accuracy is the search's, or for an exported member that the search did
+    not measure (``search.measure_teacher`` false) its export's (metrics.json)."""
     cols = ["uid", "gen", "accuracy", "sparsity", "teacher_accuracy", *view.energy_columns, "exported"]
-    return view.front[[c for c in cols if c in view.front.columns]].rename(
-        columns={"accuracy": "val_accuracy", "teacher_accuracy": "sparse_teacher_val_accuracy"})
+    front = view.front[[c for c in cols if c in view.front.columns]].copy()
+    if "teacher_accuracy" in front:
+        at_export = pd.to_numeric(front["uid"].map(lambda u: (view.exported.get(u) or {}).get("teacher_accuracy")))
+        front["teacher_accuracy"] = pd.to_numeric(front["teacher_accuracy"]).fillna(at_export)
+    return front.rename(columns={"accuracy": "val_accuracy", "teacher_accuracy": "sparse_teacher_val_accuracy"})
 
 
 def describe(view: RunView) -> str:
@@ -227,6 +232,8 @@ def render(views: list[RunView], fmt: str) -> str:
         if fmt == "json":
             return _to_json({"run": str(v.path), "summary": run_summary(v), "teacher": v.teacher,
                              "front": table.to_dict(orient="records")})
+        if "sparse_teacher_val_accuracy" in table and table["sparse_teacher_val_accuracy"].isna().all():
+            table = table.drop(columns="sparse_teacher_val_accuracy")  # not measured (search.measure_teacher false)
         with pd.option_context("display.width", 200, "display.max_columns", 30, "display.max_rows", 500):
             body = table.to_string(index=False, float_format=lambda x: f"{x:.4f}") if len(table) else "(empty front)"
         return describe(v) + "\n" + body + "\n"
