@@ -2,11 +2,11 @@
 
 __version__ = "0.1.0"
 
-from evo_snn.malloc import malloc_defaults as _malloc_defaults
+from evo_snn import malloc as _malloc
 from evo_snn.threads import openmp_defaults as _openmp_defaults
 
 _openmp_defaults()  # GOMP_SPINCOUNT before torch loads (evo_snn.threads); EVO_SNN_THREADS=torch skips it
-_malloc_defaults()  # glibc's mmap / trim thresholds fixed (evo_snn.malloc); EVO_SNN_MALLOC=system skips it
+_malloc.APPLIED.update(_malloc.malloc_defaults())  # glibc's mmap / trim thresholds; EVO_SNN_MALLOC=system skips it
 
 
 def __getattr__(name: str):

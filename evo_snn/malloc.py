@@ -27,7 +27,6 @@ Results do not change: only where the bytes come from does.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import sys
 
@@ -44,7 +43,8 @@ TRIM_THRESHOLD = 512 << 20
 """bytes of free heap top a process keeps instead of returning it to the OS."""
 GLIBC_VARIABLES = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")
 APPLIED: dict[str, int] = {}
-"""What ``malloc_defaults`` set in this process ({parameter name: bytes}; {} for nothing), for manifest.json."""
+"""What ``import evo_snn``'s ``malloc_defaults`` call set in this process ({parameter name: bytes}; {} for
+nothing), for manifest.json."""
 
 
 def env_mode(environ=None) -> str:
@@ -56,11 +56,13 @@ def env_mode(environ=None) -> str:
 
 
 def _glibc():
-    """The loaded C library when it is glibc (it has ``mallopt`` and ``gnu_get_libc_version``), else None."""
+    """This process's C library when it is glibc (it has ``mallopt`` and ``gnu_get_libc_version``), else None.
+    ``CDLL(None)``: the symbols already loaded, so no library search (``ctypes.util.find_library`` runs
+    ``ldconfig``) at every ``import evo_snn``."""
     if not sys.platform.startswith("linux"):
         return None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = ctypes.CDLL(None)
     except OSError:
         return None
     return libc if hasattr(libc, "gnu_get_libc_version") else None  # glibc only (musl's mallopt is a stub)
@@ -80,7 +82,7 @@ def malloc_defaults(environ=None, libc=None) -> dict[str, int]:
         return {}  # import evo_snn must not fail on it; python -m evo_snn.search reports it (exit 2)
     if any(v in environ for v in GLIBC_VARIABLES):
         return {}
-    libc_given, libc = libc, libc if libc is not None else _glibc()
+    libc = libc if libc is not None else _glibc()
     if libc is None:
         return {}
     done = {}
@@ -88,6 +90,4 @@ def malloc_defaults(environ=None, libc=None) -> dict[str, int]:
                                ("M_TRIM_THRESHOLD", M_TRIM_THRESHOLD, TRIM_THRESHOLD)):
         if libc.mallopt(param, value) == 1:  # 1 on success, 0 when glibc refuses the value
             done[name] = value
-    if libc_given is None:
-        APPLIED.update(done)
     return done

@@ -47,8 +47,8 @@ def teacher_stage(run: RunDir, cfg: Config, splits, device: torch.device, args, 
     """The teacher stage, with all usable CPUs for the driver alone: the dense teacher (and
     for kd.mode 'ann' the ANN teacher) trained, loaded from ``--teacher``, or with
     ``resume`` the run's own (``evo_snn.training.teacher.prepare``); a fresh one is saved to
-    teacher/. Notes the threads, the malloc thresholds and the neuron backend in the manifest; returns the
-    ``Teachers``. Raises TeacherLoadError."""
+    teacher/. Notes the threads, the malloc thresholds and the neuron backend in the
+    manifest; returns the ``Teachers``. Raises TeacherLoadError."""
     gov = threads.configure(1, cfg.train.threads)  # all usable CPUs for the teacher (the driver alone)
     run.note(threads=gov.describe() if gov else {"torch_defaults": True, "threads": torch.get_num_threads()},
              malloc_thresholds=dict(malloc.APPLIED))  # evo_snn.malloc; {} = the C library's own
